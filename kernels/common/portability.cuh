@@ -1,0 +1,85 @@
+// The one place where kernel code differs between the CUDA build and the SIMT build.
+//
+// Kernel sources include this header and then use only portable spellings:
+//   - kdf::launch(kernel, {grid, block, smem, stream}, args...) instead of kernel<<<...>>>(args...);
+//   - kdf::dynamic_shared<T>() instead of `extern __shared__ T buf[]`;
+//   - cub::BlockReduce / cub::WarpReduce / cub::Device*Reduce (real CUB or the SIMT shim);
+//   - kdf::Sum / kdf::Max / kdf::Min as reduction operators.
+// tests/lint checks that no other kernel file contains `<<<`, `extern __shared__` or inline `asm`.
+#pragma once
+
+#include "cuda_api.h"
+
+#include <cstddef>
+
+#if defined(KDFUSE_SIMT)
+#include <kdfuse/simt/cub.h>
+
+#include <source_location>
+#else
+#include <cub/block/block_reduce.cuh>
+#include <cub/device/device_reduce.cuh>
+#include <cub/device/device_segmented_reduce.cuh>
+#include <cub/warp/warp_reduce.cuh>
+#endif
+
+namespace kdf {
+
+struct Sum {
+    template <typename T>
+    __host__ __device__ __forceinline__ T operator()(const T& a, const T& b) const { return a + b; }
+};
+struct Max {
+    template <typename T>
+    __host__ __device__ __forceinline__ T operator()(const T& a, const T& b) const { return a < b ? b : a; }
+};
+struct Min {
+    template <typename T>
+    __host__ __device__ __forceinline__ T operator()(const T& a, const T& b) const { return b < a ? b : a; }
+};
+
+// Launch configuration. On the SIMT backend `where` records the launch site for error reports
+// (nvcc's front end has no std::source_location).
+struct LaunchConfig {
+    dim3 grid;
+    dim3 block;
+    size_t smem = 0;
+    cudaStream_t stream = nullptr;
+#if defined(KDFUSE_SIMT)
+    std::source_location where;
+    LaunchConfig(dim3 g, dim3 b, size_t s = 0, cudaStream_t st = nullptr,
+                 std::source_location w = std::source_location::current())
+        : grid(g), block(b), smem(s), stream(st), where(w)
+    {
+    }
+#else
+    LaunchConfig(dim3 g, dim3 b, size_t s = 0, cudaStream_t st = nullptr) : grid(g), block(b), smem(s), stream(st) {}
+#endif
+};
+
+// Launches a kernel and returns the launch status (cudaGetLastError() after the launch).
+template <typename... Params, typename... Args>
+inline cudaError_t launch(void (*kernel)(Params...), const LaunchConfig& cfg, Args&&... args)
+{
+#if defined(KDFUSE_SIMT)
+    return ::kdfuse::simt::launch(kernel, cfg.grid, cfg.block, cfg.smem, cfg.stream, cfg.where, true,
+                                  static_cast<Params>(args)...);
+#else
+    kernel<<<cfg.grid, cfg.block, cfg.smem, cfg.stream>>>(static_cast<Params>(args)...);
+    return cudaGetLastError();
+#endif
+}
+
+// The block's dynamic shared memory (sized by LaunchConfig::smem), 16-byte aligned.
+template <typename T>
+__device__ __forceinline__ T* dynamic_shared()
+{
+#if defined(KDFUSE_SIMT)
+    return reinterpret_cast<T*>(::kdfuse::simt::detail::tl_block.dynamic_smem);
+#else
+    extern __shared__ __align__(16) unsigned char kdf_dynamic_smem[];
+    return reinterpret_cast<T*>(kdf_dynamic_smem);
+#endif
+}
+
+}  // namespace kdf

@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Installs what the build needs and is missing: Debian packages through apt-get. Sourced by the
+# README's commands; does nothing when everything is present.
+set -euo pipefail
+
+KDFUSE_DEBIAN_PACKAGES=(cmake g++ make python3 binutils libboost-context-dev libgtest-dev libgmock-dev libbenchmark-dev)
+
+kdfuse_install_debian_packages() {
+    local missing=()
+    for pkg in "${KDFUSE_DEBIAN_PACKAGES[@]}"; do
+        dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+    done
+    if [ ${#missing[@]} -eq 0 ]; then
+        return 0
+    fi
+    echo "kdfuse: installing Debian packages: ${missing[*]}"
+    local sudo=""
+    if [ "$(id -u)" -ne 0 ]; then
+        command -v sudo >/dev/null || { echo "kdfuse: need root (or sudo) to install ${missing[*]}" >&2; return 1; }
+        sudo="sudo"
+    fi
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}"
+}
+
+# nvcc from PATH, else the toolkit's default location. Prints nothing if there is none.
+kdfuse_find_nvcc() {
+    if command -v nvcc >/dev/null; then
+        command -v nvcc
+    elif [ -x /usr/local/cuda/bin/nvcc ]; then
+        echo /usr/local/cuda/bin/nvcc
+    fi
+}

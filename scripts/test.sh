@@ -1,0 +1,66 @@
+#!/usr/bin/env bash
+# The README's test command: installs what is missing, builds both libraries, runs every test under
+# the forward, reverse and a random SIMT schedule, runs the SIMT tests again under AddressSanitizer +
+# UBSan, compiles the CUDA library for sm_80/sm_90 (failing on any register spill) and checks that an
+# installed package can be consumed with find_package.
+#
+# Environment: KDFUSE_JOBS (parallel jobs, default: nproc), KDFUSE_RANDOM_SEED (seed of the random
+# schedule, default: drawn and printed), KDFUSE_SKIP_ASAN=1 to skip the sanitizer build.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$(pwd)
+source scripts/deps.sh
+
+jobs=${KDFUSE_JOBS:-$(nproc)}
+seed=${KDFUSE_RANDOM_SEED:-$(( (RANDOM << 15) | RANDOM ))}
+step() { printf '\n==== %s\n' "$*"; }
+
+step "dependencies"
+kdfuse_install_debian_packages
+nvcc=$(kdfuse_find_nvcc)
+cuda_args=(-DKDFUSE_BUILD_CUDA=OFF)
+if [ -n "$nvcc" ]; then
+    cuda_args=(-DKDFUSE_BUILD_CUDA=ON -DCMAKE_CUDA_COMPILER="$nvcc")
+    echo "CUDA compiler: $nvcc"
+elif [ "${CI:-}" = "true" ]; then
+    echo "kdfuse: nvcc not found; CI must compile the CUDA library" >&2
+    exit 1
+else
+    echo "kdfuse: nvcc not found: building the SIMT library only (CI requires the CUDA build)"
+fi
+
+step "configure and build (SIMT library, CUDA library for sm_80;sm_90, tests)"
+cmake -S . -B build -DCMAKE_BUILD_TYPE=RelWithDebInfo "${cuda_args[@]}" >/dev/null
+cmake --build build -j "$jobs" 2>&1 | tee build/build.log | grep -vE "^ptxas info|bytes stack frame|^\[ *[0-9]+%\]" || true
+test "${PIPESTATUS[0]}" -eq 0
+
+if [ -n "$nvcc" ]; then
+    step "register usage of the CUDA kernels (ptxas -v; spills fail the build)"
+    python3 scripts/ptxas_summary.py build/build.log
+fi
+
+for schedule in forward reverse "random:$seed"; do
+    step "tests, SIMT schedule $schedule"
+    (cd build && KDFUSE_SIMT_SCHEDULE=$schedule ctest -j "$jobs" --output-on-failure)
+done
+
+if [ "${KDFUSE_SKIP_ASAN:-0}" != "1" ]; then
+    step "SIMT tests under AddressSanitizer + UBSan"
+    cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=Debug -DKDFUSE_SANITIZE=ON -DKDFUSE_BUILD_CUDA=OFF >/dev/null
+    cmake --build build-asan -j "$jobs" 2>&1 | grep -E "error|warning" || true
+    test "${PIPESTATUS[0]}" -eq 0
+    (cd build-asan && ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 \
+        KDFUSE_SIMT_SCHEDULE="random:$seed" ctest -j "$jobs" --output-on-failure)
+fi
+
+step "install and consume the package with find_package"
+rm -rf build/install build/consumer
+cmake --install build --prefix build/install >/dev/null
+cmake -S tests/install_consumer -B build/consumer -DCMAKE_PREFIX_PATH="$root/build/install" >/dev/null
+cmake --build build/consumer -j "$jobs" >/dev/null
+build/consumer/consumer_sim
+if [ -x build/consumer/consumer_cuda ]; then
+    build/consumer/consumer_cuda
+fi
+
+step "all checks passed (random schedule seed $seed)"
