@@ -31,3 +31,21 @@ kdfuse_find_nvcc() {
         echo /usr/local/cuda/bin/nvcc
     fi
 }
+
+# The project-local virtual environment (.venv) with PyTorch and the test tools; created or completed
+# when something is missing. Prints the interpreter's path on the last line.
+kdfuse_setup_venv() {
+    local root
+    root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+    local venv="$root/.venv"
+    if ! "$venv/bin/python" -c "import torch, numpy, pytest" >/dev/null 2>&1; then
+        echo "kdfuse: setting up $venv (PyTorch from PyPI)" >&2
+        if ! python3 -m venv "$venv" >/dev/null 2>&1; then
+            KDFUSE_DEBIAN_PACKAGES+=(python3-venv)
+            kdfuse_install_debian_packages >&2
+            python3 -m venv "$venv"
+        fi
+        "$venv/bin/pip" install -q -r "$root/python_ref/requirements.txt" >&2
+    fi
+    echo "$venv/bin/python"
+}

@@ -42,6 +42,8 @@ typedef enum kdfStatus_t {
     KDF_STATUS_INTERNAL_ERROR = 9      /* a bug in kdfuse: please report it */
 } kdfStatus_t;
 
+/* ---- library-wide ------------------------------------------------------------------------------ */
+
 /* KDFUSE_VERSION of the loaded library (compare with the header's KDFUSE_VERSION). */
 KDFUSE_API int kdfGetVersion(void);
 /* "cuda" for libkdfuse, "simt" for libkdfuse_sim. */
@@ -51,6 +53,81 @@ KDFUSE_API const char* kdfGetStatusName(kdfStatus_t status);
 KDFUSE_API const char* kdfGetStatusString(kdfStatus_t status);
 /* Detail of the last failed call on this thread, naming the offending argument; "" after success. */
 KDFUSE_API const char* kdfGetLastErrorString(void);
+
+/* ---- handle --------------------------------------------------------------------------------------
+ * Per-device state only: device properties, a cuBLAS handle, the math and determinism modes. No stream
+ * and no workspace live in the handle. Create it with the target device current; use a handle from one
+ * host thread at a time (like a cuBLAS handle); create one per thread for concurrent use. */
+typedef struct kdfContext* kdfHandle_t;
+
+typedef enum kdfMathMode_t {
+    KDF_MATH_FP32 = 0, /* default: fp32 GEMMs */
+    KDF_MATH_TF32 = 1  /* opt-in: cuBLAS may use TF32 tensor cores for GEMM-based losses */
+} kdfMathMode_t;
+
+typedef enum kdfDeterminism_t {
+    KDF_DETERMINISTIC = 0, /* default: bitwise reproducible run to run on the same device and build */
+    KDF_FAST = 1           /* opt-in: float atomics allowed where a loss documents a faster path */
+} kdfDeterminism_t;
+
+KDFUSE_API kdfStatus_t kdfCreate(kdfHandle_t* handle);
+KDFUSE_API kdfStatus_t kdfDestroy(kdfHandle_t handle); /* NULL is a no-op */
+KDFUSE_API kdfStatus_t kdfSetMathMode(kdfHandle_t handle, kdfMathMode_t mode);
+KDFUSE_API kdfStatus_t kdfGetMathMode(kdfHandle_t handle, kdfMathMode_t* mode);
+KDFUSE_API kdfStatus_t kdfSetDeterminism(kdfHandle_t handle, kdfDeterminism_t mode);
+KDFUSE_API kdfStatus_t kdfGetDeterminism(kdfHandle_t handle, kdfDeterminism_t* mode);
+
+/* ---- conventions shared by every loss --------------------------------------------------------------
+ * - Params structs begin with `struct_size` (set by the ..._INIT macro to sizeof the struct) so they can
+ *   grow without breaking callers. Shapes are int64; leading dimensions are in elements (0 = dense).
+ * - kdf<Loss>WorkspaceSize(params, &bytes) depends only on the params. The call takes a device workspace
+ *   of at least that many bytes (16-byte aligned); NULL is allowed when the size is 0.
+ * - Every output pointer may be NULL (not computed): loss only, gradients only, or both in one pass.
+ * - grad_loss: optional device pointer to the upstream gradient of the loss (NULL = 1). grad_scale: host
+ *   factor applied to every gradient (not to the loss).
+ * - accumulate != 0: outputs are added to (+=) instead of overwritten, the loss included, so several
+ *   calls (layers, losses) can sum into one loss buffer and one gradient.
+ * - Everything runs on `stream`: no allocation, no synchronisation, no host reads of device data. */
+
+typedef enum kdfDataType_t {
+    KDF_DTYPE_FP32 = 0,
+    KDF_DTYPE_FP16 = 1, /* not supported yet: KDF_STATUS_NOT_SUPPORTED */
+    KDF_DTYPE_BF16 = 2  /* not supported yet: KDF_STATUS_NOT_SUPPORTED */
+} kdfDataType_t;
+
+typedef enum kdfReduction_t {
+    KDF_REDUCTION_BATCHMEAN = 0, /* sum over rows / rows (the seed's behaviour) */
+    KDF_REDUCTION_NONE = 1       /* one value per row */
+} kdfReduction_t;
+
+/* ---- KD: Hinton et al., RepDistiller's DistillKL -------------------------------------------------
+ * loss = T^2 / N * sum_i w_i * KL(softmax(y_t[i] / T) || softmax(y_s[i] / T))       (batchmean)
+ * loss[i] = T^2 * w_i * KL_i                                                        (none)
+ * w_i = row_weight[i] (NULL = all 1). Rows with weight exactly 0 are skipped: their logits are not read,
+ * they add 0 to the loss and get zero gradients. docs/losses/kd.md has the math and numerics. */
+typedef struct kdfKDParams_t {
+    size_t struct_size;
+    int64_t rows;            /* N >= 1 */
+    int64_t classes;         /* C >= 1 */
+    int64_t ld_student;      /* elements between rows of y_s and grad_s (0 = classes) */
+    int64_t ld_teacher;      /* elements between rows of y_t and grad_t (0 = classes) */
+    kdfDataType_t dtype;     /* of y_s, y_t, grad_s, grad_t; loss, row_weight, grad_loss are fp32 */
+    float temperature;       /* T > 0, default 4 */
+    kdfReduction_t reduction;
+} kdfKDParams_t;
+
+#define KDF_KD_PARAMS_INIT {sizeof(kdfKDParams_t), 0, 0, 0, 0, KDF_DTYPE_FP32, 4.0f, KDF_REDUCTION_BATCHMEAN}
+
+KDFUSE_API kdfStatus_t kdfKDWorkspaceSize(const kdfKDParams_t* params, size_t* bytes);
+
+/* y_s, y_t: N x C student / teacher logits. row_weight: N or NULL.
+ * loss: 1 value (batchmean) or N values (none), or NULL.
+ * grad_s: gradient w.r.t. y_s, or NULL. grad_t: gradient w.r.t. y_t (mutual learning), or NULL.
+ * grad_loss: device scalar (batchmean) or N values (none), or NULL for 1. */
+KDFUSE_API kdfStatus_t kdfKD(kdfHandle_t handle, const kdfKDParams_t* params, const void* y_s, const void* y_t,
+                             const float* row_weight, float* loss, void* grad_s, void* grad_t,
+                             const float* grad_loss, float grad_scale, int accumulate, void* workspace,
+                             size_t workspace_bytes, kdfStream_t stream);
 
 #ifdef __cplusplus
 }

@@ -49,6 +49,22 @@ inline unsigned linear_tid()
 {
     return threadIdx.x + threadIdx.y * blockDim.x + threadIdx.z * blockDim.x * blockDim.y;
 }
+// Shuffles any trivially copyable T, 4 bytes at a time when it is wider than 8 bytes (as CUB does).
+template <typename T>
+T shuffle_down(unsigned mask, const T& value, int offset, int width)
+{
+    if constexpr (sizeof(T) <= 8) {
+        return __shfl_down_sync(mask, value, offset, width);
+    } else {
+        constexpr int kWords = (sizeof(T) + 3) / 4;
+        unsigned words[kWords] = {};
+        std::memcpy(words, &value, sizeof(T));
+        for (int w = 0; w < kWords; ++w) words[w] = __shfl_down_sync(mask, words[w], offset, width);
+        T out;
+        std::memcpy(&out, words, sizeof(T));
+        return out;
+    }
+}
 }  // namespace shim
 
 template <typename T, int LOGICAL_WARP_THREADS = 32, int LEGACY_PTX_ARCH = 0>
@@ -87,7 +103,7 @@ private:
         const int last_lane = valid_items - 1;
         T output = input;
         for (int offset = 1; offset < LOGICAL_WARP_THREADS; offset *= 2) {
-            T peer = __shfl_down_sync(mask, output, offset, LOGICAL_WARP_THREADS);
+            T peer = shim::shuffle_down(mask, output, offset, LOGICAL_WARP_THREADS);
             if (static_cast<int>(logical_lane) + offset <= last_lane) output = op(output, peer);
         }
         return output;

@@ -419,6 +419,8 @@ inline int __clz(unsigned x) { return std::countl_zero(x); }
 inline int __ffs(unsigned x) { return x == 0 ? 0 : std::countr_zero(x) + 1; }
 template <typename T>
 inline T __ldg(const T* p) { return *p; }
+template <typename T>
+inline T __ldcg(const T* p) { return *p; }
 
 #define KDFUSE_SIMT_MINMAX(T)                              \
     inline T min(T a, T b) { return b < a ? b : a; }       \

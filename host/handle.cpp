@@ -1,0 +1,95 @@
+// kdfCreate / kdfDestroy and the handle's modes.
+#include "handle.h"
+
+#include "validate.h"
+
+#include <new>
+
+namespace kdf::host {
+
+kdfStatus_t cuda_status(const char* call, cudaError_t e)
+{
+    if (e == cudaSuccess) return succeed();
+    return fail(KDF_STATUS_CUDA_ERROR, std::string(call) + ": " + cudaGetErrorName(e) + ": " + cudaGetErrorString(e));
+}
+
+}  // namespace kdf::host
+
+using kdf::host::Checker;
+using kdf::host::guarded;
+
+extern "C" {
+
+kdfStatus_t kdfCreate(kdfHandle_t* handle)
+{
+    return guarded("kdfCreate", [&] {
+        Checker check("kdfCreate");
+        if (!check.required(handle, "handle").ok()) return check.status();
+        *handle = nullptr;
+        auto* ctx = new (std::nothrow) kdfContext;
+        if (ctx == nullptr) return kdf::host::fail(KDF_STATUS_INTERNAL_ERROR, "kdfCreate: out of host memory");
+        cudaError_t e = cudaGetDevice(&ctx->device);
+        if (e == cudaSuccess) e = cudaDeviceGetAttribute(&ctx->sm_count, cudaDevAttrMultiProcessorCount, ctx->device);
+        if (e == cudaSuccess)
+            e = cudaDeviceGetAttribute(&ctx->max_smem_optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, ctx->device);
+        if (e != cudaSuccess) {
+            delete ctx;
+            return kdf::host::cuda_status("kdfCreate", e);
+        }
+        if (cublasStatus_t s = cublasCreate(&ctx->cublas); s != CUBLAS_STATUS_SUCCESS) {
+            delete ctx;
+            return kdf::host::fail(KDF_STATUS_CUBLAS_ERROR, std::string("kdfCreate: cublasCreate failed: ") + cublasGetStatusString(s));
+        }
+        *handle = ctx;
+        return kdf::host::succeed();
+    });
+}
+
+kdfStatus_t kdfDestroy(kdfHandle_t handle)
+{
+    return guarded("kdfDestroy", [&] {
+        if (handle == nullptr) return kdf::host::succeed();
+        Checker check("kdfDestroy");
+        if (!check.handle(handle).ok()) return check.status();
+        cublasDestroy(handle->cublas);
+        handle->magic = 0;
+        delete handle;
+        return kdf::host::succeed();
+    });
+}
+
+kdfStatus_t kdfSetMathMode(kdfHandle_t handle, kdfMathMode_t mode)
+{
+    Checker check("kdfSetMathMode");
+    if (!check.handle(handle).ok()) return check.status();
+    if (mode != KDF_MATH_FP32 && mode != KDF_MATH_TF32) return check.fail(KDF_STATUS_INVALID_VALUE, "mode is not a kdfMathMode_t").status();
+    handle->math = mode;
+    return kdf::host::succeed();
+}
+
+kdfStatus_t kdfGetMathMode(kdfHandle_t handle, kdfMathMode_t* mode)
+{
+    Checker check("kdfGetMathMode");
+    if (!check.handle(handle).required(mode, "mode").ok()) return check.status();
+    *mode = handle->math;
+    return kdf::host::succeed();
+}
+
+kdfStatus_t kdfSetDeterminism(kdfHandle_t handle, kdfDeterminism_t mode)
+{
+    Checker check("kdfSetDeterminism");
+    if (!check.handle(handle).ok()) return check.status();
+    if (mode != KDF_DETERMINISTIC && mode != KDF_FAST) return check.fail(KDF_STATUS_INVALID_VALUE, "mode is not a kdfDeterminism_t").status();
+    handle->determinism = mode;
+    return kdf::host::succeed();
+}
+
+kdfStatus_t kdfGetDeterminism(kdfHandle_t handle, kdfDeterminism_t* mode)
+{
+    Checker check("kdfGetDeterminism");
+    if (!check.handle(handle).required(mode, "mode").ok()) return check.status();
+    *mode = handle->determinism;
+    return kdf::host::succeed();
+}
+
+}  // extern "C"

@@ -1,0 +1,94 @@
+// kdfKD and kdfKDWorkspaceSize: validation, workspace layout, launch.
+#include "../kernels/kd.h"
+#include "validate.h"
+
+using kdf::host::Checker;
+
+namespace {
+
+int64_t leading(int64_t ld, int64_t classes) { return ld == 0 ? classes : ld; }
+
+// Checks that depend on the params only (shared by the size query and the call).
+Checker& check_params(Checker& check, const kdfKDParams_t* p)
+{
+    if (!check.params(p, "KDF_KD_PARAMS_INIT").ok()) return check;
+    check.at_least(p->rows, 1, "params->rows")
+        .at_least(p->classes, 1, "params->classes")
+        .at_least(p->ld_student, 0, "params->ld_student")
+        .at_least(p->ld_teacher, 0, "params->ld_teacher");
+    if (!check.ok()) return check;
+    check.at_least(leading(p->ld_student, p->classes), p->classes, "params->ld_student")
+        .at_least(leading(p->ld_teacher, p->classes), p->classes, "params->ld_teacher")
+        .extent(p->rows, leading(p->ld_student, p->classes), "y_s")
+        .extent(p->rows, leading(p->ld_teacher, p->classes), "y_t")
+        .positive_finite(p->temperature, "params->temperature")
+        .dtype(p->dtype, "params->dtype");
+    if (check.ok() && p->reduction != KDF_REDUCTION_BATCHMEAN && p->reduction != KDF_REDUCTION_NONE)
+        check.fail(KDF_STATUS_INVALID_VALUE, "params->reduction is not a kdfReduction_t");
+    return check;
+}
+
+}  // namespace
+
+extern "C" {
+
+kdfStatus_t kdfKDWorkspaceSize(const kdfKDParams_t* params, size_t* bytes)
+{
+    return kdf::host::guarded("kdfKDWorkspaceSize", [&] {
+        Checker check("kdfKDWorkspaceSize");
+        if (!check.required(bytes, "bytes").ok() || !check_params(check, params).ok()) return check.status();
+        *bytes = kdf::kernels::kd_workspace_bytes(params->rows, params->reduction == KDF_REDUCTION_NONE);
+        return kdf::host::succeed();
+    });
+}
+
+kdfStatus_t kdfKD(kdfHandle_t handle, const kdfKDParams_t* params, const void* y_s, const void* y_t,
+                  const float* row_weight, float* loss, void* grad_s, void* grad_t, const float* grad_loss,
+                  float grad_scale, int accumulate, void* workspace, size_t workspace_bytes, kdfStream_t stream)
+{
+    return kdf::host::guarded("kdfKD", [&] {
+        Checker check("kdfKD");
+        check.handle(handle);
+        if (!check_params(check, params).ok()) return check.status();
+        const bool per_row = params->reduction == KDF_REDUCTION_NONE;
+        check.required(y_s, "y_s")
+            .required(y_t, "y_t")
+            .aligned(y_s, sizeof(float), "y_s")
+            .aligned(y_t, sizeof(float), "y_t")
+            .aligned(row_weight, sizeof(float), "row_weight")
+            .aligned(loss, sizeof(float), "loss")
+            .aligned(grad_s, sizeof(float), "grad_s")
+            .aligned(grad_t, sizeof(float), "grad_t")
+            .aligned(grad_loss, sizeof(float), "grad_loss")
+            .distinct(grad_s, y_s, "grad_s", "y_s")
+            .distinct(grad_s, y_t, "grad_s", "y_t")
+            .distinct(grad_t, y_s, "grad_t", "y_s")
+            .distinct(grad_t, y_t, "grad_t", "y_t")
+            .distinct(grad_t, grad_s, "grad_t", "grad_s")
+            .finite(grad_scale, "grad_scale")
+            .workspace(workspace, workspace_bytes, kdf::kernels::kd_workspace_bytes(params->rows, per_row));
+        if (!check.ok()) return check.status();
+        if (loss == nullptr && grad_s == nullptr && grad_t == nullptr) return kdf::host::succeed();  // nothing requested
+
+        kdf::kernels::KDArgs args{};
+        args.rows = params->rows;
+        args.classes = params->classes;
+        args.ld_s = leading(params->ld_student, params->classes);
+        args.ld_t = leading(params->ld_teacher, params->classes);
+        args.temperature = params->temperature;
+        args.per_row = per_row;
+        args.accumulate = accumulate != 0;
+        args.grad_scale = grad_scale;
+        args.y_s = static_cast<const float*>(y_s);
+        args.y_t = static_cast<const float*>(y_t);
+        args.row_weight = row_weight;
+        args.grad_loss = grad_loss;
+        args.loss = loss;
+        args.grad_s = static_cast<float*>(grad_s);
+        args.grad_t = static_cast<float*>(grad_t);
+        kdf::kernels::kd_bind_workspace(args, workspace);
+        return kdf::host::cuda_status("kdfKD", kdf::kernels::kd_launch(args, stream));
+    });
+}
+
+}  // extern "C"

@@ -1,0 +1,139 @@
+// Argument checks shared by the C entry points. Each returns KDF_STATUS_SUCCESS or records a detail
+// naming the argument (see status.h) and returns the failing status.
+#pragma once
+
+#include "handle.h"
+#include "status.h"
+
+#include <cmath>
+#include <cstdint>
+#include <string>
+
+namespace kdf::host {
+
+// `call` prefixes every message, e.g. "kdfKD: params->rows must be >= 1 (got 0)".
+class Checker {
+public:
+    explicit Checker(const char* call) : call_(call) {}
+
+    kdfStatus_t status() const { return status_; }
+    bool ok() const { return status_ == KDF_STATUS_SUCCESS; }
+
+    Checker& handle(kdfHandle_t h)
+    {
+        if (!ok()) return *this;
+        if (h == nullptr) return fail(KDF_STATUS_NULL_POINTER, "handle is NULL (create one with kdfCreate)");
+        if (h->magic != kdfContext::kLive) return fail(KDF_STATUS_INVALID_VALUE, "handle is not a live kdfHandle_t");
+        return *this;
+    }
+
+    template <typename Params>
+    Checker& params(const Params* p, const char* init_macro)
+    {
+        if (!ok()) return *this;
+        if (p == nullptr) return fail(KDF_STATUS_NULL_POINTER, "params is NULL");
+        if (p->struct_size != sizeof(Params))
+            return fail(KDF_STATUS_INVALID_VALUE, "params->struct_size is " + std::to_string(p->struct_size) + ", expected " +
+                                                      std::to_string(sizeof(Params)) + " (initialise with " + init_macro + ")");
+        return *this;
+    }
+
+    Checker& at_least(int64_t value, int64_t minimum, const char* name)
+    {
+        if (ok() && value < minimum)
+            fail(KDF_STATUS_INVALID_VALUE, std::string(name) + " must be >= " + std::to_string(minimum) + " (got " +
+                                               std::to_string(value) + ")");
+        return *this;
+    }
+
+    Checker& positive_finite(float value, const char* name)
+    {
+        if (ok() && !(std::isfinite(value) && value > 0.0f))
+            fail(KDF_STATUS_INVALID_VALUE, std::string(name) + " must be finite and > 0 (got " + std::to_string(value) + ")");
+        return *this;
+    }
+
+    Checker& finite(float value, const char* name)
+    {
+        if (ok() && !std::isfinite(value))
+            fail(KDF_STATUS_INVALID_VALUE, std::string(name) + " must be finite (got " + std::to_string(value) + ")");
+        return *this;
+    }
+
+    // rows x ld elements must be addressable with int64 offsets.
+    Checker& extent(int64_t rows, int64_t ld, const char* name)
+    {
+        if (ok() && ld > 0 && rows > INT64_MAX / 16 / ld)
+            fail(KDF_STATUS_INVALID_VALUE, std::string(name) + ": rows x leading dimension overflows int64");
+        return *this;
+    }
+
+    Checker& dtype(kdfDataType_t t, const char* name)
+    {
+        if (!ok()) return *this;
+        if (t == KDF_DTYPE_FP16 || t == KDF_DTYPE_BF16)
+            return fail(KDF_STATUS_NOT_SUPPORTED, std::string(name) + ": fp16 and bf16 are not supported yet (use KDF_DTYPE_FP32)");
+        if (t != KDF_DTYPE_FP32) return fail(KDF_STATUS_INVALID_VALUE, std::string(name) + " is not a kdfDataType_t");
+        return *this;
+    }
+
+    Checker& required(const void* p, const char* name)
+    {
+        if (ok() && p == nullptr) fail(KDF_STATUS_NULL_POINTER, std::string(name) + " is NULL");
+        return *this;
+    }
+
+    // NULL passes (optional pointers); otherwise it must be aligned to `alignment` bytes.
+    Checker& aligned(const void* p, size_t alignment, const char* name)
+    {
+        if (ok() && p != nullptr && reinterpret_cast<uintptr_t>(p) % alignment != 0)
+            fail(KDF_STATUS_MISALIGNED_POINTER, std::string(name) + " is not " + std::to_string(alignment) + "-byte aligned");
+        return *this;
+    }
+
+    Checker& distinct(const void* out, const void* in, const char* out_name, const char* in_name)
+    {
+        if (ok() && out != nullptr && out == in)
+            fail(KDF_STATUS_INVALID_VALUE, std::string(out_name) + " aliases " + in_name + " (in-place is not supported)");
+        return *this;
+    }
+
+    Checker& workspace(const void* ws, size_t bytes, size_t required_bytes)
+    {
+        if (!ok()) return *this;
+        if (bytes < required_bytes)
+            return fail(KDF_STATUS_WORKSPACE_TOO_SMALL, "workspace_bytes is " + std::to_string(bytes) + ", the size query requires " +
+                                                             std::to_string(required_bytes));
+        if (required_bytes > 0 && ws == nullptr) return fail(KDF_STATUS_NULL_POINTER, "workspace is NULL");
+        return aligned(ws, 16, "workspace");
+    }
+
+    Checker& fail(kdfStatus_t status, const std::string& detail)
+    {
+        status_ = kdf::host::fail(status, std::string(call_) + ": " + detail);
+        return *this;
+    }
+
+private:
+    const char* call_;
+    kdfStatus_t status_ = KDF_STATUS_SUCCESS;
+};
+
+// Maps a CUDA error from a launch or runtime call to a status with the CUDA error string.
+kdfStatus_t cuda_status(const char* call, cudaError_t e);
+
+// Runs `body` and converts any C++ exception into KDF_STATUS_INTERNAL_ERROR: nothing throws across the
+// C boundary.
+template <typename F>
+kdfStatus_t guarded(const char* call, F&& body)
+{
+    try {
+        return body();
+    } catch (const std::exception& e) {
+        return fail(KDF_STATUS_INTERNAL_ERROR, std::string(call) + ": " + e.what());
+    } catch (...) {
+        return fail(KDF_STATUS_INTERNAL_ERROR, std::string(call) + ": unknown exception");
+    }
+}
+
+}  // namespace kdf::host

@@ -1,0 +1,37 @@
+// Launcher interface of the KD kernel (internal: host/kd.cpp validates, then calls it).
+#pragma once
+
+#include "common/cuda_api.h"
+
+#include <cstddef>
+#include <cstdint>
+
+namespace kdf::kernels {
+
+struct KDArgs {
+    int64_t rows, classes;
+    int64_t ld_s, ld_t;        // elements between rows of y_s/grad_s and of y_t/grad_t
+    float temperature;
+    bool per_row;              // reduction "none"
+    bool accumulate;
+    float grad_scale;
+    const float* y_s;
+    const float* y_t;
+    const float* row_weight;   // nullable
+    const float* grad_loss;    // nullable (= 1); scalar, or per row when per_row
+    float* loss;               // nullable
+    float* grad_s;             // nullable
+    float* grad_t;             // nullable
+    float* row_loss;           // workspace: rows floats (batch-mean loss only)
+    unsigned* counter;         // workspace: block ticket (batch-mean loss only)
+};
+
+// Bytes of workspace the KD call needs for these sizes (batch-mean loss: per-row losses + a ticket).
+size_t kd_workspace_bytes(int64_t rows, bool per_row);
+// Carves the workspace into KDArgs::row_loss / counter.
+void kd_bind_workspace(KDArgs& args, void* workspace);
+// Enqueues the fused forward+backward on `stream`: at most one kernel (plus a 4-byte memset of the
+// ticket when the batch-mean loss is requested). Returns the launch status.
+cudaError_t kd_launch(const KDArgs& args, cudaStream_t stream);
+
+}  // namespace kdf::kernels

@@ -1,0 +1,87 @@
+"""Golden data for the C++ tests: fixed seeds and shapes -> inputs, loss and gradients.
+
+    python -m kdfuse_ref.golden --out DIR [--loss kd ...]
+
+Layout: DIR/<loss>/<case>/ holds one .npy file per tensor (NumPy's format, version 1.0, little-endian,
+C order) and a `case.txt` with one `key value` pair per line (hyper-parameters and options).
+Inputs are float32 (what the kernels read); expected outputs are float64, computed by the reference
+in float64 from the float32 inputs. Gradients are those of sum(loss * grad_loss) * grad_scale, the
+contract of the C API (grad_loss: upstream gradient, grad_scale: host factor on the gradients only).
+Generation is deterministic: the same command writes identical files.
+"""
+import argparse
+import pathlib
+
+import numpy as np
+import torch
+
+from .kd import kd_loss
+
+
+def _write_case(root, loss, case, params, inputs, outputs):
+    d = pathlib.Path(root) / loss / case
+    d.mkdir(parents=True, exist_ok=True)
+    for name, t in inputs.items():
+        np.save(d / f"{name}.npy", t.detach().cpu().numpy().astype(np.float32), allow_pickle=False)
+    for name, t in outputs.items():
+        np.save(d / f"{name}.npy", t.detach().cpu().numpy().astype(np.float64), allow_pickle=False)
+    with open(d / "case.txt", "w") as f:
+        for k, v in params.items():
+            f.write(f"{k} {v}\n")
+
+
+def _kd_case(root, name, n, c, T=4.0, seed=0, scale=3.0, weight=None, reduction="batchmean", grad_loss=None,
+             grad_scale=1.0, teacher_grad=False):
+    g = torch.Generator().manual_seed(seed)
+    y_s = (torch.randn(n, c, generator=g) * scale).float()
+    y_t = (torch.randn(n, c, generator=g) * scale).float()
+    s64 = y_s.double().requires_grad_(True)
+    t64 = y_t.double().requires_grad_(True)
+    w64 = None if weight is None else weight.double()
+    loss = kd_loss(s64, t64, T, weight=w64, reduction=reduction)
+    gl = torch.ones_like(loss) if grad_loss is None else grad_loss.double().reshape(loss.shape)
+    (loss * gl).sum().mul(grad_scale).backward()
+    inputs = {"y_s": y_s, "y_t": y_t}
+    if weight is not None:
+        inputs["weight"] = weight.float()
+    if grad_loss is not None:
+        inputs["grad_loss"] = grad_loss.float().reshape(-1)
+    outputs = {"loss": loss.reshape(-1), "grad_s": s64.grad}
+    if teacher_grad:
+        outputs["grad_t"] = t64.grad
+    params = {"temperature": repr(float(T)), "reduction": reduction, "grad_scale": repr(float(grad_scale))}
+    _write_case(root, "kd", name, params, inputs, outputs)
+
+
+def kd_cases(root):
+    _kd_case(root, "1x1", 1, 1)
+    _kd_case(root, "3x7", 3, 7, T=1.0, seed=1)
+    _kd_case(root, "64x100", 64, 100, seed=2)
+    _kd_case(root, "37x1031_grad_loss_scale_teacher", 37, 1031, T=2.0, seed=3, grad_loss=torch.tensor([0.75]),
+             grad_scale=-1.5, teacher_grad=True)
+    _kd_case(root, "8x50000", 8, 50000, seed=4)
+    w = torch.tensor([1.0, 0.0, 2.5, 0.25, 0.0, 1.0, 3.0])
+    _kd_case(root, "7x33_masked_rows", 7, 33, seed=5, weight=w, teacher_grad=True)
+    _kd_case(root, "5x130_none", 5, 130, T=3.0, seed=6, reduction="none",
+             grad_loss=torch.tensor([1.0, -2.0, 0.5, 0.0, 4.0]), grad_scale=0.5, teacher_grad=True)
+    _kd_case(root, "4x257_extreme_T0.1", 4, 257, T=0.1, seed=7, scale=1e4, teacher_grad=True)
+    _kd_case(root, "3x40_extreme_T100", 3, 40, T=100.0, seed=8, scale=1e4)
+    _kd_case(root, "2x8193_uncached", 2, 8193, T=4.0, seed=9)
+
+
+GENERATORS = {"kd": kd_cases}
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--loss", action="append", choices=sorted(GENERATORS), help="default: all")
+    args = ap.parse_args(argv)
+    torch.set_num_threads(1)
+    for name in args.loss or sorted(GENERATORS):
+        GENERATORS[name](args.out)
+        print(f"golden data for {name} written to {args.out}/{name}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,348 @@
+// KD through the C API of libkdfuse_sim: golden data from python_ref, fusion (launch count), no hidden
+// synchronisation, accumulate, NULL outputs, strides and misalignment, determinism, every bad input.
+#include <kdfuse/kdfuse.h>
+
+#include "common/device_test.h"
+#include "common/golden.h"
+#include "simt/simt_expect.h"
+
+#include <gmock/gmock.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+
+namespace {
+
+using kdftest::DeviceBuffer;
+using kdftest::GoldenCase;
+using ::testing::HasSubstr;
+
+constexpr double kRtol = 1e-4;
+
+double max_abs(const std::vector<double>& v)
+{
+    double m = 0.0;
+    for (double x : v) m = std::max(m, std::fabs(x));
+    return m;
+}
+
+// Tolerance: rtol 1e-4 elementwise plus an absolute floor of 1e-6 of the tensor's largest magnitude
+// (fp32 rounding of terms that cancel), the same rule as the Python gradient check.
+#define EXPECT_CLOSE(got, want, what)                                                                 \
+    do {                                                                                              \
+        const std::string err = kdftest::compare((got), (want), kRtol, 1e-6 * std::max(1.0, max_abs(want))); \
+        EXPECT_TRUE(err.empty()) << (what) << ": " << err;                                            \
+    } while (0)
+
+class KD : public ::testing::Test {
+protected:
+    void SetUp() override
+    {
+        ASSERT_EQ(kdfCreate(&handle), KDF_STATUS_SUCCESS);
+        ASSERT_EQ(cudaStreamCreate(&stream), cudaSuccess);
+    }
+    void TearDown() override
+    {
+        EXPECT_EQ(kdfDestroy(handle), KDF_STATUS_SUCCESS);
+        EXPECT_EQ(cudaStreamDestroy(stream), cudaSuccess);
+    }
+    kdfHandle_t handle = nullptr;
+    cudaStream_t stream = nullptr;
+};
+
+struct Loaded {
+    kdfKDParams_t params = KDF_KD_PARAMS_INIT;
+    std::vector<float> y_s, y_t, weight, grad_loss;
+    std::vector<double> loss, grad_s, grad_t;
+    float grad_scale = 1.0f;
+};
+
+Loaded load(const GoldenCase& c)
+{
+    Loaded l;
+    const auto ys = c.load("y_s");
+    l.params.rows = ys.dim(0);
+    l.params.classes = ys.dim(1);
+    l.params.temperature = static_cast<float>(c.number("temperature"));
+    l.params.reduction = c.params.at("reduction") == "none" ? KDF_REDUCTION_NONE : KDF_REDUCTION_BATCHMEAN;
+    l.grad_scale = static_cast<float>(c.number("grad_scale"));
+    l.y_s = ys.as_float();
+    l.y_t = c.load("y_t").as_float();
+    if (c.has("weight")) l.weight = c.load("weight").as_float();
+    if (c.has("grad_loss")) l.grad_loss = c.load("grad_loss").as_float();
+    l.loss = c.load("loss").values;
+    l.grad_s = c.load("grad_s").values;
+    if (c.has("grad_t")) l.grad_t = c.load("grad_t").values;
+    return l;
+}
+
+size_t workspace_size(const kdfKDParams_t& p)
+{
+    size_t bytes = 0;
+    EXPECT_EQ(kdfKDWorkspaceSize(&p, &bytes), KDF_STATUS_SUCCESS);
+    return bytes;
+}
+
+TEST_F(KD, GoldenCasesFromTheReference)
+{
+    const auto cases = kdftest::golden_cases("kd");
+    ASSERT_GE(cases.size(), 8u) << "golden data missing under " << kdftest::golden_root() << "/kd";
+    for (const auto& c : cases) {
+        SCOPED_TRACE("case " + c.name);
+        const Loaded l = load(c);
+        const int64_t n = l.params.rows, elems = n * l.params.classes;
+        const size_t loss_count = l.loss.size();
+        DeviceBuffer<float> ys(l.y_s), yt(l.y_t), loss(loss_count), gs(elems), gt(elems);
+        DeviceBuffer<float> weight(l.weight.empty() ? std::vector<float>{0.0f} : l.weight);
+        DeviceBuffer<float> grad_loss(l.grad_loss.empty() ? std::vector<float>{0.0f} : l.grad_loss);
+        DeviceBuffer<unsigned char> ws(std::max<size_t>(1, workspace_size(l.params)));
+        const float* w = l.weight.empty() ? nullptr : weight.get();
+        const float* gl = l.grad_loss.empty() ? nullptr : grad_loss.get();
+        float* gt_ptr = l.grad_t.empty() ? nullptr : gt.get();
+
+        // Loss and gradients in one fused call.
+        ASSERT_EQ(kdfKD(handle, &l.params, ys.get(), yt.get(), w, loss.get(), gs.get(), gt_ptr, gl, l.grad_scale, 0,
+                        ws.get(), ws.size(), stream),
+                  KDF_STATUS_SUCCESS)
+            << kdfGetLastErrorString();
+        EXPECT_CLOSE(loss.download(), l.loss, "loss");
+        EXPECT_CLOSE(gs.download(), l.grad_s, "grad_s");
+        if (gt_ptr) EXPECT_CLOSE(gt.download(), l.grad_t, "grad_t");
+
+        // Accumulate: outputs are added to what is there.
+        std::vector<double> loss_plus(l.loss), gs_plus(l.grad_s);
+        for (auto& v : loss_plus) v += 2.0;
+        for (auto& v : gs_plus) v -= 0.5;
+        ASSERT_EQ(cudaMemcpy(loss.get(), std::vector<float>(loss_count, 2.0f).data(), loss_count * 4, cudaMemcpyHostToDevice),
+                  cudaSuccess);
+        ASSERT_EQ(cudaMemcpy(gs.get(), std::vector<float>(elems, -0.5f).data(), elems * 4, cudaMemcpyHostToDevice), cudaSuccess);
+        ASSERT_EQ(kdfKD(handle, &l.params, ys.get(), yt.get(), w, loss.get(), gs.get(), nullptr, gl, l.grad_scale, 1,
+                        ws.get(), ws.size(), stream),
+                  KDF_STATUS_SUCCESS);
+        EXPECT_CLOSE(loss.download(), loss_plus, "accumulated loss");
+        EXPECT_CLOSE(gs.download(), gs_plus, "accumulated grad_s");
+
+        // Loss only, then gradient only: NULL outputs are not computed and not touched.
+        ASSERT_EQ(cudaMemset(gs.get(), 0x7f, elems * 4), cudaSuccess);
+        ASSERT_EQ(kdfKD(handle, &l.params, ys.get(), yt.get(), w, loss.get(), nullptr, nullptr, gl, l.grad_scale, 0,
+                        ws.get(), ws.size(), stream),
+                  KDF_STATUS_SUCCESS);
+        EXPECT_CLOSE(loss.download(), l.loss, "loss only");
+        const auto untouched = gs.download();
+        EXPECT_TRUE(std::all_of(untouched.begin(), untouched.end(), [&](float v) { return std::memcmp(&v, &untouched[0], 4) == 0; }));
+        ASSERT_EQ(cudaMemset(loss.get(), 0x7f, loss_count * 4), cudaSuccess);
+        ASSERT_EQ(kdfKD(handle, &l.params, ys.get(), yt.get(), w, nullptr, gs.get(), nullptr, gl, l.grad_scale, 0,
+                        ws.get(), ws.size(), stream),
+                  KDF_STATUS_SUCCESS);
+        EXPECT_CLOSE(gs.download(), l.grad_s, "grad_s only");
+    }
+}
+
+TEST_F(KD, OneLaunchNoSyncNoDefaultStream)
+{
+    const auto cases = kdftest::golden_cases("kd");
+    ASSERT_FALSE(cases.empty());
+    for (const auto& c : cases) {
+        SCOPED_TRACE("case " + c.name);
+        const Loaded l = load(c);
+        const int64_t elems = l.params.rows * l.params.classes;
+        DeviceBuffer<float> ys(l.y_s), yt(l.y_t), loss(l.loss.size()), gs(elems), gt(elems);
+        DeviceBuffer<unsigned char> ws(std::max<size_t>(1, workspace_size(l.params)));
+        kdfuse::simt::reset_counters();
+        ASSERT_EQ(kdfKD(handle, &l.params, ys.get(), yt.get(), nullptr, loss.get(), gs.get(), gt.get(), nullptr, 1.0f, 0,
+                        ws.get(), ws.size(), stream),
+                  KDF_STATUS_SUCCESS);
+        const auto counters = kdfuse::simt::counters();
+        EXPECT_EQ(counters.kernel_launches, 1u) << "loss, grad_s and grad_t come from one fused kernel";
+        EXPECT_EQ(counters.synchronizations, 0u);
+        EXPECT_EQ(counters.null_stream_ops, 0u);
+        EXPECT_EQ(counters.cublas_calls + counters.cub_calls, 0u);
+    }
+}
+
+TEST_F(KD, BitwiseReproducibleUnderEverySchedule)
+{
+    const auto cases = kdftest::golden_cases("kd");
+    auto it = std::find_if(cases.begin(), cases.end(), [](const GoldenCase& c) { return c.name == "37x1031_grad_loss_scale_teacher"; });
+    ASSERT_NE(it, cases.end());
+    const Loaded l = load(*it);
+    const int64_t elems = l.params.rows * l.params.classes;
+    DeviceBuffer<float> ys(l.y_s), yt(l.y_t), loss(1), gs(elems), gt(elems);
+    DeviceBuffer<unsigned char> ws(workspace_size(l.params));
+    std::vector<std::vector<float>> runs;
+    const auto saved = kdfuse::simt::schedule();
+    for (auto [schedule, seed] : {std::pair{kdfuse::simt::Schedule::Forward, 1}, {kdfuse::simt::Schedule::Reverse, 1},
+                                  {kdfuse::simt::Schedule::Random, 5}, {kdfuse::simt::Schedule::Forward, 1}}) {
+        kdfuse::simt::set_schedule(schedule, seed);
+        ASSERT_EQ(kdfKD(handle, &l.params, ys.get(), yt.get(), nullptr, loss.get(), gs.get(), gt.get(), nullptr, 1.0f, 0,
+                        ws.get(), ws.size(), stream),
+                  KDF_STATUS_SUCCESS);
+        auto r = loss.download();
+        auto a = gs.download(), b = gt.download();
+        r.insert(r.end(), a.begin(), a.end());
+        r.insert(r.end(), b.begin(), b.end());
+        runs.push_back(r);
+    }
+    kdfuse::simt::set_schedule(saved, 1);
+    for (size_t i = 1; i < runs.size(); ++i)
+        EXPECT_EQ(std::memcmp(runs[i].data(), runs[0].data(), runs[0].size() * 4), 0) << "run " << i;
+}
+
+TEST_F(KD, StridedAndMisalignedRowsMatchDense)
+{
+    const auto cases = kdftest::golden_cases("kd");
+    for (const char* name : {"3x7", "64x100", "2x8193_uncached"}) {
+        auto it = std::find_if(cases.begin(), cases.end(), [&](const GoldenCase& c) { return c.name == name; });
+        ASSERT_NE(it, cases.end()) << name;
+        SCOPED_TRACE(name);
+        const Loaded l = load(*it);
+        const int64_t n = l.params.rows, C = l.params.classes;
+        // ld = C + 5 with a one-float offset: rows are 4-byte aligned only (scalar path); ld = round up to 8:
+        // 16-byte aligned rows with a scalar tail (vector path).
+        for (int64_t offset : {1, 0}) {
+            const int64_t ld = offset ? C + 5 : (C + 7) / 8 * 8;
+            std::vector<float> ys(offset + n * ld, NAN), yt(offset + n * ld, NAN);
+            for (int64_t i = 0; i < n; ++i)
+                for (int64_t j = 0; j < C; ++j) {
+                    ys[offset + i * ld + j] = l.y_s[i * C + j];
+                    yt[offset + i * ld + j] = l.y_t[i * C + j];
+                }
+            DeviceBuffer<float> dys(ys), dyt(yt), loss(1), gs(offset + n * ld);
+            kdfKDParams_t p = l.params;
+            p.ld_student = ld;
+            p.ld_teacher = ld;
+            DeviceBuffer<unsigned char> ws(workspace_size(p));
+            ASSERT_EQ(kdfKD(handle, &p, dys.get() + offset, dyt.get() + offset, nullptr, loss.get(), gs.get() + offset,
+                            nullptr, nullptr, l.grad_scale, 0, ws.get(), ws.size(), stream),
+                      KDF_STATUS_SUCCESS)
+                << kdfGetLastErrorString();
+            EXPECT_CLOSE(loss.download(), l.loss, "loss");
+            auto g = gs.download();
+            std::vector<float> dense;
+            for (int64_t i = 0; i < n; ++i)
+                for (int64_t j = 0; j < C; ++j) dense.push_back(g[offset + i * ld + j]);
+            EXPECT_CLOSE(dense, l.grad_s, "grad_s");
+        }
+    }
+}
+
+TEST_F(KD, NothingRequestedIsANoOp)
+{
+    kdfKDParams_t p = KDF_KD_PARAMS_INIT;
+    p.rows = 2;
+    p.classes = 3;
+    DeviceBuffer<float> ys(6), yt(6);
+    DeviceBuffer<unsigned char> ws(workspace_size(p));
+    kdfuse::simt::reset_counters();
+    EXPECT_EQ(kdfKD(handle, &p, ys.get(), yt.get(), nullptr, nullptr, nullptr, nullptr, nullptr, 1.0f, 0, ws.get(),
+                    ws.size(), stream),
+              KDF_STATUS_SUCCESS);
+    EXPECT_EQ(kdfuse::simt::counters().kernel_launches, 0u);
+}
+
+TEST_F(KD, WorkspaceDependsOnlyOnParams)
+{
+    kdfKDParams_t p = KDF_KD_PARAMS_INIT;
+    p.rows = 1000;
+    p.classes = 7;
+    EXPECT_EQ(workspace_size(p), 4096u + 256u);
+    p.classes = 50000;
+    EXPECT_EQ(workspace_size(p), 4096u + 256u) << "independent of the class count";
+    p.reduction = KDF_REDUCTION_NONE;
+    EXPECT_EQ(workspace_size(p), 0u);
+}
+
+TEST_F(KD, BadInputsGetAStatusAndANamedArgument)
+{
+    kdfKDParams_t good = KDF_KD_PARAMS_INIT;
+    good.rows = 4;
+    good.classes = 5;
+    DeviceBuffer<float> ys(20), yt(20), loss(4), gs(20);
+    DeviceBuffer<unsigned char> ws(workspace_size(good));
+    auto call = [&](const kdfKDParams_t* p, const void* a = nullptr, const void* b = nullptr, void* g = nullptr,
+                    size_t wsb = SIZE_MAX, void* wsp = nullptr, float scale = 1.0f, kdfHandle_t h = nullptr) {
+        return kdfKD(h ? h : handle, p, a ? a : ys.get(), b ? b : yt.get(), nullptr, loss.get(), g ? g : gs.get(), nullptr,
+                     nullptr, scale, 0, wsp ? wsp : ws.get(), wsb == SIZE_MAX ? ws.size() : wsb, stream);
+    };
+    auto expect = [&](kdfStatus_t got, kdfStatus_t want, const char* needle) {
+        EXPECT_EQ(got, want) << kdfGetStatusName(got) << ": " << kdfGetLastErrorString();
+        EXPECT_THAT(kdfGetLastErrorString(), HasSubstr(needle));
+    };
+    kdfKDParams_t p = good;
+    expect(kdfKD(nullptr, &p, ys.get(), yt.get(), nullptr, loss.get(), gs.get(), nullptr, nullptr, 1.0f, 0, ws.get(),
+                 ws.size(), stream),
+           KDF_STATUS_NULL_POINTER, "handle");
+    expect(call(nullptr), KDF_STATUS_NULL_POINTER, "params");
+    p.struct_size = 8;
+    expect(call(&p), KDF_STATUS_INVALID_VALUE, "struct_size");
+    p = good, p.rows = 0;
+    expect(call(&p), KDF_STATUS_INVALID_VALUE, "params->rows");
+    p = good, p.classes = 0;
+    expect(call(&p), KDF_STATUS_INVALID_VALUE, "params->classes");
+    p = good, p.ld_student = 3;
+    expect(call(&p), KDF_STATUS_INVALID_VALUE, "params->ld_student");
+    p = good, p.ld_teacher = -1;
+    expect(call(&p), KDF_STATUS_INVALID_VALUE, "params->ld_teacher");
+    p = good, p.temperature = 0.0f;
+    expect(call(&p), KDF_STATUS_INVALID_VALUE, "params->temperature");
+    p = good, p.temperature = NAN;
+    expect(call(&p), KDF_STATUS_INVALID_VALUE, "params->temperature");
+    p = good, p.dtype = KDF_DTYPE_BF16;
+    expect(call(&p), KDF_STATUS_NOT_SUPPORTED, "bf16");
+    p = good, p.dtype = KDF_DTYPE_FP16;
+    expect(call(&p), KDF_STATUS_NOT_SUPPORTED, "fp16");
+    p = good, p.dtype = static_cast<kdfDataType_t>(9);
+    expect(call(&p), KDF_STATUS_INVALID_VALUE, "dtype");
+    p = good, p.reduction = static_cast<kdfReduction_t>(5);
+    expect(call(&p), KDF_STATUS_INVALID_VALUE, "reduction");
+    p = good;
+    expect(kdfKD(handle, &p, nullptr, yt.get(), nullptr, loss.get(), gs.get(), nullptr, nullptr, 1.0f, 0, ws.get(),
+                 ws.size(), stream),
+           KDF_STATUS_NULL_POINTER, "y_s");
+    expect(call(&p, reinterpret_cast<const char*>(ys.get()) + 2), KDF_STATUS_MISALIGNED_POINTER, "y_s");
+    expect(call(&p, nullptr, nullptr, const_cast<float*>(ys.get())), KDF_STATUS_INVALID_VALUE, "aliases");
+    expect(call(&p, nullptr, nullptr, nullptr, ws.size() - 1), KDF_STATUS_WORKSPACE_TOO_SMALL, "workspace_bytes");
+    expect(kdfKD(handle, &p, ys.get(), yt.get(), nullptr, loss.get(), gs.get(), nullptr, nullptr, 1.0f, 0, nullptr,
+                 ws.size(), stream),
+           KDF_STATUS_NULL_POINTER, "workspace");
+    expect(call(&p, nullptr, nullptr, nullptr, SIZE_MAX, ws.get() + 4), KDF_STATUS_MISALIGNED_POINTER, "workspace");
+    expect(call(&p, nullptr, nullptr, nullptr, SIZE_MAX, nullptr, INFINITY), KDF_STATUS_INVALID_VALUE, "grad_scale");
+    size_t bytes = 0;
+    p = good, p.rows = -3;
+    expect(kdfKDWorkspaceSize(&p, &bytes), KDF_STATUS_INVALID_VALUE, "kdfKDWorkspaceSize: params->rows");
+    expect(kdfKDWorkspaceSize(&good, nullptr), KDF_STATUS_NULL_POINTER, "bytes");
+    {
+        // A launch the runtime rejects (an invalid stream) is a CUDA error, not a crash.
+        kdftest::ExpectSimtError simt_error;
+        EXPECT_EQ(kdfKD(handle, &good, ys.get(), yt.get(), nullptr, loss.get(), gs.get(), nullptr, nullptr, 1.0f, 0,
+                        ws.get(), ws.size(), reinterpret_cast<cudaStream_t>(0x4321)),
+                  KDF_STATUS_CUDA_ERROR);
+        EXPECT_THAT(kdfGetLastErrorString(), HasSubstr("cudaErrorInvalidResourceHandle"));
+        EXPECT_EQ(simt_error.messages().size(), 1u);
+    }
+    // Success clears the detail.
+    EXPECT_EQ(call(&good), KDF_STATUS_SUCCESS);
+    EXPECT_STREQ(kdfGetLastErrorString(), "");
+}
+
+TEST(KDHandle, ModesAndLifetime)
+{
+    kdfHandle_t h = nullptr;
+    ASSERT_EQ(kdfCreate(&h), KDF_STATUS_SUCCESS);
+    kdfMathMode_t math;
+    kdfDeterminism_t det;
+    ASSERT_EQ(kdfGetMathMode(h, &math), KDF_STATUS_SUCCESS);
+    ASSERT_EQ(kdfGetDeterminism(h, &det), KDF_STATUS_SUCCESS);
+    EXPECT_EQ(math, KDF_MATH_FP32);
+    EXPECT_EQ(det, KDF_DETERMINISTIC);
+    EXPECT_EQ(kdfSetMathMode(h, KDF_MATH_TF32), KDF_STATUS_SUCCESS);
+    EXPECT_EQ(kdfSetMathMode(h, static_cast<kdfMathMode_t>(3)), KDF_STATUS_INVALID_VALUE);
+    EXPECT_EQ(kdfSetDeterminism(h, static_cast<kdfDeterminism_t>(-1)), KDF_STATUS_INVALID_VALUE);
+    EXPECT_EQ(kdfGetMathMode(h, nullptr), KDF_STATUS_NULL_POINTER);
+    EXPECT_EQ(kdfCreate(nullptr), KDF_STATUS_NULL_POINTER);
+    EXPECT_EQ(kdfDestroy(h), KDF_STATUS_SUCCESS);
+    EXPECT_EQ(kdfDestroy(nullptr), KDF_STATUS_SUCCESS);
+}
+
+}  // namespace
