@@ -43,7 +43,7 @@ kdfuse_setup_venv() {
         if ! python3 -m venv "$venv" >/dev/null 2>&1; then
             KDFUSE_DEBIAN_PACKAGES+=(python3-venv)
             kdfuse_install_debian_packages >&2
-            python3 -m venv "$venv"
+            python3 -m venv --clear "$venv"
         fi
         "$venv/bin/pip" install -q -r "$root/python_ref/requirements.txt" >&2
     fi

@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
-# The README's test command: installs what is missing, builds both libraries, runs every test under
+# The README's test command: installs what is missing (Debian packages, the project's .venv with
+# PyTorch for the reference), builds both libraries, runs every test (C++, the Python reference's and
+# the binding's, golden data generated from the reference) under
 # the forward, reverse and a random SIMT schedule, runs the SIMT tests again under AddressSanitizer +
 # UBSan, compiles the CUDA library for sm_80/sm_90 (failing on any register spill) and checks that an
 # installed package can be consumed with find_package.
@@ -17,6 +19,7 @@ step() { printf '\n==== %s\n' "$*"; }
 
 step "dependencies"
 kdfuse_install_debian_packages
+py=$(kdfuse_setup_venv | tail -n 1)
 nvcc=$(kdfuse_find_nvcc)
 cuda_args=(-DKDFUSE_BUILD_CUDA=OFF)
 if [ -n "$nvcc" ]; then
@@ -30,7 +33,7 @@ else
 fi
 
 step "configure and build (SIMT library, CUDA library for sm_80;sm_90, tests)"
-cmake -S . -B build -DCMAKE_BUILD_TYPE=RelWithDebInfo "${cuda_args[@]}" >/dev/null
+cmake -S . -B build -DCMAKE_BUILD_TYPE=RelWithDebInfo -DKDFUSE_PYTHON="$py" "${cuda_args[@]}" >/dev/null
 cmake --build build -j "$jobs" 2>&1 | tee build/build.log | grep -vE "^ptxas info|bytes stack frame|^\[ *[0-9]+%\]" || true
 test "${PIPESTATUS[0]}" -eq 0
 
@@ -46,7 +49,8 @@ done
 
 if [ "${KDFUSE_SKIP_ASAN:-0}" != "1" ]; then
     step "SIMT tests under AddressSanitizer + UBSan"
-    cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=Debug -DKDFUSE_SANITIZE=ON -DKDFUSE_BUILD_CUDA=OFF >/dev/null
+    cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=Debug -DKDFUSE_SANITIZE=ON -DKDFUSE_BUILD_CUDA=OFF \
+        -DKDFUSE_PYTHON="$py" >/dev/null
     cmake --build build-asan -j "$jobs" 2>&1 | grep -E "error|warning" || true
     test "${PIPESTATUS[0]}" -eq 0
     (cd build-asan && ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 \

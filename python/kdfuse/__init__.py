@@ -1,0 +1,11 @@
+"""kdfuse: Python (ctypes) binding of the kdfuse C API, fused knowledge-distillation losses.
+
+    from kdfuse import kd
+    loss, grad_s, _ = kd(y_s, y_t, T=4.0)      # CPU tensors: SIMT build; CUDA tensors: CUDA build
+
+Library location: KDFUSE_LIB, else build/simt/libkdfuse_sim.so / build/libkdfuse.so in the repository.
+"""
+from ._lib import KdfuseError, load, handle, library_path  # noqa: F401
+from .kd import kd  # noqa: F401
+
+__all__ = ["KdfuseError", "kd", "load", "handle", "library_path"]

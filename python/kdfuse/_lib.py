@@ -1,0 +1,265 @@
+"""ctypes declarations of the kdfuse C API (include/kdfuse/kdfuse.h) and loading of the shared library.
+
+Two builds export the same API: ``libkdfuse.so`` ("cuda", device pointers, CUDA streams) and
+``libkdfuse_sim.so`` ("simt", the same kernels on the CPU: pointers are host memory, streams are
+synchronous). ``load(backend)`` finds, loads and declares one of them; every status-returning function
+raises :class:`KdfuseError` on a non-zero status (ctypes ``errcheck``), carrying the status name and
+the library's last-error detail.
+
+Library location: the environment variable ``KDFUSE_LIB`` if set (or the ``path`` argument of
+``load``), else ``build/simt/libkdfuse_sim.so`` (simt) / ``build/libkdfuse.so`` (cuda) under the
+repository root. The loaded library must report the requested backend (kdfGetBackendName): passing
+device pointers to the CPU build, or host pointers to the CUDA build, would crash the process.
+"""
+import atexit
+import ctypes
+import os
+import pathlib
+import threading
+
+REPO_ROOT = pathlib.Path(__file__).resolve().parents[2]
+DEFAULT_PATHS = {
+    "simt": REPO_ROOT / "build" / "simt" / "libkdfuse_sim.so",
+    "cuda": REPO_ROOT / "build" / "libkdfuse.so",
+}
+BACKENDS = tuple(DEFAULT_PATHS)
+
+# ---- enums (kdfuse.h) ------------------------------------------------------------------------------
+KDF_STATUS_SUCCESS = 0
+KDF_STATUS_INVALID_VALUE = 1
+KDF_STATUS_NULL_POINTER = 2
+KDF_STATUS_MISALIGNED_POINTER = 3
+KDF_STATUS_SHAPE_MISMATCH = 4
+KDF_STATUS_WORKSPACE_TOO_SMALL = 5
+KDF_STATUS_NOT_SUPPORTED = 6
+KDF_STATUS_CUDA_ERROR = 7
+KDF_STATUS_CUBLAS_ERROR = 8
+KDF_STATUS_INTERNAL_ERROR = 9
+
+STATUS_NAMES = {
+    0: "KDF_STATUS_SUCCESS",
+    1: "KDF_STATUS_INVALID_VALUE",
+    2: "KDF_STATUS_NULL_POINTER",
+    3: "KDF_STATUS_MISALIGNED_POINTER",
+    4: "KDF_STATUS_SHAPE_MISMATCH",
+    5: "KDF_STATUS_WORKSPACE_TOO_SMALL",
+    6: "KDF_STATUS_NOT_SUPPORTED",
+    7: "KDF_STATUS_CUDA_ERROR",
+    8: "KDF_STATUS_CUBLAS_ERROR",
+    9: "KDF_STATUS_INTERNAL_ERROR",
+}
+
+KDF_MATH_FP32 = 0
+KDF_MATH_TF32 = 1
+KDF_DETERMINISTIC = 0
+KDF_FAST = 1
+
+KDF_DTYPE_FP32 = 0
+KDF_DTYPE_FP16 = 1
+KDF_DTYPE_BF16 = 2
+
+KDF_REDUCTION_BATCHMEAN = 0
+KDF_REDUCTION_NONE = 1
+
+# Workspace alignment: kdfuse.h requires 16 bytes; 256 matches cudaMalloc and costs nothing.
+WORKSPACE_ALIGNMENT = 256
+
+# C enums are 4-byte ints on every ABI kdfuse targets.
+c_enum = ctypes.c_int
+kdfStatus_t = c_enum
+_STATUS = "status"  # marker in _SIGNATURES: returns kdfStatus_t, raise KdfuseError when non-zero
+kdfHandle_t = ctypes.c_void_p  # struct kdfContext*
+kdfStream_t = ctypes.c_void_p  # struct CUstream_st* (cudaStream_t)
+
+
+class KdfuseError(RuntimeError):
+    """A kdfuse call returned a non-zero kdfStatus_t (or the binding rejected an argument with the
+    status the library would have used).
+
+    status: the kdfStatus_t value; name: its enumerator ("KDF_STATUS_SHAPE_MISMATCH"); detail: the
+    library's kdfGetLastErrorString() (or the binding's own explanation); function: the C function.
+    """
+
+    def __init__(self, status, name, detail, function=None):
+        self.status = int(status)
+        self.name = name
+        self.detail = detail
+        self.function = function
+        where = f"{function}: " if function else ""
+        super().__init__(f"{where}{name}: {detail}" if detail else f"{where}{name}")
+
+
+def binding_error(status, detail, function=None):
+    """A KdfuseError raised by the Python side (argument checks the C API cannot express)."""
+    return KdfuseError(status, STATUS_NAMES.get(status, "KDF_STATUS_UNKNOWN"), detail, function)
+
+
+class KDParams(ctypes.Structure):
+    """Mirror of kdfKDParams_t. Layout (x86-64 / aarch64 LP64): struct_size @0, rows @8, classes @16,
+    ld_student @24, ld_teacher @32, dtype @40, temperature @44, reduction @48, 4 bytes tail padding:
+    sizeof == 56. ctypes applies the C alignment rules, so the layout matches the compiler's."""
+
+    _fields_ = [
+        ("struct_size", ctypes.c_size_t),
+        ("rows", ctypes.c_int64),
+        ("classes", ctypes.c_int64),
+        ("ld_student", ctypes.c_int64),
+        ("ld_teacher", ctypes.c_int64),
+        ("dtype", c_enum),
+        ("temperature", ctypes.c_float),
+        ("reduction", c_enum),
+    ]
+
+    def __init__(self, **kwargs):
+        # KDF_KD_PARAMS_INIT: {sizeof, 0, 0, 0, 0, KDF_DTYPE_FP32, 4.0f, KDF_REDUCTION_BATCHMEAN}
+        init = dict(struct_size=ctypes.sizeof(KDParams), rows=0, classes=0, ld_student=0, ld_teacher=0,
+                    dtype=KDF_DTYPE_FP32, temperature=4.0, reduction=KDF_REDUCTION_BATCHMEAN)
+        init.update(kwargs)
+        super().__init__(**init)
+
+
+if ctypes.sizeof(ctypes.c_size_t) == 8:  # LP64: the layout documented above
+    assert ctypes.sizeof(KDParams) == 56, ctypes.sizeof(KDParams)
+    assert (KDParams.dtype.offset, KDParams.temperature.offset, KDParams.reduction.offset) == (40, 44, 48)
+
+_P = ctypes.POINTER
+_vp = ctypes.c_void_p
+_fp = _P(ctypes.c_float)
+
+# name: (restype, argtypes); restype _STATUS: kdfStatus_t with the raising errcheck.
+_SIGNATURES = {
+    "kdfGetVersion": (ctypes.c_int, []),
+    "kdfGetBackendName": (ctypes.c_char_p, []),
+    "kdfGetStatusName": (ctypes.c_char_p, [kdfStatus_t]),
+    "kdfGetStatusString": (ctypes.c_char_p, [kdfStatus_t]),
+    "kdfGetLastErrorString": (ctypes.c_char_p, []),
+    "kdfCreate": (_STATUS, [_P(kdfHandle_t)]),
+    "kdfDestroy": (_STATUS, [kdfHandle_t]),
+    "kdfSetMathMode": (_STATUS, [kdfHandle_t, c_enum]),
+    "kdfGetMathMode": (_STATUS, [kdfHandle_t, _P(c_enum)]),
+    "kdfSetDeterminism": (_STATUS, [kdfHandle_t, c_enum]),
+    "kdfGetDeterminism": (_STATUS, [kdfHandle_t, _P(c_enum)]),
+    "kdfKDWorkspaceSize": (_STATUS, [_P(KDParams), _P(ctypes.c_size_t)]),
+    # handle, params, y_s, y_t, row_weight, loss, grad_s, grad_t, grad_loss, grad_scale, accumulate,
+    # workspace, workspace_bytes, stream
+    "kdfKD": (_STATUS, [kdfHandle_t, _P(KDParams), _vp, _vp, _fp, _fp, _vp, _vp, _fp, ctypes.c_float,
+                            ctypes.c_int, _vp, ctypes.c_size_t, kdfStream_t]),
+}
+# Functions without which the library is unusable; the others (losses) may be missing from a build
+# under construction: the attribute is then absent and callers report "not implemented".
+_REQUIRED = ("kdfGetVersion", "kdfGetBackendName", "kdfGetStatusName", "kdfGetStatusString",
+             "kdfGetLastErrorString")
+
+
+def _make_errcheck(lib):
+    def errcheck(result, func, args):
+        if result != KDF_STATUS_SUCCESS:
+            name = lib.kdfGetStatusName(result).decode()
+            detail = lib.kdfGetLastErrorString().decode()
+            raise KdfuseError(result, name, detail, func.__name__)
+        return result
+
+    return errcheck
+
+
+def _declare(lib):
+    errcheck = _make_errcheck(lib)
+    for name, (restype, argtypes) in _SIGNATURES.items():
+        try:
+            fn = getattr(lib, name)
+        except AttributeError:
+            if name in _REQUIRED:
+                raise
+            continue
+        fn.restype = kdfStatus_t if restype is _STATUS else restype
+        fn.argtypes = argtypes
+        if restype is _STATUS:
+            fn.errcheck = errcheck
+
+
+def has(lib, name):
+    """Whether the loaded library exports `name` (a loss not built yet is absent)."""
+    try:
+        getattr(lib, name)
+        return True
+    except AttributeError:
+        return False
+
+
+def library_path(backend="simt", path=None):
+    """The file load() would open for `backend`."""
+    if backend not in DEFAULT_PATHS:
+        raise ValueError(f"backend must be one of {BACKENDS}, not {backend!r}")
+    if path is None:
+        path = os.environ.get("KDFUSE_LIB") or DEFAULT_PATHS[backend]
+    return pathlib.Path(path)
+
+
+_lock = threading.RLock()
+# Held around every call that takes a cached handle (the API allows one host thread per handle).
+CALL_LOCK = threading.Lock()
+_libs = {}      # (backend, resolved path) -> CDLL
+_handles = {}   # (backend, device key) -> (lib, kdfHandle_t)
+
+
+def load(backend="simt", path=None):
+    """The kdfuse library for `backend` ("simt" or "cuda"), loaded once and cached.
+
+    Raises OSError if the file is missing or cannot be loaded, KdfuseError(KDF_STATUS_NOT_SUPPORTED)
+    if it reports another backend than requested."""
+    p = library_path(backend, path)
+    if not p.is_file():
+        raise OSError(f"kdfuse {backend} library not found at {p} (build it, or set KDFUSE_LIB)")
+    key = (backend, str(p.resolve()))
+    with _lock:
+        lib = _libs.get(key)
+        if lib is None:
+            lib = ctypes.CDLL(str(p))
+            _declare(lib)
+            actual = lib.kdfGetBackendName().decode()
+            if actual != backend:
+                raise binding_error(KDF_STATUS_NOT_SUPPORTED,
+                                    f"{p} is the {actual!r} build, but the {backend!r} backend was requested")
+            lib.kdfuse_path = str(p)
+            _libs[key] = lib
+        return lib
+
+
+def handle(backend="simt", device=None, path=None):
+    """A kdfHandle_t for `backend`, created once (per CUDA device for "cuda") and destroyed at exit.
+
+    For "cuda" the caller must have made `device` current (kdfCreate reads the current device); kd.py
+    does so. A handle must be used from one host thread at a time and ctypes releases the GIL during
+    the call, so callers sharing this cached handle hold CALL_LOCK around the calls that take it
+    (kd.py does). For concurrent use, create per-thread handles with create_handle()."""
+    lib = load(backend, path)
+    key = (backend, lib.kdfuse_path, device)
+    with _lock:
+        entry = _handles.get(key)
+        if entry is None:
+            entry = (lib, create_handle(lib))
+            _handles[key] = entry
+        return entry[1]
+
+
+def create_handle(lib):
+    """A fresh kdfHandle_t from `lib` (caller destroys it with lib.kdfDestroy)."""
+    h = kdfHandle_t()
+    lib.kdfCreate(ctypes.byref(h))
+    return h
+
+
+@atexit.register
+def _destroy_handles():
+    with _lock:
+        for lib, h in _handles.values():
+            try:
+                lib.kdfDestroy(h)
+            except Exception:  # noqa: BLE001 - at exit, nothing useful to do
+                pass
+        _handles.clear()
+
+
+def version_string(lib):
+    v = lib.kdfGetVersion()
+    return f"{v // 10000}.{v // 100 % 100}.{v % 100}"
