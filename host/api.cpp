@@ -37,7 +37,7 @@ const char* kdfGetBackendName(void)
 
 const char* kdfGetStatusName(kdfStatus_t status)
 {
-    switch (status) {
+    switch (kdf::host::enum_value(status)) {
     case KDF_STATUS_SUCCESS: return "KDF_STATUS_SUCCESS";
     case KDF_STATUS_INVALID_VALUE: return "KDF_STATUS_INVALID_VALUE";
     case KDF_STATUS_NULL_POINTER: return "KDF_STATUS_NULL_POINTER";
@@ -54,7 +54,7 @@ const char* kdfGetStatusName(kdfStatus_t status)
 
 const char* kdfGetStatusString(kdfStatus_t status)
 {
-    switch (status) {
+    switch (kdf::host::enum_value(status)) {
     case KDF_STATUS_SUCCESS: return "success";
     case KDF_STATUS_INVALID_VALUE: return "an argument is out of its valid range";
     case KDF_STATUS_NULL_POINTER: return "a required pointer is NULL";

@@ -61,8 +61,7 @@ kdfStatus_t kdfDestroy(kdfHandle_t handle)
 kdfStatus_t kdfSetMathMode(kdfHandle_t handle, kdfMathMode_t mode)
 {
     Checker check("kdfSetMathMode");
-    if (!check.handle(handle).ok()) return check.status();
-    if (mode != KDF_MATH_FP32 && mode != KDF_MATH_TF32) return check.fail(KDF_STATUS_INVALID_VALUE, "mode is not a kdfMathMode_t").status();
+    if (!check.handle(handle).one_of(mode, {KDF_MATH_FP32, KDF_MATH_TF32}, "mode", "kdfMathMode_t").ok()) return check.status();
     handle->math = mode;
     return kdf::host::succeed();
 }
@@ -78,8 +77,8 @@ kdfStatus_t kdfGetMathMode(kdfHandle_t handle, kdfMathMode_t* mode)
 kdfStatus_t kdfSetDeterminism(kdfHandle_t handle, kdfDeterminism_t mode)
 {
     Checker check("kdfSetDeterminism");
-    if (!check.handle(handle).ok()) return check.status();
-    if (mode != KDF_DETERMINISTIC && mode != KDF_FAST) return check.fail(KDF_STATUS_INVALID_VALUE, "mode is not a kdfDeterminism_t").status();
+    if (!check.handle(handle).one_of(mode, {KDF_DETERMINISTIC, KDF_FAST}, "mode", "kdfDeterminism_t").ok())
+        return check.status();
     handle->determinism = mode;
     return kdf::host::succeed();
 }

@@ -22,9 +22,8 @@ Checker& check_params(Checker& check, const kdfKDParams_t* p)
         .extent(p->rows, leading(p->ld_student, p->classes), "y_s")
         .extent(p->rows, leading(p->ld_teacher, p->classes), "y_t")
         .positive_finite(p->temperature, "params->temperature")
-        .dtype(p->dtype, "params->dtype");
-    if (check.ok() && p->reduction != KDF_REDUCTION_BATCHMEAN && p->reduction != KDF_REDUCTION_NONE)
-        check.fail(KDF_STATUS_INVALID_VALUE, "params->reduction is not a kdfReduction_t");
+        .dtype(p->dtype, "params->dtype")
+        .one_of(p->reduction, {KDF_REDUCTION_BATCHMEAN, KDF_REDUCTION_NONE}, "params->reduction", "kdfReduction_t");
     return check;
 }
 

@@ -7,6 +7,7 @@
 
 #include <cmath>
 #include <cstdint>
+#include <initializer_list>
 #include <string>
 
 namespace kdf::host {
@@ -68,13 +69,25 @@ public:
         return *this;
     }
 
-    Checker& dtype(kdfDataType_t t, const char* name)
+    Checker& dtype(const kdfDataType_t& t, const char* name)
     {
         if (!ok()) return *this;
-        if (t == KDF_DTYPE_FP16 || t == KDF_DTYPE_BF16)
+        const int v = enum_value(t);
+        if (v == KDF_DTYPE_FP16 || v == KDF_DTYPE_BF16)
             return fail(KDF_STATUS_NOT_SUPPORTED, std::string(name) + ": fp16 and bf16 are not supported yet (use KDF_DTYPE_FP32)");
-        if (t != KDF_DTYPE_FP32) return fail(KDF_STATUS_INVALID_VALUE, std::string(name) + " is not a kdfDataType_t");
+        if (v != KDF_DTYPE_FP32) return fail(KDF_STATUS_INVALID_VALUE, std::string(name) + " is not a kdfDataType_t");
         return *this;
+    }
+
+    // `value` must be one of `allowed`; `type` names the enum in the message.
+    template <typename E>
+    Checker& one_of(const E& value, std::initializer_list<E> allowed, const char* name, const char* type)
+    {
+        if (!ok()) return *this;
+        const int v = enum_value(value);
+        for (E a : allowed)
+            if (v == static_cast<int>(a)) return *this;
+        return fail(KDF_STATUS_INVALID_VALUE, std::string(name) + " is not a " + type + " (got " + std::to_string(v) + ")");
     }
 
     Checker& required(const void* p, const char* name)

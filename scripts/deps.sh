@@ -38,7 +38,7 @@ kdfuse_setup_venv() {
     local root
     root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
     local venv="$root/.venv"
-    if ! "$venv/bin/python" -c "import torch, numpy, pytest" >/dev/null 2>&1; then
+    if ! "$venv/bin/python" -c "import torch, numpy, pytest, scipy" >/dev/null 2>&1; then
         echo "kdfuse: setting up $venv (PyTorch from PyPI)" >&2
         if ! python3 -m venv "$venv" >/dev/null 2>&1; then
             KDFUSE_DEBIAN_PACKAGES+=(python3-venv)

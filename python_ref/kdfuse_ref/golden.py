@@ -67,6 +67,7 @@ def kd_cases(root):
     _kd_case(root, "4x257_extreme_T0.1", 4, 257, T=0.1, seed=7, scale=1e4, teacher_grad=True)
     _kd_case(root, "3x40_extreme_T100", 3, 40, T=100.0, seed=8, scale=1e4)
     _kd_case(root, "2x8193_uncached", 2, 8193, T=4.0, seed=9)
+    _kd_case(root, "2x262147_llm_vocab", 2, 262147, T=1.0, seed=10, teacher_grad=True)
 
 
 GENERATORS = {"kd": kd_cases}

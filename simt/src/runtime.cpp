@@ -45,11 +45,11 @@ Registry& registry()
 
 struct Event { std::chrono::steady_clock::time_point when{}; bool recorded = false; };
 
-cudaError_t check_device_range(const void* p, size_t bytes, const char* call, const char* side)
+cudaError_t check_device_range(const void* p, size_t bytes, const std::string& call, const char* side)
 {
     if (bytes == 0) return cudaSuccess;
     if (p == nullptr) {
-        report(cudaErrorInvalidValue, std::string(call) + ": " + side + " pointer is NULL");
+        report(cudaErrorInvalidValue, call + ": " + side + " pointer is NULL");
         return cudaErrorInvalidValue;
     }
     auto addr = reinterpret_cast<uintptr_t>(p);
@@ -63,7 +63,7 @@ cudaError_t check_device_range(const void* p, size_t bytes, const char* call, co
     if (addr >= base + size) return cudaSuccess;
     if (addr + bytes > base + size) {
         report(cudaErrorInvalidValue,
-               std::string(call) + ": out-of-bounds " + side + " range: " + std::to_string(bytes) +
+               call + ": out-of-bounds " + side + " range: " + std::to_string(bytes) +
                    " bytes at offset " + std::to_string(addr - base) + " of a " + std::to_string(size) +
                    "-byte allocation");
         return cudaErrorInvalidValue;
@@ -227,46 +227,49 @@ cudaError_t cudaFreeHost(void* ptr)
     return cudaSuccess;
 }
 
-cudaError_t cudaMemcpyAsync(void* dst, const void* src, size_t bytes, cudaMemcpyKind kind, cudaStream_t stream)
+cudaError_t cudaMemcpyAsync(void* dst, const void* src, size_t bytes, cudaMemcpyKind kind, cudaStream_t stream,
+                            std::source_location where)
 {
-    if (cudaError_t e = detail::use_stream(stream, "cudaMemcpyAsync")) return e;
+    const std::string call = "cudaMemcpy at " + detail::format_location(where);
+    if (cudaError_t e = detail::use_stream(stream, call.c_str())) return e;
     if (kind < cudaMemcpyHostToHost || kind > cudaMemcpyDefault) {
-        report(cudaErrorInvalidMemcpyDirection, "cudaMemcpy: invalid cudaMemcpyKind");
+        report(cudaErrorInvalidMemcpyDirection, call + ": invalid cudaMemcpyKind");
         return cudaErrorInvalidMemcpyDirection;
     }
     if (bytes == 0) return cudaSuccess;
     if (dst == nullptr || src == nullptr) {
-        report(cudaErrorInvalidValue, "cudaMemcpy: NULL pointer");
+        report(cudaErrorInvalidValue, call + ": NULL pointer");
         return cudaErrorInvalidValue;
     }
     bool dst_device = kind == cudaMemcpyHostToDevice || kind == cudaMemcpyDeviceToDevice || kind == cudaMemcpyDefault;
     bool src_device = kind == cudaMemcpyDeviceToHost || kind == cudaMemcpyDeviceToDevice || kind == cudaMemcpyDefault;
     if (dst_device)
-        if (cudaError_t e = check_device_range(dst, bytes, "cudaMemcpy", "destination")) return e;
+        if (cudaError_t e = check_device_range(dst, bytes, call, "destination")) return e;
     if (src_device)
-        if (cudaError_t e = check_device_range(src, bytes, "cudaMemcpy", "source")) return e;
+        if (cudaError_t e = check_device_range(src, bytes, call, "source")) return e;
     std::memmove(dst, src, bytes);
     return cudaSuccess;
 }
 
-cudaError_t cudaMemcpy(void* dst, const void* src, size_t bytes, cudaMemcpyKind kind)
+cudaError_t cudaMemcpy(void* dst, const void* src, size_t bytes, cudaMemcpyKind kind, std::source_location where)
 {
     detail::counter_state().synchronizations.fetch_add(1);
-    return cudaMemcpyAsync(dst, src, bytes, kind, nullptr);
+    return cudaMemcpyAsync(dst, src, bytes, kind, nullptr, where);
 }
 
-cudaError_t cudaMemsetAsync(void* dst, int value, size_t bytes, cudaStream_t stream)
+cudaError_t cudaMemsetAsync(void* dst, int value, size_t bytes, cudaStream_t stream, std::source_location where)
 {
-    if (cudaError_t e = detail::use_stream(stream, "cudaMemsetAsync")) return e;
-    if (cudaError_t e = check_device_range(dst, bytes, "cudaMemset", "destination")) return e;
+    const std::string call = "cudaMemset at " + detail::format_location(where);
+    if (cudaError_t e = detail::use_stream(stream, call.c_str())) return e;
+    if (cudaError_t e = check_device_range(dst, bytes, call, "destination")) return e;
     if (bytes != 0) std::memset(dst, value, bytes);
     return cudaSuccess;
 }
 
-cudaError_t cudaMemset(void* dst, int value, size_t bytes)
+cudaError_t cudaMemset(void* dst, int value, size_t bytes, std::source_location where)
 {
     detail::counter_state().synchronizations.fetch_add(1);
-    return cudaMemsetAsync(dst, value, bytes, nullptr);
+    return cudaMemsetAsync(dst, value, bytes, nullptr, where);
 }
 
 cudaError_t cudaGetLastError()

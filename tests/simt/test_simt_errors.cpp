@@ -180,6 +180,8 @@ TEST(SimtErrors, OutOfBoundsMemcpyAndMemset)
     ASSERT_EQ(expect.messages().size(), 3u);
     EXPECT_THAT(expect.messages()[0], HasSubstr("out-of-bounds destination range: 44 bytes at offset 0 of a 40-byte"));
     EXPECT_THAT(expect.messages()[1], HasSubstr("out-of-bounds source range"));
+    EXPECT_THAT(expect.messages()[2], HasSubstr("cudaMemset at "));
+    EXPECT_THAT(expect.messages()[2], HasSubstr("test_simt_errors.cpp:"));
     // In-bounds copies still work.
     EXPECT_EQ(cudaMemcpy(d.get() + 5, host.data(), 5 * sizeof(float), cudaMemcpyHostToDevice), cudaSuccess);
     (void)cudaGetLastError();

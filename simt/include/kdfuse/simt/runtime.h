@@ -153,11 +153,16 @@ inline cudaError_t cudaMalloc(T** ptr, size_t bytes) { return cudaMalloc(reinter
 KDFUSE_SIMT_API cudaError_t cudaFree(void* ptr);
 KDFUSE_SIMT_API cudaError_t cudaMallocHost(void** ptr, size_t bytes);
 KDFUSE_SIMT_API cudaError_t cudaFreeHost(void* ptr);
-KDFUSE_SIMT_API cudaError_t cudaMemcpy(void* dst, const void* src, size_t bytes, cudaMemcpyKind kind);
+// Copies and sets record their call site (an extra defaulted argument) for the out-of-bounds report.
+KDFUSE_SIMT_API cudaError_t cudaMemcpy(void* dst, const void* src, size_t bytes, cudaMemcpyKind kind,
+                                       std::source_location where = std::source_location::current());
 KDFUSE_SIMT_API cudaError_t cudaMemcpyAsync(void* dst, const void* src, size_t bytes, cudaMemcpyKind kind,
-                                            cudaStream_t stream = nullptr);
-KDFUSE_SIMT_API cudaError_t cudaMemset(void* dst, int value, size_t bytes);
-KDFUSE_SIMT_API cudaError_t cudaMemsetAsync(void* dst, int value, size_t bytes, cudaStream_t stream = nullptr);
+                                            cudaStream_t stream = nullptr,
+                                            std::source_location where = std::source_location::current());
+KDFUSE_SIMT_API cudaError_t cudaMemset(void* dst, int value, size_t bytes,
+                                       std::source_location where = std::source_location::current());
+KDFUSE_SIMT_API cudaError_t cudaMemsetAsync(void* dst, int value, size_t bytes, cudaStream_t stream = nullptr,
+                                            std::source_location where = std::source_location::current());
 KDFUSE_SIMT_API cudaError_t cudaGetLastError();
 KDFUSE_SIMT_API cudaError_t cudaPeekAtLastError();
 KDFUSE_SIMT_API const char* cudaGetErrorString(cudaError_t error);
