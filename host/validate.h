@@ -90,6 +90,43 @@ public:
         return fail(KDF_STATUS_INVALID_VALUE, std::string(name) + " is not a " + type + " (got " + std::to_string(v) + ")");
     }
 
+    // A kdfFeatureMap_t: positive sizes, strides 0 (dense) or large enough that planes and samples do
+    // not overlap, int64-addressable.
+    Checker& feature_map(const kdfFeatureMap_t& m, const std::string& name)
+    {
+        if (!ok()) return *this;
+        at_least(m.n, 1, (name + ".n").c_str()).at_least(m.c, 1, (name + ".c").c_str());
+        at_least(m.h, 1, (name + ".h").c_str()).at_least(m.w, 1, (name + ".w").c_str());
+        if (!ok()) return *this;
+        if (m.h > (int64_t(1) << 31) / m.w || m.c > (INT64_MAX / 16) / (m.h * m.w) || m.n > (INT64_MAX / 16) / (m.c * m.h * m.w))
+            return fail(KDF_STATUS_INVALID_VALUE, name + ": shape too large");
+        const int64_t plane = m.h * m.w;
+        if (m.stride_c != 0 && m.stride_c < plane)
+            return fail(KDF_STATUS_INVALID_VALUE, name + ".stride_c must be 0 or >= h*w (" + std::to_string(plane) + "), got " +
+                                                      std::to_string(m.stride_c));
+        const int64_t sc = m.stride_c ? m.stride_c : plane;
+        if (m.stride_n != 0 && m.stride_n < sc * (m.c - 1) + plane)
+            return fail(KDF_STATUS_INVALID_VALUE, name + ".stride_n must be 0 or >= (c-1)*stride_c + h*w, got " + std::to_string(m.stride_n));
+        if ((m.stride_n != 0 && m.stride_n > (INT64_MAX / 16) / m.n) || sc > (INT64_MAX / 16) / m.c)
+            return fail(KDF_STATUS_INVALID_VALUE, name + ": strides overflow int64");
+        return *this;
+    }
+
+    // Two maps that must agree in the listed dimensions (a string of 'n', 'c', 'h', 'w').
+    Checker& same_dims(const kdfFeatureMap_t& a, const kdfFeatureMap_t& b, const char* dims, const std::string& a_name,
+                       const std::string& b_name)
+    {
+        if (!ok()) return *this;
+        for (const char* d = dims; *d; ++d) {
+            const int64_t x = *d == 'n' ? a.n : *d == 'c' ? a.c : *d == 'h' ? a.h : a.w;
+            const int64_t y = *d == 'n' ? b.n : *d == 'c' ? b.c : *d == 'h' ? b.h : b.w;
+            if (x != y)
+                return fail(KDF_STATUS_SHAPE_MISMATCH, a_name + "." + *d + " (" + std::to_string(x) + ") != " + b_name + "." + *d +
+                                                          " (" + std::to_string(y) + ")");
+        }
+        return *this;
+    }
+
     Checker& required(const void* p, const char* name)
     {
         if (ok() && p == nullptr) fail(KDF_STATUS_NULL_POINTER, std::string(name) + " is NULL");

@@ -18,23 +18,6 @@ using kdftest::DeviceBuffer;
 using kdftest::GoldenCase;
 using ::testing::HasSubstr;
 
-constexpr double kRtol = 1e-4;
-
-double max_abs(const std::vector<double>& v)
-{
-    double m = 0.0;
-    for (double x : v) m = std::max(m, std::fabs(x));
-    return m;
-}
-
-// Tolerance: rtol 1e-4 elementwise plus an absolute floor of 1e-6 of the tensor's largest magnitude
-// (fp32 rounding of terms that cancel), the same rule as the Python gradient check.
-#define EXPECT_CLOSE(got, want, what)                                                                 \
-    do {                                                                                              \
-        const std::string err = kdftest::compare((got), (want), kRtol, 1e-6 * std::max(1.0, max_abs(want))); \
-        EXPECT_TRUE(err.empty()) << (what) << ": " << err;                                            \
-    } while (0)
-
 class KD : public ::testing::Test {
 protected:
     void SetUp() override

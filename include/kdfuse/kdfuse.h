@@ -129,6 +129,39 @@ KDFUSE_API kdfStatus_t kdfKD(kdfHandle_t handle, const kdfKDParams_t* params, co
                              const float* grad_loss, float grad_scale, int accumulate, void* workspace,
                              size_t workspace_bytes, kdfStream_t stream);
 
+/* ---- feature-map losses (FitNet, AT, FT, AB, OFD, VID) ------------------------------------------------
+ * Inputs are NCHW feature maps. Each H x W plane is contiguous (rows W elements apart); samples and
+ * channels are stride_n / stride_c elements apart (0 = dense: C*H*W and H*W), so channel or batch slices
+ * of a larger tensor can be passed directly. A gradient has the layout of its input.
+ * `weight` multiplies the loss and its gradients (a layer's weight, such as RepDistiller's beta), so
+ * several layers summed into one loss buffer with `accumulate` give sum_l weight_l * loss_l.
+ * Where a loss compares maps of different spatial size, the larger map is adaptive-average-pooled
+ * (PyTorch's window rule) to the smaller one's size inside the kernel; no pooled tensor is written. */
+typedef struct kdfFeatureMap_t {
+    int64_t n, c, h, w;
+    int64_t stride_n; /* elements between samples, 0 = c*h*w */
+    int64_t stride_c; /* elements between channels, 0 = h*w */
+} kdfFeatureMap_t;
+
+#define KDF_FEATURE_MAP_INIT {0, 0, 0, 0, 0, 0}
+
+/* ---- FitNet (HintLoss): loss = weight * mean((f_s - f_t)^2), f_s and f_t of one shape ------------------ */
+typedef struct kdfFitNetParams_t {
+    size_t struct_size;
+    kdfFeatureMap_t student; /* f_s: the regressor's output */
+    kdfFeatureMap_t teacher; /* f_t: same n, c, h, w */
+    kdfDataType_t dtype;
+    float weight;            /* default 1 */
+} kdfFitNetParams_t;
+
+#define KDF_FITNET_PARAMS_INIT {sizeof(kdfFitNetParams_t), KDF_FEATURE_MAP_INIT, KDF_FEATURE_MAP_INIT, KDF_DTYPE_FP32, 1.0f}
+
+KDFUSE_API kdfStatus_t kdfFitNetWorkspaceSize(const kdfFitNetParams_t* params, size_t* bytes);
+/* loss: 1 float or NULL; grad_s: layout of f_s, or NULL; grad_loss: device scalar or NULL (= 1). */
+KDFUSE_API kdfStatus_t kdfFitNet(kdfHandle_t handle, const kdfFitNetParams_t* params, const void* f_s, const void* f_t,
+                                 float* loss, void* grad_s, const float* grad_loss, float grad_scale, int accumulate,
+                                 void* workspace, size_t workspace_bytes, kdfStream_t stream);
+
 #ifdef __cplusplus
 }
 #endif

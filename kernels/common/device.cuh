@@ -1,6 +1,7 @@
 // Device helpers shared by the loss kernels.
 #pragma once
 
+#include "grid_sum.h"
 #include "portability.cuh"
 
 #include <cstdint>
@@ -70,6 +71,33 @@ __device__ __forceinline__ void store(float* out, float value, bool accumulate)
     *out = accumulate ? *out + value : value;
 }
 
-__host__ __device__ __forceinline__ int64_t round_up(int64_t x, int64_t to) { return (x + to - 1) / to * to; }
+// Result of grid_sum: `last` is true in the last block, where `total` (valid in thread 0) is the sum
+// of the blocks' values in block order.
+struct GridSumResult {
+    bool last;
+    float total;
+};
+
+// Called by every thread of every block with the block's value valid in thread 0.
+template <int BLOCK>
+__device__ __forceinline__ GridSumResult grid_sum(const GridSum& gs, float block_value)
+{
+    using Reduce = cub::BlockReduce<float, BLOCK>;
+    __shared__ typename Reduce::TempStorage temp;
+    __shared__ bool last;
+    if (threadIdx.x == 0) {
+        gs.partials[blockIdx.x] = block_value;
+        __threadfence();
+        last = atomicAdd(gs.ticket, 1u) == gridDim.x - 1;
+    }
+    __syncthreads();
+    if (!last) return {false, 0.0f};
+    __threadfence();
+    float part = 0.0f;
+    for (unsigned b = threadIdx.x; b < gridDim.x; b += BLOCK) part += __ldcg(&gs.partials[b]);
+    const float total = Reduce(temp).Sum(part);
+    if (threadIdx.x == 0) *gs.ticket = 0;
+    return {true, total};
+}
 
 }  // namespace kdf

@@ -7,5 +7,6 @@ Library location: KDFUSE_LIB, else build/simt/libkdfuse_sim.so / build/libkdfuse
 """
 from ._lib import KdfuseError, load, handle, library_path  # noqa: F401
 from .kd import kd  # noqa: F401
+from .fitnet import fitnet  # noqa: F401
 
-__all__ = ["KdfuseError", "kd", "load", "handle", "library_path"]
+__all__ = ["KdfuseError", "kd", "fitnet", "load", "handle", "library_path"]

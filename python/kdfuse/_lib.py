@@ -67,7 +67,7 @@ WORKSPACE_ALIGNMENT = 256
 # C enums are 4-byte ints on every ABI kdfuse targets.
 c_enum = ctypes.c_int
 kdfStatus_t = c_enum
-_STATUS = "status"  # marker in _SIGNATURES: returns kdfStatus_t, raise KdfuseError when non-zero
+STATUS = _STATUS = "status"  # marker in _SIGNATURES: returns kdfStatus_t, raise KdfuseError when non-zero
 kdfHandle_t = ctypes.c_void_p  # struct kdfContext*
 kdfStream_t = ctypes.c_void_p  # struct CUstream_st* (cudaStream_t)
 
@@ -175,6 +175,15 @@ def _declare(lib):
         fn.argtypes = argtypes
         if restype is _STATUS:
             fn.errcheck = errcheck
+
+
+def register(signatures):
+    """Adds {name: (restype, argtypes)} for a loss module's entry points (restype _STATUS for a
+    kdfStatus_t); declares them on libraries already loaded."""
+    with _lock:
+        _SIGNATURES.update(signatures)
+        for lib in _libs.values():
+            _declare(lib)
 
 
 def has(lib, name):

@@ -17,6 +17,7 @@ Output: one row per (loss, case, quantity), then the line "N passed, M failed" (
 "not implemented: <losses>". Exit status 1 if a row failed, 2 if the library could not be loaded.
 """
 import argparse
+import importlib
 import math
 import os
 import sys
@@ -171,10 +172,21 @@ def check_kd(device, seed):
     return rows
 
 
-# loss -> (C entry point whose presence means "implemented", checker)
+# loss -> (C entry point whose presence means "implemented", checker). KD's checker is above; every other
+# loss's is the module kdfuse.check_<loss> (ENTRY, check(device, seed) -> rows), found by checker().
 CHECKERS = {
     "kd": ("kdfKD", check_kd),
 }
+
+
+def checker(name):
+    if name in CHECKERS:
+        return CHECKERS[name]
+    try:
+        module = importlib.import_module(f"kdfuse.check_{name}")
+    except ModuleNotFoundError:
+        return None
+    return module.ENTRY, module.check
 
 
 def _fmt(x):
@@ -226,7 +238,7 @@ def main(argv=None):
     start = time.monotonic()
     rows, missing = [], []
     for name in LOSSES:
-        entry = CHECKERS.get(name)
+        entry = checker(name)
         if entry is None or not _lib.has(lib, entry[0]):
             why = "not implemented" if entry is None else f"not implemented (no {entry[0]} in the library)"
             rows.append(Row(name, "-", "-", status=why))

@@ -10,6 +10,7 @@ contract of the C API (grad_loss: upstream gradient, grad_scale: host factor on 
 Generation is deterministic: the same command writes identical files.
 """
 import argparse
+import importlib
 import pathlib
 
 import numpy as np
@@ -18,7 +19,7 @@ import torch
 from .kd import kd_loss
 
 
-def _write_case(root, loss, case, params, inputs, outputs):
+def write_case(root, loss, case, params, inputs, outputs):
     d = pathlib.Path(root) / loss / case
     d.mkdir(parents=True, exist_ok=True)
     for name, t in inputs.items():
@@ -28,6 +29,25 @@ def _write_case(root, loss, case, params, inputs, outputs):
     with open(d / "case.txt", "w") as f:
         for k, v in params.items():
             f.write(f"{k} {v}\n")
+
+
+def feature_case(root, loss, name, fn, shapes, seed, weight=1.0, grad_loss=None, grad_scale=1.0, scale=1.0,
+                 params=None, grad_inputs=("f_s",)):
+    """Writes one case of a loss fn(*inputs) over float32 inputs of the given shapes ({name: shape})."""
+    g = torch.Generator().manual_seed(seed)
+    inputs = {k: (torch.randn(*shape, generator=g) * scale).float() for k, shape in shapes.items()}
+    ins64 = {k: v.double().requires_grad_(k in grad_inputs) for k, v in inputs.items()}
+    loss_value = fn(**ins64) * weight
+    gl = 1.0 if grad_loss is None else float(grad_loss)
+    (loss_value * gl * grad_scale).backward()
+    if grad_loss is not None:
+        inputs["grad_loss"] = torch.tensor([grad_loss])
+    outputs = {"loss": loss_value.reshape(-1)}
+    for k in grad_inputs:
+        outputs[f"grad_{k}"] = ins64[k].grad
+    all_params = {"weight": repr(float(weight)), "grad_scale": repr(float(grad_scale))}
+    all_params.update(params or {})
+    write_case(root, loss, name, all_params, inputs, outputs)
 
 
 def _kd_case(root, name, n, c, T=4.0, seed=0, scale=3.0, weight=None, reduction="batchmean", grad_loss=None,
@@ -50,7 +70,7 @@ def _kd_case(root, name, n, c, T=4.0, seed=0, scale=3.0, weight=None, reduction=
     if teacher_grad:
         outputs["grad_t"] = t64.grad
     params = {"temperature": repr(float(T)), "reduction": reduction, "grad_scale": repr(float(grad_scale))}
-    _write_case(root, "kd", name, params, inputs, outputs)
+    write_case(root, "kd", name, params, inputs, outputs)
 
 
 def kd_cases(root):
@@ -70,17 +90,28 @@ def kd_cases(root):
     _kd_case(root, "2x262147_llm_vocab", 2, 262147, T=1.0, seed=10, teacher_grad=True)
 
 
-GENERATORS = {"kd": kd_cases}
+def generators():
+    """{loss: cases(root)}: KD here, every other loss in its module kdfuse_ref.golden_<loss> (if present)."""
+    from . import LOSSES
+
+    found = {"kd": kd_cases}
+    for name in LOSSES:
+        try:
+            found[name] = importlib.import_module(f"{__package__}.golden_{name}").cases
+        except ModuleNotFoundError:
+            pass
+    return found
 
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", required=True)
-    ap.add_argument("--loss", action="append", choices=sorted(GENERATORS), help="default: all")
+    gens = generators()
+    ap.add_argument("--loss", action="append", choices=sorted(gens), help="default: all")
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
-    for name in args.loss or sorted(GENERATORS):
-        GENERATORS[name](args.out)
+    for name in args.loss or sorted(gens):
+        gens[name](args.out)
         print(f"golden data for {name} written to {args.out}/{name}")
 
 

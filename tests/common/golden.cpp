@@ -109,4 +109,11 @@ std::string compare(const std::vector<float>& got, const std::vector<double>& wa
     return msg.str();
 }
 
+std::string compare_default(const std::vector<float>& got, const std::vector<double>& want)
+{
+    double scale = 1.0;
+    for (double v : want) scale = std::max(scale, std::fabs(v));
+    return compare(got, want, 1e-4, 1e-6 * scale);
+}
+
 }  // namespace kdftest

@@ -33,4 +33,18 @@ std::vector<GoldenCase> golden_cases(const std::string& loss);
 // Elementwise |got - want| <= atol + rtol |want|; returns "" or a description of the worst element.
 std::string compare(const std::vector<float>& got, const std::vector<double>& want, double rtol, double atol);
 
+// The tests' tolerance, the same rule as the Python gradient check: rtol 1e-4 elementwise plus an
+// absolute floor of 1e-6 of the tensor's largest magnitude (fp32 rounding of terms that cancel).
+std::string compare_default(const std::vector<float>& got, const std::vector<double>& want);
+
+}  // namespace kdftest
+
+#define EXPECT_CLOSE(got, want, what)                                        \
+    do {                                                                     \
+        const std::string kdf_err_ = ::kdftest::compare_default((got), (want)); \
+        EXPECT_TRUE(kdf_err_.empty()) << (what) << ": " << kdf_err_;         \
+    } while (0)
+
+namespace kdftest {
+
 }  // namespace kdftest

@@ -1,0 +1,76 @@
+// kdfFitNet and kdfFitNetWorkspaceSize: validation, workspace layout, launch.
+#include "../kernels/fitnet.h"
+#include "validate.h"
+
+using kdf::host::Checker;
+
+namespace {
+
+Checker& check_params(Checker& check, const kdfFitNetParams_t* p)
+{
+    if (!check.params(p, "KDF_FITNET_PARAMS_INIT").ok()) return check;
+    return check.feature_map(p->student, "params->student")
+        .feature_map(p->teacher, "params->teacher")
+        .same_dims(p->student, p->teacher, "nchw", "params->student", "params->teacher")
+        .dtype(p->dtype, "params->dtype")
+        .finite(p->weight, "params->weight");
+}
+
+size_t workspace_bytes(const kdfFitNetParams_t* p)
+{
+    return static_cast<size_t>(kdf::GridSum::bytes(kdf::kernels::fitnet_blocks(kdf::Map4d::resolve(p->student))));
+}
+
+}  // namespace
+
+extern "C" {
+
+kdfStatus_t kdfFitNetWorkspaceSize(const kdfFitNetParams_t* params, size_t* bytes)
+{
+    return kdf::host::guarded("kdfFitNetWorkspaceSize", [&] {
+        Checker check("kdfFitNetWorkspaceSize");
+        if (!check.required(bytes, "bytes").ok() || !check_params(check, params).ok()) return check.status();
+        *bytes = workspace_bytes(params);
+        return kdf::host::succeed();
+    });
+}
+
+kdfStatus_t kdfFitNet(kdfHandle_t handle, const kdfFitNetParams_t* params, const void* f_s, const void* f_t, float* loss,
+                      void* grad_s, const float* grad_loss, float grad_scale, int accumulate, void* workspace,
+                      size_t workspace_bytes_given, kdfStream_t stream)
+{
+    return kdf::host::guarded("kdfFitNet", [&] {
+        Checker check("kdfFitNet");
+        check.handle(handle);
+        if (!check_params(check, params).ok()) return check.status();
+        check.required(f_s, "f_s")
+            .required(f_t, "f_t")
+            .aligned(f_s, sizeof(float), "f_s")
+            .aligned(f_t, sizeof(float), "f_t")
+            .aligned(loss, sizeof(float), "loss")
+            .aligned(grad_s, sizeof(float), "grad_s")
+            .aligned(grad_loss, sizeof(float), "grad_loss")
+            .distinct(grad_s, f_s, "grad_s", "f_s")
+            .distinct(grad_s, f_t, "grad_s", "f_t")
+            .finite(grad_scale, "grad_scale")
+            .workspace(workspace, workspace_bytes_given, workspace_bytes(params));
+        if (!check.ok()) return check.status();
+        if (loss == nullptr && grad_s == nullptr) return kdf::host::succeed();
+
+        kdf::kernels::FitNetArgs args{};
+        args.s = kdf::Map4d::resolve(params->student);
+        args.t = kdf::Map4d::resolve(params->teacher);
+        args.weight = params->weight;
+        args.grad_scale = grad_scale;
+        args.accumulate = accumulate != 0;
+        args.f_s = static_cast<const float*>(f_s);
+        args.f_t = static_cast<const float*>(f_t);
+        args.grad_loss = grad_loss;
+        args.loss = loss;
+        args.grad_s = static_cast<float*>(grad_s);
+        args.sum = kdf::GridSum::carve(workspace, kdf::kernels::fitnet_blocks(args.s));
+        return kdf::host::cuda_status("kdfFitNet", kdf::kernels::fitnet_launch(args, stream));
+    });
+}
+
+}  // extern "C"

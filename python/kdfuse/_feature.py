@@ -1,0 +1,93 @@
+"""Shared pieces of the feature-map losses' bindings (FitNet, AT, FT, AB, OFD, VID): the kdfFeatureMap_t
+mirror, layouts of torch tensors, outputs with the layout of their input, and one generic call path
+(workspace query and allocation, handle, stream, lock)."""
+import ctypes
+
+import torch
+
+from . import _lib
+from ._lib import KDF_STATUS_INVALID_VALUE, KDF_STATUS_NOT_SUPPORTED, KDF_STATUS_SHAPE_MISMATCH, binding_error
+from .kd import _alloc_workspace, _fptr, _vptr, backend_of
+
+_i64 = ctypes.c_int64
+
+
+class FeatureMap(ctypes.Structure):
+    """Mirror of kdfFeatureMap_t: n, c, h, w, stride_n, stride_c (int64)."""
+
+    _fields_ = [("n", _i64), ("c", _i64), ("h", _i64), ("w", _i64), ("stride_n", _i64), ("stride_c", _i64)]
+
+
+assert ctypes.sizeof(FeatureMap) == 48
+
+
+def feature_map(t, name, fn):
+    """kdfFeatureMap_t of a float32 tensor N x C x H x W (or N x D, as N x D x 1 x 1) whose H x W planes
+    are contiguous; samples and channels may be strided (slices of larger tensors)."""
+    if not isinstance(t, torch.Tensor):
+        raise binding_error(KDF_STATUS_INVALID_VALUE, f"{name} must be a torch.Tensor", fn)
+    if t.dtype != torch.float32:
+        raise binding_error(KDF_STATUS_NOT_SUPPORTED if t.dtype in (torch.float16, torch.bfloat16) else
+                            KDF_STATUS_INVALID_VALUE, f"{name} must be float32, got {t.dtype}", fn)
+    if t.dim() == 2:
+        t = t[:, :, None, None]
+    if t.dim() != 4:
+        raise binding_error(KDF_STATUS_INVALID_VALUE, f"{name} must be 2-D or 4-D, got {t.dim()}-D", fn)
+    n, c, h, w = t.shape
+    if (w > 1 and t.stride(3) != 1) or (h > 1 and t.stride(2) != w):
+        raise binding_error(KDF_STATUS_INVALID_VALUE, f"{name}: each H x W plane must be contiguous, strides "
+                                                      f"{tuple(t.stride())}", fn)
+    sc = t.stride(1) if c > 1 else h * w
+    sn = t.stride(0) if n > 1 else c * sc
+    if (c > 1 and sc < h * w) or (n > 1 and sn < (c - 1) * sc + h * w):
+        raise binding_error(KDF_STATUS_INVALID_VALUE, f"{name}: overlapping channels or samples, strides "
+                                                      f"{tuple(t.stride())}", fn)
+    return FeatureMap(n, c, h, w, sn, sc)
+
+
+def same_device(fn, **tensors):
+    """(backend, device) shared by the given tensors (None values ignored)."""
+    devices = {t.device for t in tensors.values() if t is not None}
+    if len(devices) != 1:
+        raise binding_error(KDF_STATUS_INVALID_VALUE, f"tensors on different devices: {sorted(map(str, devices))}", fn)
+    device = devices.pop()
+    return backend_of(device), device
+
+
+def grad_like(t):
+    """A zeroed gradient with the layout (strides) of `t`."""
+    return torch.empty_strided(t.shape, t.stride(), dtype=t.dtype, device=t.device).zero_()
+
+
+def check_shape(t, shape, name, fn):
+    if tuple(t.shape) != tuple(shape):
+        raise binding_error(KDF_STATUS_SHAPE_MISMATCH, f"{name} has shape {tuple(t.shape)}, expected {tuple(shape)}", fn)
+
+
+def call(entry, size_entry, params, args_before_workspace, device, backend):
+    """lib.<entry>(handle, &params, *args_before_workspace, workspace, bytes, stream) with a workspace of
+    lib.<size_entry>(&params) bytes allocated on `device`. Pointers in args: use ptr() / fptr()."""
+    lib = _lib.load(backend)
+    if not _lib.has(lib, entry):
+        raise binding_error(KDF_STATUS_NOT_SUPPORTED, f"{lib.kdfuse_path} does not export {entry}", entry)
+
+    def run(device_index):
+        handle = _lib.handle(backend, device_index)
+        size = ctypes.c_size_t()
+        getattr(lib, size_entry)(ctypes.byref(params), ctypes.byref(size))
+        ws_keep, ws_ptr, ws_size = _alloc_workspace(size.value, device)
+        stream = torch.cuda.current_stream(device).cuda_stream if backend == "cuda" else None
+        with _lib.CALL_LOCK:
+            getattr(lib, entry)(handle, ctypes.byref(params), *args_before_workspace, ws_ptr, ws_size,
+                                ctypes.c_void_p(stream) if stream else None)
+        del ws_keep  # stream-ordered reuse on the CUDA caching allocator
+
+    if backend == "cuda":
+        with torch.cuda.device(device):
+            run(device.index if device.index is not None else torch.cuda.current_device())
+    else:
+        run(None)
+
+
+ptr = _vptr
+fptr = _fptr

@@ -1,0 +1,92 @@
+// Shared pieces of the per-loss C API tests: a fixture with a handle and a stream, feature-map layouts
+// from golden arrays, strided copies, and the workspace size query wrapper.
+#pragma once
+
+#include <kdfuse/kdfuse.h>
+
+#include "device_test.h"
+#include "golden.h"
+
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cstring>
+#include <string>
+#include <vector>
+
+namespace kdftest {
+
+class LossTest : public ::testing::Test {
+protected:
+    void SetUp() override
+    {
+        ASSERT_EQ(kdfCreate(&handle), KDF_STATUS_SUCCESS);
+        ASSERT_EQ(cudaStreamCreate(&stream), cudaSuccess);
+    }
+    void TearDown() override
+    {
+        EXPECT_EQ(kdfDestroy(handle), KDF_STATUS_SUCCESS);
+        EXPECT_EQ(cudaStreamDestroy(stream), cudaSuccess);
+    }
+    kdfHandle_t handle = nullptr;
+    cudaStream_t stream = nullptr;
+};
+
+// The dense NCHW layout of a golden array (a 2-D N x D array is N x D x 1 x 1).
+inline kdfFeatureMap_t dense_map(const Array& a)
+{
+    kdfFeatureMap_t m = KDF_FEATURE_MAP_INIT;
+    m.n = a.dim(0);
+    m.c = a.dim(1);
+    m.h = a.shape.size() > 2 ? a.dim(2) : 1;
+    m.w = a.shape.size() > 3 ? a.dim(3) : 1;
+    return m;
+}
+
+// A dense NCHW tensor embedded in a larger buffer: channels `pad_c` and samples `pad_n` elements apart
+// beyond dense, starting `offset` floats in (offset 1 makes every row only 4-byte aligned). Padding
+// holds NaN, so any read of it shows up in the results.
+struct Strided {
+    std::vector<float> buffer;
+    kdfFeatureMap_t map;
+    int64_t offset;
+
+    Strided(const std::vector<float>& dense, kdfFeatureMap_t dense_layout, int64_t pad_c, int64_t pad_n, int64_t offset_)
+        : map(dense_layout), offset(offset_)
+    {
+        const int64_t hw = map.h * map.w;
+        map.stride_c = hw + pad_c;
+        map.stride_n = map.c * map.stride_c + pad_n;
+        buffer.assign(static_cast<size_t>(offset + map.n * map.stride_n), NAN);
+        for (int64_t n = 0; n < map.n; ++n)
+            for (int64_t c = 0; c < map.c; ++c)
+                std::copy_n(dense.begin() + (n * map.c + c) * hw, hw, buffer.begin() + offset + n * map.stride_n + c * map.stride_c);
+    }
+
+    // The dense tensor back out of a buffer of this layout.
+    std::vector<float> extract(const std::vector<float>& from) const
+    {
+        const int64_t hw = map.h * map.w;
+        std::vector<float> dense(static_cast<size_t>(map.n * map.c * hw));
+        for (int64_t n = 0; n < map.n; ++n)
+            for (int64_t c = 0; c < map.c; ++c)
+                std::copy_n(from.begin() + offset + n * map.stride_n + c * map.stride_c, hw, dense.begin() + (n * map.c + c) * hw);
+        return dense;
+    }
+};
+
+// The named golden case of a loss (fails the test if it is missing).
+inline GoldenCase find_case(const std::string& loss, const std::string& name)
+{
+    for (auto& c : golden_cases(loss))
+        if (c.name == name) return c;
+    ADD_FAILURE() << "golden case " << loss << "/" << name << " missing under " << golden_root();
+    return {};
+}
+
+inline bool bitwise_equal(const std::vector<float>& a, const std::vector<float>& b)
+{
+    return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size() * sizeof(float)) == 0;
+}
+
+}  // namespace kdftest
