@@ -85,7 +85,7 @@ kdfStatus_t kdfKD(kdfHandle_t handle, const kdfKDParams_t* params, const void* y
         args.loss = loss;
         args.grad_s = static_cast<float*>(grad_s);
         args.grad_t = static_cast<float*>(grad_t);
-        kdf::kernels::kd_bind_workspace(args, workspace);
+        if (!per_row) args.sum = kdf::GridSum::carve(workspace, kdf::kernels::kd_blocks(args.rows));
         return kdf::host::cuda_status("kdfKD", kdf::kernels::kd_launch(args, stream));
     });
 }

@@ -13,9 +13,9 @@
 //           kCacheColumns classes keep the scaled logits in shared memory.
 //   pass 2: from shared memory (or a second read for longer rows): p, q, the KL terms, grad_s.
 //   pass 3: only if grad_t is requested, since it needs KL_i from pass 2.
-//   Batch mean: thread 0 of each block stores its row losses in the workspace; the last block to take
-//   a ticket (atomic counter, zeroed by a 4-byte memset) sums them in a fixed order. No float atomics:
-//   the result is bitwise reproducible.
+//   Batch mean: thread 0 of each block adds its row losses in row order, and kdf::grid_sum adds the
+//   block sums in block order in the last block to finish (a ticket zeroed by a 4-byte memset). No
+//   float atomics: the result is bitwise reproducible.
 // Bytes moved (fp32): 8 N C read + 4 N C written (grad_s) when C <= kCacheColumns, i.e. the minimum;
 // longer rows read y_s, y_t twice (the second read mostly from L2 for rows of a few hundred KB).
 // Numerics: logsumexp with the running maximum, so logits of +-1e4 with T down to 0.1 neither overflow
@@ -51,13 +51,13 @@ __global__ void __launch_bounds__(BLOCK) kd_kernel(KDArgs args, bool vec, bool c
         typename SumReduce::TempStorage sum;
     } temp;
     __shared__ float row_lse_s, row_lse_t, row_kl;
-    __shared__ bool last_block;
     float* cached = kdf::dynamic_shared<float>();  // [2 * classes] when `cache`
 
     const int64_t C = args.classes;
     const float inv_t = 1.0f / args.temperature;
     const bool need_kl = args.loss != nullptr || args.grad_t != nullptr;
     const float batch_scale = args.per_row ? 1.0f : 1.0f / static_cast<float>(args.rows);
+    float block_loss = 0.0f;  // thread 0: this block's row losses, in row order (batch mean)
 
     for (int64_t row = blockIdx.x; row < args.rows; row += gridDim.x) {
         const float w = args.row_weight ? args.row_weight[row] : 1.0f;
@@ -69,10 +69,7 @@ __global__ void __launch_bounds__(BLOCK) kd_kernel(KDArgs args, bool vec, bool c
                 if (gs) store(&gs[j], 0.0f, args.accumulate);
                 if (gt) store(&gt[j], 0.0f, args.accumulate);
             }
-            if (threadIdx.x == 0 && args.loss) {
-                if (args.per_row) store(&args.loss[row], 0.0f, args.accumulate);
-                else args.row_loss[row] = 0.0f;
-            }
+            if (threadIdx.x == 0 && args.loss && args.per_row) store(&args.loss[row], 0.0f, args.accumulate);
             continue;
         }
         const float* ys = args.y_s + row * args.ld_s;
@@ -119,7 +116,7 @@ __global__ void __launch_bounds__(BLOCK) kd_kernel(KDArgs args, bool vec, bool c
                 row_kl = kl;
                 const float l = args.temperature * args.temperature * w * kl;
                 if (args.loss && args.per_row) store(&args.loss[row], l, args.accumulate);
-                if (args.loss && !args.per_row) args.row_loss[row] = l;
+                block_loss += l;
             }
             __syncthreads();
         }
@@ -137,21 +134,9 @@ __global__ void __launch_bounds__(BLOCK) kd_kernel(KDArgs args, bool vec, bool c
     }
 
     if (args.loss == nullptr || args.per_row) return;
-    // Batch mean: the last block sums the row losses in a fixed order (deterministic).
-    if (threadIdx.x == 0) {
-        __threadfence();
-        last_block = atomicAdd(args.counter, 1u) == gridDim.x - 1;
-    }
-    __syncthreads();
-    if (!last_block) return;
-    __threadfence();
-    float part = 0.0f;
-    for (int64_t r = threadIdx.x; r < args.rows; r += BLOCK) part += __ldcg(&args.row_loss[r]);
-    const float sum = SumReduce(temp.sum).Sum(part);
-    if (threadIdx.x == 0) {
-        store(args.loss, sum / static_cast<float>(args.rows), args.accumulate);
-        *args.counter = 0;
-    }
+    // Batch mean: block sums in block order (deterministic), in the same launch.
+    const GridSumResult r = grid_sum<BLOCK>(args.sum, block_loss);
+    if (r.last && threadIdx.x == 0) store(args.loss, r.total / static_cast<float>(args.rows), args.accumulate);
 }
 
 template <int BLOCK>
@@ -160,30 +145,23 @@ cudaError_t launch_block(const KDArgs& args, cudaStream_t stream)
     const bool vec = args.ld_s % 4 == 0 && args.ld_t % 4 == 0 && aligned16(args.y_s) && aligned16(args.y_t);
     const bool cache = args.classes <= kCacheColumns;
     const size_t smem = cache ? size_t(2 * args.classes) * sizeof(float) : 0;
-    const unsigned grid = static_cast<unsigned>(args.rows < 65535 ? args.rows : 65535);
-    return kdf::launch(kd_kernel<BLOCK>, {dim3(grid), dim3(BLOCK), smem, stream}, args, vec, cache);
+    return kdf::launch(kd_kernel<BLOCK>, {dim3(static_cast<unsigned>(kd_blocks(args.rows))), dim3(BLOCK), smem, stream},
+                       args, vec, cache);
 }
 
 }  // namespace
 
+int64_t kd_blocks(int64_t rows) { return rows < 65535 ? rows : 65535; }
+
 size_t kd_workspace_bytes(int64_t rows, bool per_row)
 {
-    return per_row ? 0 : static_cast<size_t>(round_up(rows * int64_t(sizeof(float)), 256) + 256);
-}
-
-void kd_bind_workspace(KDArgs& args, void* workspace)
-{
-    if (args.per_row) return;
-    auto* base = static_cast<unsigned char*>(workspace);
-    args.row_loss = reinterpret_cast<float*>(base);
-    args.counter = reinterpret_cast<unsigned*>(base + round_up(args.rows * int64_t(sizeof(float)), 256));
+    return per_row ? 0 : static_cast<size_t>(GridSum::bytes(kd_blocks(rows)));
 }
 
 cudaError_t kd_launch(const KDArgs& args, cudaStream_t stream)
 {
-    if (args.loss != nullptr && !args.per_row) {
-        if (cudaError_t e = cudaMemsetAsync(args.counter, 0, sizeof(unsigned), stream)) return e;
-    }
+    if (args.loss != nullptr && !args.per_row)
+        if (cudaError_t e = args.sum.prepare(stream)) return e;
     if (args.classes <= 256) return launch_block<32>(args, stream);
     if (args.classes <= 4096) return launch_block<128>(args, stream);
     return launch_block<512>(args, stream);

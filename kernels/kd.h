@@ -2,6 +2,7 @@
 #pragma once
 
 #include "common/cuda_api.h"
+#include "common/grid_sum.h"
 
 #include <cstddef>
 #include <cstdint>
@@ -22,14 +23,13 @@ struct KDArgs {
     float* loss;               // nullable
     float* grad_s;             // nullable
     float* grad_t;             // nullable
-    float* row_loss;           // workspace: rows floats (batch-mean loss only)
-    unsigned* counter;         // workspace: block ticket (batch-mean loss only)
+    GridSum sum;               // workspace: block sums and ticket (batch-mean loss only)
 };
 
-// Bytes of workspace the KD call needs for these sizes (batch-mean loss: per-row losses + a ticket).
+// Blocks of the launch (one row at a time per block, grid-stride over rows).
+int64_t kd_blocks(int64_t rows);
+// Bytes of workspace the KD call needs (batch-mean loss: one float per block + the ticket).
 size_t kd_workspace_bytes(int64_t rows, bool per_row);
-// Carves the workspace into KDArgs::row_loss / counter.
-void kd_bind_workspace(KDArgs& args, void* workspace);
 // Enqueues the fused forward+backward on `stream`: at most one kernel (plus a 4-byte memset of the
 // ticket when the batch-mean loss is requested). Returns the launch status.
 cudaError_t kd_launch(const KDArgs& args, cudaStream_t stream);
