@@ -162,6 +162,139 @@ KDFUSE_API kdfStatus_t kdfFitNet(kdfHandle_t handle, const kdfFitNetParams_t* pa
                                  float* loss, void* grad_s, const float* grad_loss, float grad_scale, int accumulate,
                                  void* workspace, size_t workspace_bytes, kdfStream_t stream);
 
+/* ---- AT (Attention) and FT (FactorTransfer): attention maps of a student and a teacher feature map -----
+ * a(f)[n] = F.normalize(mean_C f^p) over the h*w positions of sample n (eps 1e-12: a map whose norm is
+ * below 1e-12 is divided by 1e-12). Channel counts may differ; n must match. When the spatial sizes differ,
+ * the larger map (at least as large in both h and w) is adaptive-average-pooled (before the power) to the
+ * smaller map's h x w inside the kernel; a pair where one map is larger in h and the other in w returns
+ * KDF_STATUS_SHAPE_MISMATCH. The seed pools to (h_min, h_min): the same whenever the smaller map is square,
+ * as in every RepDistiller network. With d = a(f_s) - a(f_t) over M = N*h*w compared positions:
+ *   AT: loss = weight * sum d^2 / M                    (RepDistiller's Attention, one layer pair per call)
+ *   FT: loss = weight * sum |d| / M          (p2 = 1)  (RepDistiller's FactorTransfer)
+ *       loss = weight * sum d^p2 / M         (p2 != 1: no abs, as the seed)
+ * Gradients flow to f_s only. docs/losses/at.md and docs/losses/ft.md. */
+typedef struct kdfATParams_t {
+    size_t struct_size;
+    kdfFeatureMap_t student; /* f_s */
+    kdfFeatureMap_t teacher; /* f_t: same n; c, h, w may differ */
+    kdfDataType_t dtype;
+    float p;                 /* power of the attention map, > 0, default 2 */
+    float weight;            /* default 1 (RepDistiller's beta: 1000) */
+} kdfATParams_t;
+
+#define KDF_AT_PARAMS_INIT {sizeof(kdfATParams_t), KDF_FEATURE_MAP_INIT, KDF_FEATURE_MAP_INIT, KDF_DTYPE_FP32, 2.0f, 1.0f}
+
+KDFUSE_API kdfStatus_t kdfATWorkspaceSize(const kdfATParams_t* params, size_t* bytes);
+/* loss: 1 float or NULL; grad_s: layout of f_s, or NULL; grad_loss: device scalar or NULL (= 1). */
+KDFUSE_API kdfStatus_t kdfAT(kdfHandle_t handle, const kdfATParams_t* params, const void* f_s, const void* f_t,
+                             float* loss, void* grad_s, const float* grad_loss, float grad_scale, int accumulate,
+                             void* workspace, size_t workspace_bytes, kdfStream_t stream);
+
+typedef struct kdfFTParams_t {
+    size_t struct_size;
+    kdfFeatureMap_t student; /* f_s: the student translator's factor */
+    kdfFeatureMap_t teacher; /* f_t: the teacher paraphraser's factor; same n; c, h, w may differ */
+    kdfDataType_t dtype;
+    float p1;                /* power of the factor map, > 0, default 2 */
+    float p2;                /* exponent of the difference, > 0, default 1 (L1) */
+    float weight;            /* default 1 (RepDistiller's beta: 200) */
+} kdfFTParams_t;
+
+#define KDF_FT_PARAMS_INIT {sizeof(kdfFTParams_t), KDF_FEATURE_MAP_INIT, KDF_FEATURE_MAP_INIT, KDF_DTYPE_FP32, 2.0f, 1.0f, 1.0f}
+
+KDFUSE_API kdfStatus_t kdfFTWorkspaceSize(const kdfFTParams_t* params, size_t* bytes);
+/* loss: 1 float or NULL; grad_s: layout of f_s, or NULL; grad_loss: device scalar or NULL (= 1). */
+KDFUSE_API kdfStatus_t kdfFT(kdfHandle_t handle, const kdfFTParams_t* params, const void* f_s, const void* f_t,
+                             float* loss, void* grad_s, const float* grad_loss, float grad_scale, int accumulate,
+                             void* workspace, size_t workspace_bytes, kdfStream_t stream);
+
+/* ---- AB (Heo et al., activation boundaries; RepDistiller's ABLoss): one layer per call ----------------
+ * With m = margin, s the connector's pre-ReLU output and t the teacher's pre-ReLU map (same shape):
+ *   L = sum over all elements of (s + m)^2 [s > -m and t <= 0] + (s - m)^2 [s <= m and t > 0]
+ *   loss = weight * L / N * 3 / 1000   (seed_scaling = 1: the seed's scaling)   or   weight * L   (0)
+ * The seed's layer weights w_i = 2^(i - L + 1) (layer i of L) go in `weight`: summing the layers into one
+ * loss buffer with `accumulate` gives the seed's sum(ABLoss(L)(g_s, g_t)). docs/losses/ab.md. */
+typedef struct kdfABParams_t {
+    size_t struct_size;
+    kdfFeatureMap_t student; /* s: the connector's pre-ReLU output */
+    kdfFeatureMap_t teacher; /* t: the teacher's pre-ReLU map, same n, c, h, w */
+    kdfDataType_t dtype;
+    float margin;            /* m >= 0, default 1 */
+    float weight;            /* default 1 */
+    int seed_scaling;        /* 1 (default): divide by N and multiply by 3/1000 as the seed; 0: the raw sum */
+} kdfABParams_t;
+
+#define KDF_AB_PARAMS_INIT {sizeof(kdfABParams_t), KDF_FEATURE_MAP_INIT, KDF_FEATURE_MAP_INIT, KDF_DTYPE_FP32, 1.0f, 1.0f, 1}
+
+KDFUSE_API kdfStatus_t kdfABWorkspaceSize(const kdfABParams_t* params, size_t* bytes);
+/* loss: 1 float or NULL; grad_s: layout of s, or NULL; grad_loss: device scalar or NULL (= 1). */
+KDFUSE_API kdfStatus_t kdfAB(kdfHandle_t handle, const kdfABParams_t* params, const void* s, const void* t, float* loss,
+                             void* grad_s, const float* grad_loss, float grad_scale, int accumulate, void* workspace,
+                             size_t workspace_bytes, kdfStream_t stream);
+
+/* ---- OFD (Heo et al., "A Comprehensive Overhaul of Feature Distillation"): one layer per call --------
+ * s: the connector's output, t: the teacher's pre-ReLU map (same shape); with a margin m_c per channel:
+ *   t' = max(t, m_c),  mask = NOT(s <= t' and t' <= 0),  L = sum over all elements of (s - t')^2 * mask
+ *   KDF_OFD_SEED:     m_c = (sum of channel c's negative values of t over N, H, W) / (their count + 1e-6),
+ *                     from this batch on the device (0 for a channel without negative values);
+ *                     loss = weight * L / (N*C*H*W)                                    (the seed's mean)
+ *   KDF_OFD_ORIGINAL: m_c given by the caller (C floats on the device, see kdfOFDMarginFromBN);
+ *                     loss = weight * L / (N * 1000)                           (clovaai's training script)
+ * The margin is a constant: gradients flow to s only. docs/losses/ofd.md. */
+typedef enum kdfOFDVariant_t {
+    KDF_OFD_SEED = 0,    /* margin from the batch's teacher statistics, mean over elements (default) */
+    KDF_OFD_ORIGINAL = 1 /* the caller's margin, sum / (N * 1000) */
+} kdfOFDVariant_t;
+
+typedef struct kdfOFDParams_t {
+    size_t struct_size;
+    kdfFeatureMap_t student; /* s: the connector's output */
+    kdfFeatureMap_t teacher; /* t: the teacher's pre-ReLU map, same n, c, h, w */
+    kdfDataType_t dtype;
+    kdfOFDVariant_t variant; /* default KDF_OFD_SEED */
+    float weight;            /* default 1 */
+} kdfOFDParams_t;
+
+#define KDF_OFD_PARAMS_INIT {sizeof(kdfOFDParams_t), KDF_FEATURE_MAP_INIT, KDF_FEATURE_MAP_INIT, KDF_DTYPE_FP32, KDF_OFD_SEED, 1.0f}
+
+KDFUSE_API kdfStatus_t kdfOFDWorkspaceSize(const kdfOFDParams_t* params, size_t* bytes);
+/* margin: C device floats for KDF_OFD_ORIGINAL, must be NULL for KDF_OFD_SEED. loss: 1 float or NULL;
+ * grad_s: layout of s, or NULL; grad_loss: device scalar or NULL (= 1). */
+KDFUSE_API kdfStatus_t kdfOFD(kdfHandle_t handle, const kdfOFDParams_t* params, const void* s, const void* t,
+                              const float* margin, float* loss, void* grad_s, const float* grad_loss, float grad_scale,
+                              int accumulate, void* workspace, size_t workspace_bytes, kdfStream_t stream);
+/* The original paper's margin from the teacher's BatchNorm before the ReLU (weight gamma, bias beta, C device
+ * floats each), for KDF_OFD_ORIGINAL: with s = |gamma_c| and m = beta_c, margin_c = m - s phi(m/s) / Phi(-m/s)
+ * (the mean of the BN output given that it is negative) when Phi(-m/s) > 1e-3, else -3 s; gamma_c = 0 gives
+ * m if m < 0, else 0. Evaluated in double precision; one kernel. margin: C device floats (may be gamma or beta). */
+KDFUSE_API kdfStatus_t kdfOFDMarginFromBN(kdfHandle_t handle, int64_t channels, const float* gamma, const float* beta,
+                                          float* margin, kdfStream_t stream);
+
+/* ---- VID (variational information distillation; RepDistiller's VIDLoss after the regressor) -----------
+ * var_c = softplus(log_scale[c]) + eps, M = N*C*H*W (pred's shape):
+ *   loss = weight * sum_{n,c,h,w} 0.5 * ((pred_mean - t)^2 / var_c + log var_c) / M
+ * t is the target, adaptive-average-pooled (PyTorch's window rule) to pred's H x W inside the kernel when
+ * it is larger (the seed pools to (H, H); the same for square maps). softplus is evaluated stably
+ * (max(x, 0) + log1p(exp(-|x|))), so any finite log_scale is fine. docs/losses/vid.md has the math. */
+typedef struct kdfVIDParams_t {
+    size_t struct_size;
+    kdfFeatureMap_t pred;   /* pred_mean: the regressor's output (N, C, H, W) */
+    kdfFeatureMap_t target; /* the teacher's feature: same n and c; h >= pred.h, w >= pred.w */
+    kdfDataType_t dtype;    /* of pred_mean, target, grad_pred; log_scale, loss, grad_log_scale are fp32 */
+    float eps;              /* > 0, default 1e-5 */
+    float weight;           /* default 1 */
+} kdfVIDParams_t;
+
+#define KDF_VID_PARAMS_INIT {sizeof(kdfVIDParams_t), KDF_FEATURE_MAP_INIT, KDF_FEATURE_MAP_INIT, KDF_DTYPE_FP32, 1e-5f, 1.0f}
+
+KDFUSE_API kdfStatus_t kdfVIDWorkspaceSize(const kdfVIDParams_t* params, size_t* bytes);
+/* log_scale: C floats. loss: 1 float or NULL; grad_pred: layout of pred_mean, or NULL; grad_log_scale: C floats
+ * or NULL; grad_loss: device scalar or NULL (= 1). */
+KDFUSE_API kdfStatus_t kdfVID(kdfHandle_t handle, const kdfVIDParams_t* params, const void* pred_mean, const void* target,
+                              const float* log_scale, float* loss, void* grad_pred, float* grad_log_scale,
+                              const float* grad_loss, float grad_scale, int accumulate, void* workspace,
+                              size_t workspace_bytes, kdfStream_t stream);
+
 #ifdef __cplusplus
 }
 #endif

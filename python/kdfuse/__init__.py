@@ -8,5 +8,11 @@ Library location: KDFUSE_LIB, else build/simt/libkdfuse_sim.so / build/libkdfuse
 from ._lib import KdfuseError, load, handle, library_path  # noqa: F401
 from .kd import kd  # noqa: F401
 from .fitnet import fitnet  # noqa: F401
+from .at import at  # noqa: F401
+from .ft import ft  # noqa: F401
+from .ab import ab  # noqa: F401
+from .ofd import ofd, ofd_margin_from_bn  # noqa: F401
+from .vid import vid  # noqa: F401
 
-__all__ = ["KdfuseError", "kd", "fitnet", "load", "handle", "library_path"]
+__all__ = ["KdfuseError", "kd", "fitnet", "at", "ft", "ab", "ofd", "ofd_margin_from_bn", "vid", "load", "handle",
+           "library_path"]

@@ -13,6 +13,7 @@ paraphraser's outputs; the channel counts may differ):
   differences). Reproduced exactly.
 
 Unlike Attention, the seed's FactorTransfer.forward takes single tensors and returns one loss.
+Option pool="hw": the larger map is pooled to the smaller map's (H, W), as at.pool_to_smaller.
 """
 import torch.nn as nn
 import torch.nn.functional as F
@@ -25,9 +26,9 @@ def factor(f, p1=2):
     return F.normalize(f.pow(p1).mean(1).view(f.size(0), -1))
 
 
-def ft_loss(f_s, f_t, p1=2, p2=1):
+def ft_loss(f_s, f_t, p1=2, p2=1, pool="seed"):
     """FT loss: mean |factor_s - factor_t| (p2 == 1) or mean (factor_s - factor_t)^p2 (no abs)."""
-    f_s, f_t = pool_to_smaller(f_s, f_t)
+    f_s, f_t = pool_to_smaller(f_s, f_t, pool)
     a_s, a_t = factor(f_s, p1), factor(f_t, p1)
     if a_s.shape != a_t.shape:
         raise ValueError(f"factors differ in shape after pooling: {tuple(a_s.shape)} vs {tuple(a_t.shape)}")
@@ -39,10 +40,11 @@ def ft_loss(f_s, f_t, p1=2, p2=1):
 class FactorTransfer(nn.Module):
     """Paraphrasing Complex Network via Factor Transfer, NeurIPS 2018 (the seed's module)."""
 
-    def __init__(self, p1=2, p2=1):
+    def __init__(self, p1=2, p2=1, pool="seed"):
         super().__init__()
         self.p1 = p1
         self.p2 = p2
+        self.pool = pool
 
     def forward(self, f_s, f_t):
-        return ft_loss(f_s, f_t, self.p1, self.p2)
+        return ft_loss(f_s, f_t, self.p1, self.p2, self.pool)

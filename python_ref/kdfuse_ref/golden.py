@@ -31,11 +31,11 @@ def write_case(root, loss, case, params, inputs, outputs):
             f.write(f"{k} {v}\n")
 
 
-def feature_case(root, loss, name, fn, shapes, seed, weight=1.0, grad_loss=None, grad_scale=1.0, scale=1.0,
-                 params=None, grad_inputs=("f_s",)):
-    """Writes one case of a loss fn(*inputs) over float32 inputs of the given shapes ({name: shape})."""
-    g = torch.Generator().manual_seed(seed)
-    inputs = {k: (torch.randn(*shape, generator=g) * scale).float() for k, shape in shapes.items()}
+def prebuilt_case(root, loss, name, fn, inputs, weight=1.0, grad_loss=None, grad_scale=1.0, params=None,
+                  grad_inputs=("s",)):
+    """For float32 inputs built by the caller ({name: tensor}): writes the inputs,
+    loss = fn(**float64 inputs) * weight and the gradients of loss * grad_loss * grad_scale."""
+    inputs = {k: v.float() for k, v in inputs.items()}
     ins64 = {k: v.double().requires_grad_(k in grad_inputs) for k, v in inputs.items()}
     loss_value = fn(**ins64) * weight
     gl = 1.0 if grad_loss is None else float(grad_loss)
@@ -48,6 +48,15 @@ def feature_case(root, loss, name, fn, shapes, seed, weight=1.0, grad_loss=None,
     all_params = {"weight": repr(float(weight)), "grad_scale": repr(float(grad_scale))}
     all_params.update(params or {})
     write_case(root, loss, name, all_params, inputs, outputs)
+
+
+def feature_case(root, loss, name, fn, shapes, seed, weight=1.0, grad_loss=None, grad_scale=1.0, scale=1.0,
+                 params=None, grad_inputs=("f_s",)):
+    """Writes one case of a loss fn(**inputs) over random float32 inputs of the given shapes ({name: shape})."""
+    g = torch.Generator().manual_seed(seed)
+    inputs = {k: torch.randn(*shape, generator=g) * scale for k, shape in shapes.items()}
+    prebuilt_case(root, loss, name, fn, inputs, weight=weight, grad_loss=grad_loss, grad_scale=grad_scale,
+                  params=params, grad_inputs=grad_inputs)
 
 
 def _kd_case(root, name, n, c, T=4.0, seed=0, scale=3.0, weight=None, reduction="batchmean", grad_loss=None,

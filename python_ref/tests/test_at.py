@@ -105,3 +105,42 @@ def test_larger_map_is_pooled_to_the_smaller_square():
     f_t_wide = torch.randn(1, 1, 4, 8, dtype=torch.float64)
     f_s_sq = torch.randn(1, 1, 2, 2, dtype=torch.float64)
     assert torch.allclose(at_loss(f_s_sq, f_t_wide), at_loss(f_s_sq, F.adaptive_avg_pool2d(f_t_wide, (2, 2))), rtol=1e-14)
+
+
+# ---- pool="hw": kdfuse's generalisation of the size matching --------------------------------------
+
+@pytest.mark.parametrize("s_shape,t_shape", SHAPES[:4])
+@pytest.mark.parametrize("p", [2, 3])
+def test_hw_pool_equals_seed_when_the_smaller_map_is_square(s_shape, t_shape, p):
+    f_s, f_t = torch.randn(s_shape, dtype=torch.float64), torch.randn(t_shape, dtype=torch.float64)
+    assert torch.allclose(at_loss(f_s, f_t, p, pool="hw"), seed_at_loss(f_s, f_t, p), rtol=1e-12, atol=1e-15)
+    assert torch.allclose(Attention(p, pool="hw")([f_s], [f_t])[0], seed_at_loss(f_s, f_t, p), rtol=1e-12, atol=1e-15)
+
+
+def test_hw_pool_pools_non_square_maps_to_the_smaller_h_w():
+    # 3x5x7x9 vs 3x6x14x18: the seed pools the teacher to 7x7 and fails; "hw" pools it to 7x9.
+    f_s, f_t = torch.randn(3, 5, 7, 9, dtype=torch.float64), torch.randn(3, 6, 14, 18, dtype=torch.float64)
+    with pytest.raises(ValueError):
+        at_loss(f_s, f_t)
+    expected = at_loss(f_s, F.avg_pool2d(f_t, 2))
+    assert torch.allclose(at_loss(f_s, f_t, pool="hw"), expected, rtol=1e-14)
+    assert torch.allclose(at_loss(f_t, f_s, pool="hw"), at_loss(F.avg_pool2d(f_t, 2), f_s), rtol=1e-14)
+    # non-divisible, student pooled: 11x13 -> 4x5 (overlapping windows in both dimensions)
+    f_s, f_t = torch.randn(2, 3, 11, 13, dtype=torch.float64), torch.randn(2, 5, 4, 5, dtype=torch.float64)
+    assert torch.allclose(at_loss(f_s, f_t, pool="hw"), at_loss(F.adaptive_avg_pool2d(f_s, (4, 5)), f_t), rtol=1e-14)
+    # equal H, different W: pooled along W only (the seed would fail)
+    f_s, f_t = torch.randn(2, 3, 6, 10, dtype=torch.float64), torch.randn(2, 2, 6, 4, dtype=torch.float64)
+    assert torch.allclose(at_loss(f_s, f_t, pool="hw"), at_loss(F.adaptive_avg_pool2d(f_s, (6, 4)), f_t), rtol=1e-14)
+
+
+def test_hw_pool_rejects_mixed_orders_and_unknown_modes():
+    with pytest.raises(ValueError):
+        at_loss(torch.randn(1, 1, 8, 2), torch.randn(1, 1, 4, 4), pool="hw")
+    with pytest.raises(ValueError):
+        at_loss(torch.randn(1, 1, 4, 4), torch.randn(1, 1, 4, 4), pool="square")
+
+
+def test_hw_pool_gradcheck():
+    f_s = torch.randn(2, 3, 7, 5, dtype=torch.float64, requires_grad=True)
+    f_t = torch.randn(2, 2, 3, 4, dtype=torch.float64)
+    assert torch.autograd.gradcheck(lambda a: at_loss(a, f_t, pool="hw"), (f_s,))

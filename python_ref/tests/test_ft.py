@@ -100,3 +100,21 @@ def test_larger_map_is_pooled_to_the_smaller():
     f_t = torch.randn(2, 5, 4, 4, dtype=torch.float64)
     assert torch.allclose(ft_loss(f_s, f_t), ft_loss(f_s, F.avg_pool2d(f_t, 2)), rtol=1e-14)
     assert torch.allclose(ft_loss(f_t, f_s), ft_loss(F.avg_pool2d(f_t, 2), f_s), rtol=1e-14)
+
+
+@pytest.mark.parametrize("s_shape,t_shape", SHAPES[:3])
+@pytest.mark.parametrize("p1,p2", [(2, 1), (2, 3)])
+def test_hw_pool_equals_seed_when_the_smaller_map_is_square(s_shape, t_shape, p1, p2):
+    f_s, f_t = torch.randn(s_shape, dtype=torch.float64), torch.randn(t_shape, dtype=torch.float64)
+    expected = seed_ft_loss(f_s, f_t, p1, p2)
+    assert torch.allclose(ft_loss(f_s, f_t, p1, p2, pool="hw"), expected, rtol=1e-12, atol=1e-15)
+    assert torch.allclose(FactorTransfer(p1, p2, pool="hw")(f_s, f_t), expected, rtol=1e-12, atol=1e-15)
+
+
+def test_hw_pool_non_square_and_mixed_orders():
+    f_s, f_t = torch.randn(3, 5, 7, 9, dtype=torch.float64), torch.randn(3, 6, 14, 18, dtype=torch.float64)
+    with pytest.raises(ValueError):
+        ft_loss(f_s, f_t)
+    assert torch.allclose(ft_loss(f_s, f_t, pool="hw"), ft_loss(f_s, F.avg_pool2d(f_t, 2)), rtol=1e-14)
+    with pytest.raises(ValueError):
+        ft_loss(torch.randn(1, 1, 8, 2), torch.randn(1, 1, 4, 4), pool="hw")

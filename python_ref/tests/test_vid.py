@@ -178,3 +178,87 @@ def test_argument_errors():
         vid_loss(torch.randn(2, 3, 4, 4), torch.randn(2, 4, 4, 4), torch.zeros(3))
     with pytest.raises(ValueError):
         vid_loss(torch.randn(2, 3, 4, 4), torch.randn(2, 3, 4, 4), torch.zeros(4))
+
+
+# ---- pool="hw": kdfuse's generalisation of the seed's square pooling ---------------------------------
+
+@pytest.mark.parametrize("p_shape,t_shape", [((3, 5, 7, 7), (3, 5, 14, 14)), ((2, 4, 3, 3), (2, 4, 7, 7)),
+                                             ((2, 3, 4, 4), (2, 3, 4, 4)), ((1, 1, 1, 1), (1, 1, 5, 5))])
+def test_hw_pool_equals_seed_for_square_maps(p_shape, t_shape):
+    pred, target = torch.randn(p_shape, dtype=torch.float64), torch.randn(t_shape, dtype=torch.float64)
+    log_scale = 2 * torch.randn(p_shape[1], dtype=torch.float64)
+    assert torch.equal(vid_loss(pred, target, log_scale, pool="hw"), vid_loss(pred, target, log_scale))
+
+
+@pytest.mark.parametrize("p_shape,t_shape", [((3, 5, 7, 9), (3, 5, 14, 18)), ((3, 5, 7, 9), (3, 5, 10, 13)),
+                                             ((2, 3, 4, 6), (2, 3, 4, 11)), ((2, 3, 5, 2), (2, 3, 9, 2))])
+def test_hw_pool_pools_to_pred_height_and_width(p_shape, t_shape):
+    pred, target = torch.randn(p_shape, dtype=torch.float64), torch.randn(t_shape, dtype=torch.float64)
+    log_scale = torch.randn(p_shape[1], dtype=torch.float64)
+    pooled = F.adaptive_avg_pool2d(target, p_shape[2:])
+    assert torch.equal(vid_loss(pred, target, log_scale, pool="hw"), vid_loss(pred, pooled, log_scale, pool="hw"))
+    var = (stable_softplus(log_scale) + 1e-5).view(1, -1, 1, 1)
+    expected = (0.5 * ((pred - pooled) ** 2 / var + torch.log(var))).mean()
+    assert torch.allclose(vid_loss(pred, target, log_scale, pool="hw"), expected, rtol=1e-14, atol=0)
+
+
+def test_hw_pool_non_divisible_window_rule():
+    # 10 -> 7 rows: windows [floor(7i/7)...]: PyTorch's rule, overlapping windows
+    target = torch.arange(10.0, dtype=torch.float64).view(1, 1, 10, 1)
+    pred = torch.zeros(1, 1, 7, 1, dtype=torch.float64)
+    log_scale = torch.tensor([math.log(math.e - 1)], dtype=torch.float64)  # var = 1 + eps
+    windows = [(i * 10 // 7, -((-(i + 1) * 10) // 7)) for i in range(7)]
+    pooled = torch.tensor([sum(range(a, b)) / (b - a) for a, b in windows], dtype=torch.float64)
+    var = 1 + 1e-5
+    expected = 0.5 * ((pooled ** 2).mean() / var + math.log(var))
+    assert vid_loss(pred, target, log_scale, pool="hw").item() == pytest.approx(expected.item(), rel=1e-14)
+
+
+def test_hw_pool_gradcheck_non_square():
+    pred = torch.randn(2, 3, 3, 5, dtype=torch.float64, requires_grad=True)
+    target = torch.randn(2, 3, 7, 11, dtype=torch.float64)
+    log_scale = torch.randn(3, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda a, c: vid_loss(a, target, c, pool="hw"), (pred, log_scale))
+
+
+def test_hw_pool_argument_errors():
+    with pytest.raises(ValueError):  # target narrower than pred_mean
+        vid_loss(torch.randn(2, 3, 4, 6), torch.randn(2, 3, 8, 5), torch.zeros(3), pool="hw")
+    with pytest.raises(ValueError):  # target lower than pred_mean
+        vid_loss(torch.randn(2, 3, 4, 6), torch.randn(2, 3, 3, 12), torch.zeros(3), pool="hw")
+    with pytest.raises(ValueError):
+        vid_loss(torch.randn(2, 3, 4, 4), torch.randn(2, 3, 4, 4), torch.zeros(3), pool="square")
+    with pytest.raises(ValueError):
+        VIDLoss(3, 4, 5, pool="nope")
+    # the seed's rule refuses a non-square pooled pair that "hw" accepts
+    with pytest.raises(ValueError):
+        vid_loss(torch.randn(2, 3, 4, 6), torch.randn(2, 3, 8, 12), torch.zeros(3))
+    vid_loss(torch.randn(2, 3, 4, 6), torch.randn(2, 3, 8, 12), torch.zeros(3), pool="hw")
+
+
+def test_hw_pool_module_pools_a_larger_input_to_the_target_size():
+    m = VIDLoss(5, 8, 6, pool="hw").double()
+    x, y = torch.randn(3, 5, 14, 18, dtype=torch.float64), torch.randn(3, 6, 7, 9, dtype=torch.float64)
+    pred = m.regressor(F.adaptive_avg_pool2d(x, (7, 9)))
+    assert torch.equal(m(x, y), vid_loss(pred, y, m.log_scale, m.eps, pool="hw"))
+    x2 = torch.randn(3, 5, 7, 9, dtype=torch.float64)
+    y2 = torch.randn(3, 6, 14, 18, dtype=torch.float64)
+    assert torch.equal(m(x2, y2), vid_loss(m.regressor(x2), y2, m.log_scale, m.eps, pool="hw"))
+
+
+def test_softplus_gradient_is_sigmoid_everywhere():
+    # including x = 0, where autograd through max(x, 0) + log1p(exp(-|x|)) would give 0
+    x = torch.tensor([-800.0, -80.0, -20.0, -1e-30, 0.0, 1e-30, 1.0, 20.0, 80.0, 800.0], dtype=torch.float64,
+                     requires_grad=True)
+    stable_softplus(x).sum().backward()
+    assert torch.allclose(x.grad, torch.sigmoid(x.detach()), rtol=1e-15, atol=0)
+    assert x.grad[4].item() == 0.5
+    y = torch.randn(7, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(stable_softplus, (y,))
+    assert torch.autograd.gradgradcheck(stable_softplus, (y,))
+    # vid_loss's log_scale gradient at log_scale = 0 (var = log 2 + eps)
+    ls = torch.zeros(1, dtype=torch.float64, requires_grad=True)
+    pred, target = torch.tensor([[[[1.0, 3.0]]]], dtype=torch.float64), torch.zeros(1, 1, 1, 2, dtype=torch.float64)
+    vid_loss(pred, target, ls).backward()
+    var = math.log(2) + 1e-5
+    assert ls.grad.item() == pytest.approx(0.5 * (1 / var - 5 / var ** 2) * 0.5, rel=1e-13)

@@ -1,0 +1,56 @@
+"""AB (activation boundaries; RepDistiller's ABLoss, one layer) through kdfAB: the loss and its gradient."""
+import ctypes
+
+import torch
+
+from . import _feature, _lib
+from ._feature import FeatureMap
+
+_FN = "kdfuse.ab"
+
+
+class ABParams(ctypes.Structure):
+    """Mirror of kdfABParams_t."""
+
+    _fields_ = [("struct_size", ctypes.c_size_t), ("student", FeatureMap), ("teacher", FeatureMap),
+                ("dtype", _lib.c_enum), ("margin", ctypes.c_float), ("weight", ctypes.c_float),
+                ("seed_scaling", ctypes.c_int)]
+
+
+if ctypes.sizeof(ctypes.c_size_t) == 8:  # LP64: 8 + 48 + 48, then dtype, margin, weight, seed_scaling
+    assert ctypes.sizeof(ABParams) == 120, ctypes.sizeof(ABParams)
+
+_P, _vp, _fp = ctypes.POINTER, ctypes.c_void_p, ctypes.POINTER(ctypes.c_float)
+_lib.register({
+    "kdfABWorkspaceSize": (_lib.STATUS, [_P(ABParams), _P(ctypes.c_size_t)]),
+    # handle, params, s, t, loss, grad_s, grad_loss, grad_scale, accumulate, workspace, bytes, stream
+    "kdfAB": (_lib.STATUS, [_lib.kdfHandle_t, _P(ABParams), _vp, _vp, _fp, _vp, _fp, ctypes.c_float, ctypes.c_int, _vp,
+                            ctypes.c_size_t, _lib.kdfStream_t]),
+})
+
+
+def ab(s, t, margin=1.0, weight=1.0, seed_scaling=True, grad_loss=None, grad_scale=1.0, accumulate=False,
+       want_loss=True, want_grad_s=True, out=None):
+    """(loss, grad_s) of one AB layer: weight * sum((s + m)^2 [s > -m, t <= 0] + (s - m)^2 [s <= m, t > 0]),
+    divided by N and multiplied by 3/1000 when seed_scaling (the seed's scaling), m = margin.
+
+    s: the connector's pre-ReLU output, t: the teacher's pre-ReLU map, float32 of one shape (N x C x H x W or
+    N x D), planes contiguous. weight: the layer weight (the seed's 2^(i - L + 1)). grad_loss: device float32
+    scalar tensor or None (= 1); grad_scale: factor on the gradient. accumulate=True adds into out=(loss, grad_s).
+    """
+    backend, device = _feature.same_device(_FN, s=s, t=t)
+    ms, mt = _feature.feature_map(s, "s", _FN), _feature.feature_map(t, "t", _FN)
+    _feature.check_shape(t, s.shape, "t", _FN)
+    loss, grad_s = out if out is not None else (None, None)
+    if loss is None and want_loss:
+        loss = torch.zeros((), dtype=torch.float32, device=device)
+    if grad_s is None and want_grad_s:
+        grad_s = _feature.grad_like(s)
+    if grad_s is not None and grad_s.stride() != s.stride():
+        raise _lib.binding_error(_lib.KDF_STATUS_INVALID_VALUE, "grad_s must have the strides of s", _FN)
+    params = ABParams(ctypes.sizeof(ABParams), ms, mt, _lib.KDF_DTYPE_FP32, float(margin), float(weight),
+                      1 if seed_scaling else 0)
+    _feature.call("kdfAB", "kdfABWorkspaceSize", params,
+                  [_feature.ptr(s), _feature.ptr(t), _feature.fptr(loss), _feature.ptr(grad_s),
+                   _feature.fptr(grad_loss), ctypes.c_float(grad_scale), 1 if accumulate else 0], device, backend)
+    return loss, grad_s
