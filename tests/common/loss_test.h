@@ -84,6 +84,37 @@ inline GoldenCase find_case(const std::string& loss, const std::string& name)
     return {};
 }
 
+// The output contract every loss is tested on, per golden case: loss and gradient in one call; accumulate
+// (the same results added again double both); loss only (the gradient is not touched); gradient only
+// (the loss is not touched). `run(loss, grad, accumulate)` calls the entry point with those device
+// pointers (either may be NULL) and returns its status.
+template <typename Run>
+void check_outputs(Run&& run, DeviceBuffer<float>& loss, DeviceBuffer<float>& grad, const std::vector<double>& want_loss,
+                   const std::vector<double>& want_grad)
+{
+    ASSERT_EQ(run(loss.get(), grad.get(), 0), KDF_STATUS_SUCCESS) << kdfGetLastErrorString();
+    EXPECT_CLOSE(loss.download(), want_loss, "loss");
+    EXPECT_CLOSE(grad.download(), want_grad, "grad_s");
+
+    std::vector<double> loss2 = want_loss, grad2 = want_grad;
+    for (auto& v : loss2) v *= 2.0;
+    for (auto& v : grad2) v *= 2.0;
+    ASSERT_EQ(run(loss.get(), grad.get(), 1), KDF_STATUS_SUCCESS);
+    EXPECT_CLOSE(loss.download(), loss2, "accumulated loss");
+    EXPECT_CLOSE(grad.download(), grad2, "accumulated grad_s");
+
+    ASSERT_EQ(cudaMemset(grad.get(), 0, grad.size() * sizeof(float)), cudaSuccess);
+    ASSERT_EQ(run(loss.get(), nullptr, 0), KDF_STATUS_SUCCESS);
+    EXPECT_CLOSE(loss.download(), want_loss, "loss only");
+    const auto zeros = grad.download();
+    EXPECT_TRUE(std::all_of(zeros.begin(), zeros.end(), [](float v) { return v == 0.0f; })) << "grad_s untouched";
+    loss.upload(std::vector<float>(loss.size(), -7.0f));
+    ASSERT_EQ(run(nullptr, grad.get(), 0), KDF_STATUS_SUCCESS);
+    EXPECT_CLOSE(grad.download(), want_grad, "grad_s only");
+    const auto sentinel = loss.download();
+    EXPECT_TRUE(std::all_of(sentinel.begin(), sentinel.end(), [](float v) { return v == -7.0f; })) << "loss untouched";
+}
+
 inline bool bitwise_equal(const std::vector<float>& a, const std::vector<float>& b)
 {
     return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size() * sizeof(float)) == 0;
