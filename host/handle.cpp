@@ -13,6 +13,12 @@ kdfStatus_t cuda_status(const char* call, cudaError_t e)
     return fail(KDF_STATUS_CUDA_ERROR, std::string(call) + ": " + cudaGetErrorName(e) + ": " + cudaGetErrorString(e));
 }
 
+kdfStatus_t cublas_status(const char* call, cublasStatus_t s)
+{
+    if (s == CUBLAS_STATUS_SUCCESS) return succeed();
+    return fail(KDF_STATUS_CUBLAS_ERROR, std::string(call) + ": " + cublasGetStatusName(s) + ": " + cublasGetStatusString(s));
+}
+
 }  // namespace kdf::host
 
 using kdf::host::Checker;

@@ -171,6 +171,8 @@ private:
 
 // Maps a CUDA error from a launch or runtime call to a status with the CUDA error string.
 kdfStatus_t cuda_status(const char* call, cudaError_t e);
+// Maps a cuBLAS status to KDF_STATUS_CUBLAS_ERROR with cuBLAS's name for it.
+kdfStatus_t cublas_status(const char* call, cublasStatus_t s);
 
 // Runs `body` and converts any C++ exception into KDF_STATUS_INTERNAL_ERROR: nothing throws across the
 // C boundary.

@@ -295,6 +295,17 @@ KDFUSE_API kdfStatus_t kdfVID(kdfHandle_t handle, const kdfVIDParams_t* params, 
                               const float* grad_loss, float grad_scale, int accumulate, void* workspace,
                               size_t workspace_bytes, kdfStream_t stream);
 
+/* ---- relational and Gram losses (SP, CC, RKD, PKT, FSP, NST) ----------------------------------------
+ * Gram and similarity matrices go through cuBLAS GEMMs on `stream`, with the handle's math mode (fp32
+ * unless kdfSetMathMode allows TF32) and a slice of the caller's workspace for cuBLAS (so cuBLAS never
+ * allocates). No N x C x C x HW, N x N x D or N^3 tensor is materialised. */
+
+/* @@SP_CC_API@@ */
+
+/* @@RKD_PKT_API@@ */
+
+/* @@FSP_NST_API@@ */
+
 #ifdef __cplusplus
 }
 #endif

@@ -164,3 +164,41 @@ TEST_F(CublasShim, CountsCallsAndUsesTheStream)
 }
 
 }  // namespace
+
+// kdf::gemm_rm / gemm_rm_batched (kernels/common/gemm.h): row-major products through the column-major API.
+#include "../../kernels/common/gemm.h"
+
+namespace {
+
+TEST_F(CublasShim, RowMajorWrappers)
+{
+    const int m = 3, n = 4, k = 5, batch = 2;
+    for (bool ta : {false, true})
+        for (bool tb : {false, true}) {
+            const int lda = ta ? m : k, ldb = tb ? k : n;  // row strides of A (k x m if ta) and B (n x k if tb)
+            auto A = kdftest::uniform(size_t(batch) * m * k, 1 + ta), B = kdftest::uniform(size_t(batch) * k * n, 3 + tb);
+            std::vector<float> C(size_t(batch) * m * n, 0.0f);
+            DeviceBuffer<float> dA(A), dB(B), dC(C);
+            ASSERT_EQ(kdf::gemm_bind(handle, nullptr, nullptr, false), CUBLAS_STATUS_SUCCESS);
+            ASSERT_EQ(kdf::gemm_rm_batched(handle, ta, tb, m, n, k, 1.0f, dA.get(), lda, m * k, dB.get(), ldb, k * n, 0.0f,
+                                           dC.get(), n, m * n, batch),
+                      CUBLAS_STATUS_SUCCESS);
+            auto got = dC.download();
+            for (int b = 0; b < batch; ++b)
+                for (int i = 0; i < m; ++i)
+                    for (int j = 0; j < n; ++j) {
+                        double want = 0.0;
+                        for (int p = 0; p < k; ++p) {
+                            const double a = ta ? A[b * m * k + p * lda + i] : A[b * m * k + i * lda + p];
+                            const double bv = tb ? B[b * k * n + j * ldb + p] : B[b * k * n + p * ldb + j];
+                            want += a * bv;
+                        }
+                        EXPECT_NEAR(got[b * m * n + i * n + j], want, 1e-5) << ta << tb << " " << b << i << j;
+                    }
+            ASSERT_EQ(kdf::gemm_rm(handle, ta, tb, m, n, k, 2.0f, dA.get(), lda, dB.get(), ldb, 0.0f, dC.get(), n),
+                      CUBLAS_STATUS_SUCCESS);
+            EXPECT_NEAR(dC.download()[0], 2.0f * got[0], 1e-5);
+        }
+}
+
+}  // namespace
