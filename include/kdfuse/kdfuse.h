@@ -300,11 +300,183 @@ KDFUSE_API kdfStatus_t kdfVID(kdfHandle_t handle, const kdfVIDParams_t* params, 
  * unless kdfSetMathMode allows TF32) and a slice of the caller's workspace for cuBLAS (so cuBLAS never
  * allocates). No N x C x C x HW, N x N x D or N^3 tensor is materialised. */
 
-/* @@SP_CC_API@@ */
+/* ---- SP (Tung & Mori, similarity-preserving KD; RepDistiller's Similarity): one layer pair per call ---
+ * f_s: N x D_s, f_t: N x D_t (features flattened per sample; rows ld_student / ld_teacher elements apart,
+ * 0 = dense). G = f f^T per network (N x N), every row of G L2-normalised as F.normalize does (a row whose
+ * norm is below 1e-12 is divided by 1e-12, so a zero feature row gives a zero row, never NaN):
+ *   loss = weight * sum_ij (Q_t - Q_s)_ij^2 / N^2,    Q = normalize_rows(f f^T)
+ * Gradients flow to f_s only. D_s and D_t may differ; N <= 46340. docs/losses/sp.md. */
+typedef struct kdfSPParams_t {
+    size_t struct_size;
+    int64_t rows;        /* N >= 1 */
+    int64_t dim_student; /* D_s >= 1 */
+    int64_t dim_teacher; /* D_t >= 1 */
+    int64_t ld_student;  /* elements between rows of f_s and grad_s (0 = dim_student) */
+    int64_t ld_teacher;  /* elements between rows of f_t (0 = dim_teacher) */
+    kdfDataType_t dtype;
+    float weight;        /* default 1 (RepDistiller's beta: 3000) */
+} kdfSPParams_t;
 
-/* @@RKD_PKT_API@@ */
+#define KDF_SP_PARAMS_INIT {sizeof(kdfSPParams_t), 0, 0, 0, 0, 0, KDF_DTYPE_FP32, 1.0f}
 
-/* @@FSP_NST_API@@ */
+KDFUSE_API kdfStatus_t kdfSPWorkspaceSize(const kdfSPParams_t* params, size_t* bytes);
+/* loss: 1 float or NULL; grad_s: N x D_s (rows ld_student apart), or NULL; grad_loss: device scalar or NULL (= 1). */
+KDFUSE_API kdfStatus_t kdfSP(kdfHandle_t handle, const kdfSPParams_t* params, const void* f_s, const void* f_t,
+                             float* loss, void* grad_s, const float* grad_loss, float grad_scale, int accumulate,
+                             void* workspace, size_t workspace_bytes, kdfStream_t stream);
+
+/* ---- CC (Peng et al., correlation congruence; RepDistiller's Correlation) ------------------------------
+ * KDF_CC_SEED (default): f_s N x D_s, f_t N x D_t; G = f f^T, Q = G / ||G||_F (no eps: an all-zero input
+ *   gives NaN, as the seed); loss = weight * sum_ij (Q_t - Q_s)_ij^2 / N^2. Gradients flow to f_s only
+ *   (grad_t must be NULL); D_s and D_t may differ; N <= 46340.
+ * KDF_CC_REPDISTILLER (RepDistiller's shipped distiller_zoo/CC.py): f_s, f_t N x D (D_s == D_t, the CC
+ *   embeddings), delta = |f_s - f_t|, loss = weight * mean_{i < N-1} sum_d delta[i,d] delta[i+1,d]
+ *   (consecutive rows: batch-order dependent; N = 1 gives NaN and zero gradients, as the shipped code).
+ *   Both embeddings train there: grad_s and grad_t (d|x|/dx at 0 is 0). docs/losses/cc.md. */
+typedef enum kdfCCVariant_t {
+    KDF_CC_SEED = 0,        /* Gram matrices normalised by their Frobenius norm (default) */
+    KDF_CC_REPDISTILLER = 1 /* products of consecutive rows of |f_s - f_t| */
+} kdfCCVariant_t;
+
+typedef struct kdfCCParams_t {
+    size_t struct_size;
+    int64_t rows;           /* N >= 1 */
+    int64_t dim_student;    /* D_s >= 1 */
+    int64_t dim_teacher;    /* D_t >= 1 (== D_s for KDF_CC_REPDISTILLER) */
+    int64_t ld_student;     /* elements between rows of f_s and grad_s (0 = dim_student) */
+    int64_t ld_teacher;     /* elements between rows of f_t and grad_t (0 = dim_teacher) */
+    kdfDataType_t dtype;
+    kdfCCVariant_t variant; /* default KDF_CC_SEED */
+    float weight;           /* default 1 (RepDistiller's beta: 0.02) */
+} kdfCCParams_t;
+
+#define KDF_CC_PARAMS_INIT {sizeof(kdfCCParams_t), 0, 0, 0, 0, 0, KDF_DTYPE_FP32, KDF_CC_SEED, 1.0f}
+
+KDFUSE_API kdfStatus_t kdfCCWorkspaceSize(const kdfCCParams_t* params, size_t* bytes);
+/* loss: 1 float or NULL; grad_s: layout of f_s, or NULL; grad_t: layout of f_t, or NULL (must be NULL for
+ * KDF_CC_SEED); grad_loss: device scalar or NULL (= 1). */
+KDFUSE_API kdfStatus_t kdfCC(kdfHandle_t handle, const kdfCCParams_t* params, const void* f_s, const void* f_t,
+                             float* loss, void* grad_s, void* grad_t, const float* grad_loss, float grad_scale,
+                             int accumulate, void* workspace, size_t workspace_bytes, kdfStream_t stream);
+
+/* ---- RKD and PKT: relational losses of two batches of embeddings -----------------------------------
+ * e_s (N x D_s) and e_t (N x D_t): row i of each describes sample i (flatten feature maps first, as the
+ * seed's view(N, -1)); rows are ld_student / ld_teacher elements apart (0 = dense), columns contiguous.
+ * grad_s has the layout of e_s. Only N x N matrices are formed (Gram matrices by cuBLAS GEMM); the
+ * workspace is O(N^2) plus the constant cuBLAS slice, independent of D. Gradients flow to e_s only (the
+ * teacher is a constant, as the seed's no_grad). `weight` multiplies the loss and its gradients.
+ *
+ * PKT (Passalis & Tefas; RepDistiller's PKT), eps = 1e-7:
+ *   x_i = e_i / (||e_i|| + eps) (a row with a non-finite norm becomes 0, the seed's NaN -> 0),
+ *   S = (x x^T + 1) / 2, rows of S normalised to sum 1 (s for the student, t for the teacher),
+ *   loss = weight * mean over the N^2 entries of t log((t + eps) / (s + eps)).
+ *   An all-zero student row gets a zero gradient (the seed's is NaN there). docs/losses/pkt.md. */
+typedef struct kdfPKTParams_t {
+    size_t struct_size;
+    int64_t rows;        /* N >= 1 */
+    int64_t dim_student; /* D_s >= 1 */
+    int64_t dim_teacher; /* D_t >= 1 */
+    int64_t ld_student;  /* elements between rows of f_s and grad_s (0 = dim_student) */
+    int64_t ld_teacher;  /* elements between rows of f_t (0 = dim_teacher) */
+    kdfDataType_t dtype;
+    float weight;        /* default 1 (RepDistiller's beta: 30000) */
+} kdfPKTParams_t;
+
+#define KDF_PKT_PARAMS_INIT {sizeof(kdfPKTParams_t), 0, 0, 0, 0, 0, KDF_DTYPE_FP32, 1.0f}
+
+KDFUSE_API kdfStatus_t kdfPKTWorkspaceSize(const kdfPKTParams_t* params, size_t* bytes);
+/* loss: 1 float or NULL; grad_s: layout of f_s, or NULL; grad_loss: device scalar or NULL (= 1). */
+KDFUSE_API kdfStatus_t kdfPKT(kdfHandle_t handle, const kdfPKTParams_t* params, const void* f_s, const void* f_t,
+                              float* loss, void* grad_s, const float* grad_loss, float grad_scale, int accumulate,
+                              void* workspace, size_t workspace_bytes, kdfStream_t stream);
+
+/* RKD (Park et al.; RepDistiller's RKDLoss): loss = weight * (w_d L_d + w_a L_a).
+ *   d_ij = sqrt(max(|e_i - e_j|^2, 1e-12)) for i != j, d_ii = 0, from the Gram matrix G = e e^T;
+ *   L_d = mean over N^2 of smooth_l1(d_s / mu_s - d_t / mu_t), mu = mean of the positive d (the N(N-1)
+ *         off-diagonal entries; the student's mu is differentiated through, not detached);
+ *   L_a = mean over N^3 of smooth_l1(a_s - a_t), a_ijk = <u_ij, u_ik>, u_ij = (e_j - e_i) / max(|e_j - e_i|, 1e-12)
+ *         (a zero difference gives u = 0, so angles with j = i, k = i or duplicate rows are 0);
+ *   smooth_l1 with beta 1. N = 1: there is no positive distance; L_d is defined as 0 (the seed's is NaN)
+ *   and L_a = 0, so the loss and gradient are 0. docs/losses/rkd.md. */
+typedef struct kdfRKDParams_t {
+    size_t struct_size;
+    int64_t rows;          /* N >= 1 */
+    int64_t dim_student;   /* D_s >= 1 */
+    int64_t dim_teacher;   /* D_t >= 1 */
+    int64_t ld_student;    /* elements between rows of e_s and grad_s (0 = dim_student) */
+    int64_t ld_teacher;    /* elements between rows of e_t (0 = dim_teacher) */
+    kdfDataType_t dtype;
+    float distance_weight; /* w_d, finite, default 25 */
+    float angle_weight;    /* w_a, finite, default 50 */
+    float weight;          /* default 1 (RepDistiller's beta: 1) */
+} kdfRKDParams_t;
+
+#define KDF_RKD_PARAMS_INIT {sizeof(kdfRKDParams_t), 0, 0, 0, 0, 0, KDF_DTYPE_FP32, 25.0f, 50.0f, 1.0f}
+
+KDFUSE_API kdfStatus_t kdfRKDWorkspaceSize(const kdfRKDParams_t* params, size_t* bytes);
+/* loss: 1 float or NULL; grad_s: layout of e_s, or NULL; grad_loss: device scalar or NULL (= 1). */
+KDFUSE_API kdfStatus_t kdfRKD(kdfHandle_t handle, const kdfRKDParams_t* params, const void* e_s, const void* e_t,
+                              float* loss, void* grad_s, const float* grad_loss, float grad_scale, int accumulate,
+                              void* workspace, size_t workspace_bytes, kdfStream_t stream);
+
+/* ---- NST (Huang & Wang, neuron selectivity transfer; RepDistiller's NSTLoss): one layer pair per call ---
+ * With the compared maps pooled to the common size h x w (as AT: the larger map, at least as large in both h
+ * and w, is adaptive-average-pooled to the smaller one's h x w; one larger in h and the other in w returns
+ * KDF_STATUS_SHAPE_MISMATCH; the seed pools to (h_min, h_min), the same whenever the smaller map is square),
+ * a[n, i] = F.normalize(f_s[n, i] over the h*w positions) (eps 1e-12), b[n, k] likewise for f_t, and
+ * k(x, y) = <x, y>^2:
+ *   loss = weight * (mean_{n,k,l} k(b_k, b_l) + mean_{n,i,j} k(a_i, a_j) - 2 mean_{n,i,k} k(a_i, b_k))
+ * (each mean over its own count: N C_t^2, N C_s^2, N C_s C_t). full_loss = 0 drops the teacher-teacher term
+ * (a constant: the seed's other branch). Channel counts may differ; gradients flow to f_s only.
+ * docs/losses/nst.md. */
+typedef struct kdfNSTParams_t {
+    size_t struct_size;
+    kdfFeatureMap_t student; /* f_s */
+    kdfFeatureMap_t teacher; /* f_t: same n; c, h, w may differ */
+    kdfDataType_t dtype;
+    int full_loss;           /* 1 (default): include the constant teacher-teacher term, as the seed */
+    float weight;            /* default 1 (RepDistiller's beta: 50) */
+} kdfNSTParams_t;
+
+#define KDF_NST_PARAMS_INIT {sizeof(kdfNSTParams_t), KDF_FEATURE_MAP_INIT, KDF_FEATURE_MAP_INIT, KDF_DTYPE_FP32, 1, 1.0f}
+
+KDFUSE_API kdfStatus_t kdfNSTWorkspaceSize(const kdfNSTParams_t* params, size_t* bytes);
+/* loss: 1 float or NULL; grad_s: layout of f_s, or NULL; grad_loss: device scalar or NULL (= 1). */
+KDFUSE_API kdfStatus_t kdfNST(kdfHandle_t handle, const kdfNSTParams_t* params, const void* f_s, const void* f_t,
+                              float* loss, void* grad_s, const float* grad_loss, float grad_scale, int accumulate,
+                              void* workspace, size_t workspace_bytes, kdfStream_t stream);
+
+/* ---- FSP (Yim et al., flow of solution procedure; RepDistiller's FSP): one pair of consecutive maps ------
+ * For each network, bot (N, C1, H, W) and top (N, C2, H', W') are pooled to a common size h x w (the larger
+ * map of the pair, at least as large in both h and w, adaptive-average-pooled to the smaller one's; the seed
+ * pools to (h_min, h_min), the same whenever the smaller map is square), and
+ *   G[n, c2, c1] = mean_{hw} top[n, c2, hw] * bot[n, c1, hw]               (N x C2 x C1)
+ *   loss = weight * mean_{n, c2, c1} (G_s - G_t)^2
+ * Student and teacher must have the same C1 and the same C2 (else KDF_STATUS_SHAPE_MISMATCH, as the seed
+ * raises); the student pair and the teacher pair may have different spatial sizes. Gradients flow to both
+ * student maps. The seed's loss list over L maps is L - 1 calls, one per consecutive pair: with accumulate,
+ * a middle map's gradient (the top of one pair and the bottom of the next) sums both contributions.
+ * docs/losses/fsp.md. */
+typedef struct kdfFSPParams_t {
+    size_t struct_size;
+    kdfFeatureMap_t student_bot; /* the student's map i */
+    kdfFeatureMap_t student_top; /* the student's map i + 1: same n */
+    kdfFeatureMap_t teacher_bot; /* the teacher's map i: same n and c as student_bot */
+    kdfFeatureMap_t teacher_top; /* the teacher's map i + 1: same n and c as student_top */
+    kdfDataType_t dtype;
+    float weight;                /* default 1 (RepDistiller's beta: 50) */
+} kdfFSPParams_t;
+
+#define KDF_FSP_PARAMS_INIT \
+    {sizeof(kdfFSPParams_t), KDF_FEATURE_MAP_INIT, KDF_FEATURE_MAP_INIT, KDF_FEATURE_MAP_INIT, KDF_FEATURE_MAP_INIT, KDF_DTYPE_FP32, 1.0f}
+
+KDFUSE_API kdfStatus_t kdfFSPWorkspaceSize(const kdfFSPParams_t* params, size_t* bytes);
+/* loss: 1 float or NULL; grad_s_bot / grad_s_top: layouts of s_bot / s_top, or NULL; grad_loss: device scalar or
+ * NULL (= 1). */
+KDFUSE_API kdfStatus_t kdfFSP(kdfHandle_t handle, const kdfFSPParams_t* params, const void* s_bot, const void* s_top,
+                              const void* t_bot, const void* t_top, float* loss, void* grad_s_bot, void* grad_s_top,
+                              const float* grad_loss, float grad_scale, int accumulate, void* workspace,
+                              size_t workspace_bytes, kdfStream_t stream);
 
 #ifdef __cplusplus
 }

@@ -78,7 +78,9 @@ struct GridSumResult {
     float total;
 };
 
-// Called by every thread of every block with the block's value valid in thread 0.
+// Called by every thread of every block with the block's value valid in thread 0. Like CUB's
+// primitives it has no trailing barrier: a second grid_sum in the same kernel needs a __syncthreads()
+// between the two (they share the block's `last` flag and reduction storage).
 template <int BLOCK>
 __device__ __forceinline__ GridSumResult grid_sum(const GridSum& gs, float block_value)
 {

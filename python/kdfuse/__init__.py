@@ -13,6 +13,12 @@ from .ft import ft  # noqa: F401
 from .ab import ab  # noqa: F401
 from .ofd import ofd, ofd_margin_from_bn  # noqa: F401
 from .vid import vid  # noqa: F401
+from .sp import sp  # noqa: F401
+from .cc import cc  # noqa: F401
+from .pkt import pkt  # noqa: F401
+from .rkd import rkd  # noqa: F401
+from .nst import nst  # noqa: F401
+from .fsp import fsp, fsp_chain  # noqa: F401
 
-__all__ = ["KdfuseError", "kd", "fitnet", "at", "ft", "ab", "ofd", "ofd_margin_from_bn", "vid", "load", "handle",
-           "library_path"]
+__all__ = ["KdfuseError", "kd", "fitnet", "at", "ft", "ab", "ofd", "ofd_margin_from_bn", "vid", "sp", "cc", "pkt", "rkd",
+           "nst", "fsp", "fsp_chain", "load", "handle", "library_path"]

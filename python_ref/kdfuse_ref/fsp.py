@@ -22,6 +22,11 @@ Quirks kept:
   same check on the maps themselves and raises ValueError (the seed's forward would otherwise broadcast
   silently when one channel count is 1, or fail with a RuntimeError); unequal list lengths also raise
   ValueError in `fsp_loss` (the seed's forward would zip them silently).
+
+Option pool="hw" (kdfuse's generalisation, as AT's `pool_to_smaller`; the default pool="seed" is the seed's
+rule): the larger map of a pair (at least as large in both H and W) is pooled to the smaller map's (H, W); a
+pair where one map is larger in H and the other in W raises ValueError. Identical to the seed whenever the
+seed's result is defined and the smaller map is square.
 """
 import numpy as np
 import torch
@@ -29,7 +34,10 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 
-def _pool_pair(bot, top):
+def _pool_pair(bot, top, pool="seed"):
+    if pool != "seed":
+        from .at import pool_to_smaller
+        return pool_to_smaller(bot, top, pool)
     b_H, t_H = bot.shape[2], top.shape[2]
     if b_H > t_H:
         bot = F.adaptive_avg_pool2d(bot, (t_H, t_H))
@@ -38,9 +46,9 @@ def _pool_pair(bot, top):
     return bot, top
 
 
-def fsp_matrix(bot, top):
+def fsp_matrix(bot, top, pool="seed"):
     """FSP matrix of one pair: N x C2 x C1, fsp[n, c2, c1] = mean_hw top[n, c2] * bot[n, c1]."""
-    bot, top = _pool_pair(bot, top)
+    bot, top = _pool_pair(bot, top, pool)
     bot = bot.reshape(bot.shape[0], bot.shape[1], -1)
     top = top.reshape(top.shape[0], top.shape[1], -1)
     if bot.shape[2] != top.shape[2]:
@@ -48,9 +56,9 @@ def fsp_matrix(bot, top):
     return torch.bmm(top, bot.transpose(1, 2)) / bot.shape[2]
 
 
-def compute_fsp(g):
+def compute_fsp(g, pool="seed"):
     """The seed's FSP.compute_fsp: the list of FSP matrices of consecutive maps of g."""
-    return [fsp_matrix(g[i], g[i + 1]) for i in range(len(g) - 1)]
+    return [fsp_matrix(g[i], g[i + 1], pool) for i in range(len(g) - 1)]
 
 
 def _check_channels(s_c, t_c):
@@ -60,15 +68,15 @@ def _check_channels(s_c, t_c):
         raise ValueError("num of channels not equal (error in FSP)")
 
 
-def fsp_loss(g_s, g_t):
+def fsp_loss(g_s, g_t, pool="seed"):
     """FSP losses of student maps g_s against teacher maps g_t (lists of N x C x H x W).
 
     Returns the list of len(g_s) - 1 losses (0-dim tensors), one per consecutive pair, as the seed.
     Raises ValueError when the lists differ in length or in channel counts.
     """
     _check_channels([f.shape[1] for f in g_s], [f.shape[1] for f in g_t])
-    s_fsp = compute_fsp(g_s)
-    t_fsp = compute_fsp(g_t)
+    s_fsp = compute_fsp(g_s, pool)
+    t_fsp = compute_fsp(g_t, pool)
     return [(s - t).pow(2).mean() for s, t in zip(s_fsp, t_fsp)]
 
 

@@ -17,13 +17,21 @@ returns a list of 0-dim losses, one per pair; `nst_loss` returns one 0-dim loss 
 
 Quirks kept: pooling decided by H only, to a square (h, h) output; with equal H no pooling happens and
 the W must agree (else the seed's broadcast fails; here a ValueError).
+
+Option pool="hw" (kdfuse's generalisation, as AT's `pool_to_smaller`; the default pool="seed" is the seed's
+rule): the larger map (at least as large in both H and W) is pooled to the smaller map's (H, W); a pair where
+one map is larger in H and the other in W raises ValueError. Identical to the seed whenever the seed's result
+is defined and the smaller map is square.
 """
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
 
-def _pool_pair(f_s, f_t):
+def _pool_pair(f_s, f_t, pool="seed"):
+    if pool != "seed":
+        from .at import pool_to_smaller
+        return pool_to_smaller(f_s, f_t, pool)
     s_H, t_H = f_s.shape[2], f_t.shape[2]
     if s_H > t_H:
         f_s = F.adaptive_avg_pool2d(f_s, (t_H, t_H))
@@ -37,9 +45,9 @@ def poly_kernel(a, b):
     return torch.bmm(b, a.transpose(1, 2)).pow(2)
 
 
-def nst_loss(f_s, f_t, full_loss=True):
-    """NST loss of one layer pair (0-dim tensor)."""
-    f_s, f_t = _pool_pair(f_s, f_t)
+def nst_loss(f_s, f_t, full_loss=True, pool="seed"):
+    """NST loss of one layer pair (0-dim tensor). pool: "seed" (to (h, h), h the smaller H) or "hw"."""
+    f_s, f_t = _pool_pair(f_s, f_t, pool)
     f_s = F.normalize(f_s.reshape(f_s.shape[0], f_s.shape[1], -1), dim=2)
     f_t = F.normalize(f_t.reshape(f_t.shape[0], f_t.shape[1], -1), dim=2)
     if f_s.shape[2] != f_t.shape[2]:

@@ -24,12 +24,18 @@ Quirks kept (and pinned in tests/test_rkd.py):
   non-NaN result a kernel may choose; `empty_mean="nan"` (default) reproduces the seed.
 - the clamp cuts the gradient of distances below 1e-6 (clamp's backward is 0 below min), and the
   diagonal assignment cuts the gradient through the diagonal.
+- F.normalize of a zero difference (duplicate rows i, j) divides by eps = 1e-12, so the angles
+  <u_ij, u_ik> give e_j the gradient h (e_k - e_i) / (1e-12 |e_k - e_i|), of order 1e12 (the forward value
+  is 0). `degenerate_grad="zero"` (an extension, off by default) holds such u_ij at the constant 0 vector
+  (no gradient through a difference of norm < eps), the finite choice a Gram-matrix kernel makes;
+  `degenerate_grad="seed"` (default) reproduces the seed. Forward values are identical.
 """
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
 EMPTY_MEAN = ("nan", "zero")
+DEGENERATE_GRAD = ("seed", "zero")
 
 
 def pdist(e, squared=False, eps=1e-12):
@@ -52,10 +58,18 @@ def _normalised_distance(e, empty_mean):
     return d / pos.mean(), True
 
 
-def rkd_angles(e):
-    """angle_ijk = <normalize(e_j - e_i), normalize(e_k - e_i)>, flattened to N^3 (the seed's order)."""
+def rkd_angles(e, degenerate_grad="seed", eps=1e-12):
+    """angle_ijk = <normalize(e_j - e_i), normalize(e_k - e_i)>, flattened to N^3 (the seed's order).
+    degenerate_grad="zero": differences of norm < eps are the constant 0 (no gradient through them)."""
+    if degenerate_grad not in DEGENERATE_GRAD:
+        raise ValueError(f"degenerate_grad must be one of {DEGENERATE_GRAD}, not {degenerate_grad!r}")
     diff = e.unsqueeze(0) - e.unsqueeze(1)
-    norm = F.normalize(diff, p=2, dim=2)
+    if degenerate_grad == "seed":
+        norm = F.normalize(diff, p=2, dim=2, eps=eps)
+    else:
+        length = diff.norm(p=2, dim=2, keepdim=True)
+        live = length >= eps
+        norm = torch.where(live, diff / torch.where(live, length, torch.ones_like(length)), torch.zeros_like(diff))
     return torch.bmm(norm, norm.transpose(1, 2)).view(-1)
 
 
@@ -73,27 +87,28 @@ def rkd_distance_loss(f_s, f_t, empty_mean="nan"):
     return F.smooth_l1_loss(d, t_d)
 
 
-def rkd_angle_loss(f_s, f_t):
+def rkd_angle_loss(f_s, f_t, degenerate_grad="seed"):
     """L_a: smooth_l1 (beta 1, mean over N^3) of the angle tensors."""
     student = f_s.reshape(f_s.shape[0], -1)
     teacher = f_t.reshape(f_t.shape[0], -1)
     with torch.no_grad():
         t_angle = rkd_angles(teacher)
-    s_angle = rkd_angles(student)
+    s_angle = rkd_angles(student, degenerate_grad)
     return F.smooth_l1_loss(s_angle, t_angle)
 
 
-def rkd_loss(f_s, f_t, w_d=25, w_a=50, empty_mean="nan"):
+def rkd_loss(f_s, f_t, w_d=25, w_a=50, empty_mean="nan", degenerate_grad="seed"):
     """RKD loss w_d * L_d + w_a * L_a of student features f_s against teacher features f_t (0-dim).
 
     The teacher terms are computed under no_grad (as the seed); f_s gets gradients.
     empty_mean: "nan" (seed: the mean over an empty set of positive distances, only possible for
     N = 1 with finite inputs, is NaN) or "zero" (the distance term is 0 in that case).
+    degenerate_grad: "seed" (F.normalize's 1/eps gradient at zero differences) or "zero" (none).
     """
     if f_s.shape[0] != f_t.shape[0]:
         raise ValueError(f"batch sizes differ: {f_s.shape[0]} vs {f_t.shape[0]}")
     loss_d = rkd_distance_loss(f_s, f_t, empty_mean)
-    loss_a = rkd_angle_loss(f_s, f_t)
+    loss_a = rkd_angle_loss(f_s, f_t, degenerate_grad)
     return w_d * loss_d + w_a * loss_a
 
 

@@ -140,3 +140,15 @@ def test_middle_map_gradient_accumulates():
     total = torch.autograd.grad(l0 + l1, g_s[1])[0]
     assert g0.abs().max() > 0 and g1.abs().max() > 0
     assert torch.allclose(total, g0 + g1, rtol=1e-12, atol=1e-15)
+
+
+def test_pool_hw_option():
+    # pool="hw": the larger map of a pair pooled to the smaller one's (H, W); the seed's rule for square maps.
+    bot, top = rand(3, 5, 14, 18), rand(3, 6, 7, 9)
+    expected = fsp_matrix(F.adaptive_avg_pool2d(bot, (7, 9)), top)
+    assert torch.allclose(fsp_matrix(bot, top, pool="hw"), expected, rtol=1e-12, atol=1e-15)
+    g_s, g_t = maps(2, S_SPECS[:3]), maps(2, T_SPECS[:3])
+    for a, b in zip(fsp_loss(g_s, g_t, pool="hw"), fsp_loss(g_s, g_t)):
+        assert torch.allclose(a, b, rtol=1e-12, atol=1e-15)
+    with pytest.raises(ValueError):
+        fsp_matrix(rand(1, 2, 4, 6), rand(1, 2, 6, 4), pool="hw")

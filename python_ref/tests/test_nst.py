@@ -128,3 +128,14 @@ def test_zero_channel_map_stays_zero():
     out = nst_loss(f_s, f_t)
     assert torch.isfinite(out)
     assert torch.allclose(out, SeedNSTLoss().nst_loss(f_s, f_t), rtol=1e-12, atol=1e-14)
+
+
+def test_pool_hw_option():
+    # pool="hw": the larger map pooled to the smaller one's (H, W); the seed's rule where the smaller is square.
+    f_s, f_t = rand(3, 5, 7, 9), rand(3, 6, 14, 18)
+    expected = nst_loss(f_s, F.adaptive_avg_pool2d(f_t, (7, 9)))
+    assert torch.allclose(nst_loss(f_s, f_t, pool="hw"), expected, rtol=1e-12, atol=1e-14)
+    f_s, f_t = rand(2, 3, 8, 8), rand(2, 4, 4, 4)
+    assert torch.allclose(nst_loss(f_s, f_t, pool="hw"), nst_loss(f_s, f_t), rtol=1e-12, atol=1e-14)
+    with pytest.raises(ValueError):
+        nst_loss(rand(1, 2, 4, 6), rand(1, 2, 6, 4), pool="hw")

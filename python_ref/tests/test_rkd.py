@@ -149,3 +149,26 @@ def test_hand_checked_n2():
     # Angles (8 entries): u_01 = -u_10 = unit vector, angle_ijk = 1 for (0,1,1) and (1,0,0), 0 otherwise,
     # for any two distinct points: L_a = 0 too.
     assert rkd_loss(rand(2, 3), rand(2, 5)).item() == pytest.approx(0.0, abs=1e-14)
+
+
+def test_degenerate_grad_zero_cuts_the_1e12_gradient_of_duplicate_rows():
+    # Rows 1 and 4 equal: the seed's angle gradient divides by F.normalize's eps (order 1e12);
+    # degenerate_grad="zero" holds the zero difference at 0 (finite), forward values unchanged.
+    f_s, f_t = rand(5, 3), rand(5, 4)
+    f_s[4] = f_s[1]
+    a, b = f_s.clone().requires_grad_(), f_s.clone().requires_grad_()
+    seed, cut = rkd_loss(a, f_t), rkd_loss(b, f_t, degenerate_grad="zero")
+    assert seed.item() == cut.item()
+    seed.backward()
+    cut.backward()
+    assert a.grad.abs().max() > 1e9
+    assert b.grad.abs().max() < 1e3
+    # Without degenerate differences the two are the same function.
+    c, d = rand(4, 3).requires_grad_(), None
+    d = c.detach().clone().requires_grad_()
+    rkd_loss(c, f_t[:4]).backward()
+    rkd_loss(d, f_t[:4], degenerate_grad="zero").backward()
+    assert torch.allclose(c.grad, d.grad, rtol=1e-12, atol=1e-14)
+    assert torch.autograd.gradcheck(lambda x: rkd_loss(x, f_t[:4], degenerate_grad="zero"), (d,))
+    with pytest.raises(ValueError):
+        rkd_loss(f_s, f_t, degenerate_grad="nan")

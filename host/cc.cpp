@@ -1,0 +1,121 @@
+// kdfCC and kdfCCWorkspaceSize: validation, workspace layout, launch (both variants).
+#include "../kernels/cc.h"
+#include "validate.h"
+
+using kdf::host::Checker;
+
+namespace {
+
+constexpr int64_t kIntMax = 2147483647;
+constexpr int64_t kMaxGramRows = 46340;  // N x N fits int (cuBLAS sizes, grid indexing)
+
+int64_t leading(int64_t ld, int64_t dim) { return ld == 0 ? dim : ld; }
+
+bool shipped(const kdfCCParams_t* p) { return static_cast<int>(p->variant) == KDF_CC_REPDISTILLER; }
+
+Checker& check_params(Checker& check, const kdfCCParams_t* p)
+{
+    if (!check.params(p, "KDF_CC_PARAMS_INIT").ok()) return check;
+    check.one_of(p->variant, {KDF_CC_SEED, KDF_CC_REPDISTILLER}, "params->variant", "kdfCCVariant_t")
+        .at_least(p->rows, 1, "params->rows")
+        .at_least(p->dim_student, 1, "params->dim_student")
+        .at_least(p->dim_teacher, 1, "params->dim_teacher")
+        .at_least(p->ld_student, 0, "params->ld_student")
+        .at_least(p->ld_teacher, 0, "params->ld_teacher");
+    if (!check.ok()) return check;
+    if (shipped(p) && p->dim_student != p->dim_teacher)
+        return check.fail(KDF_STATUS_SHAPE_MISMATCH, "params->dim_student (" + std::to_string(p->dim_student) +
+                                                         ") != params->dim_teacher (" + std::to_string(p->dim_teacher) +
+                                                         ") (KDF_CC_REPDISTILLER compares f_s and f_t elementwise)");
+    if (!shipped(p) && p->rows > kMaxGramRows)
+        return check.fail(KDF_STATUS_INVALID_VALUE, "params->rows must be <= 46340 (the N x N Gram matrix), got " +
+                                                        std::to_string(p->rows));
+    check.at_least(leading(p->ld_student, p->dim_student), p->dim_student, "params->ld_student")
+        .at_least(leading(p->ld_teacher, p->dim_teacher), p->dim_teacher, "params->ld_teacher");
+    if (!check.ok()) return check;
+    if (!shipped(p) && (leading(p->ld_student, p->dim_student) > kIntMax || leading(p->ld_teacher, p->dim_teacher) > kIntMax))
+        return check.fail(KDF_STATUS_INVALID_VALUE, "params->ld_student and params->ld_teacher must be < 2^31 (cuBLAS)");
+    return check.extent(p->rows, leading(p->ld_student, p->dim_student), "f_s")
+        .extent(p->rows, leading(p->ld_teacher, p->dim_teacher), "f_t")
+        .dtype(p->dtype, "params->dtype")
+        .finite(p->weight, "params->weight");
+}
+
+size_t workspace_bytes(const kdfCCParams_t* p)
+{
+    return kdf::kernels::cc_workspace_bytes(p->rows, p->dim_student, shipped(p));
+}
+
+}  // namespace
+
+extern "C" {
+
+kdfStatus_t kdfCCWorkspaceSize(const kdfCCParams_t* params, size_t* bytes)
+{
+    return kdf::host::guarded("kdfCCWorkspaceSize", [&] {
+        Checker check("kdfCCWorkspaceSize");
+        if (!check.required(bytes, "bytes").ok() || !check_params(check, params).ok()) return check.status();
+        *bytes = workspace_bytes(params);
+        return kdf::host::succeed();
+    });
+}
+
+kdfStatus_t kdfCC(kdfHandle_t handle, const kdfCCParams_t* params, const void* f_s, const void* f_t, float* loss,
+                  void* grad_s, void* grad_t, const float* grad_loss, float grad_scale, int accumulate, void* workspace,
+                  size_t workspace_bytes_given, kdfStream_t stream)
+{
+    return kdf::host::guarded("kdfCC", [&] {
+        Checker check("kdfCC");
+        check.handle(handle);
+        if (!check_params(check, params).ok()) return check.status();
+        if (!shipped(params) && grad_t != nullptr)
+            return check.fail(KDF_STATUS_INVALID_VALUE, "grad_t must be NULL for KDF_CC_SEED (the teacher is a constant; "
+                                                        "KDF_CC_REPDISTILLER trains both embeddings)")
+                .status();
+        check.required(f_s, "f_s")
+            .required(f_t, "f_t")
+            .aligned(f_s, sizeof(float), "f_s")
+            .aligned(f_t, sizeof(float), "f_t")
+            .aligned(loss, sizeof(float), "loss")
+            .aligned(grad_s, sizeof(float), "grad_s")
+            .aligned(grad_t, sizeof(float), "grad_t")
+            .aligned(grad_loss, sizeof(float), "grad_loss")
+            .distinct(grad_s, f_s, "grad_s", "f_s")
+            .distinct(grad_s, f_t, "grad_s", "f_t")
+            .distinct(grad_t, f_s, "grad_t", "f_s")
+            .distinct(grad_t, f_t, "grad_t", "f_t")
+            .distinct(grad_t, grad_s, "grad_t", "grad_s")
+            .finite(grad_scale, "grad_scale")
+            .workspace(workspace, workspace_bytes_given, workspace_bytes(params));
+        if (!check.ok()) return check.status();
+        if (loss == nullptr && grad_s == nullptr && grad_t == nullptr) return kdf::host::succeed();
+
+        kdf::kernels::CCArgs args{};
+        args.n = params->rows;
+        args.ds = params->dim_student;
+        args.dt = params->dim_teacher;
+        args.ld_s = leading(params->ld_student, params->dim_student);
+        args.ld_t = leading(params->ld_teacher, params->dim_teacher);
+        args.shipped = shipped(params);
+        args.weight = params->weight;
+        args.grad_scale = grad_scale;
+        args.accumulate = accumulate != 0;
+        args.f_s = static_cast<const float*>(f_s);
+        args.f_t = static_cast<const float*>(f_t);
+        args.grad_loss = grad_loss;
+        args.loss = loss;
+        args.grad_s = static_cast<float*>(grad_s);
+        args.grad_t = static_cast<float*>(grad_t);
+        if (args.shipped)
+            args.sum = kdf::GridSum::carve(workspace, kdf::kernels::cc_shipped_blocks(args.n, args.ds));
+        else
+            args.ws = kdf::kernels::GramWorkspace::carve(workspace, args.n, kdf::kernels::cc_seed_blocks(args.n));
+        args.cublas = handle->cublas;
+        args.allow_tf32 = handle->math == KDF_MATH_TF32;
+        const auto r = kdf::kernels::cc_launch(args, stream);
+        if (r.cublas != CUBLAS_STATUS_SUCCESS) return kdf::host::cublas_status("kdfCC", r.cublas);
+        return kdf::host::cuda_status("kdfCC", r.cuda);
+    });
+}
+
+}  // extern "C"

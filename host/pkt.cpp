@@ -1,0 +1,106 @@
+// kdfPKT and kdfPKTWorkspaceSize: validation, workspace layout, launch.
+#include "../kernels/pkt.h"
+#include "validate.h"
+
+#include <string>
+
+using kdf::host::Checker;
+
+namespace {
+
+constexpr int64_t kIntMax = 2147483647;  // cuBLAS sizes and leading dimensions are int
+
+int64_t leading(int64_t ld, int64_t dim) { return ld == 0 ? dim : ld; }
+
+Checker& at_most_int(Checker& check, int64_t value, const char* name)
+{
+    if (check.ok() && value > kIntMax)
+        check.fail(KDF_STATUS_INVALID_VALUE, std::string(name) + " must be <= 2147483647 (cuBLAS int), got " + std::to_string(value));
+    return check;
+}
+
+// Checks that depend on the params only (shared by the size query and the call).
+Checker& check_params(Checker& check, const kdfPKTParams_t* p)
+{
+    if (!check.params(p, "KDF_PKT_PARAMS_INIT").ok()) return check;
+    check.at_least(p->rows, 1, "params->rows")
+        .at_least(p->dim_student, 1, "params->dim_student")
+        .at_least(p->dim_teacher, 1, "params->dim_teacher")
+        .at_least(p->ld_student, 0, "params->ld_student")
+        .at_least(p->ld_teacher, 0, "params->ld_teacher");
+    if (!check.ok()) return check;
+    check.at_least(leading(p->ld_student, p->dim_student), p->dim_student, "params->ld_student")
+        .at_least(leading(p->ld_teacher, p->dim_teacher), p->dim_teacher, "params->ld_teacher");
+    at_most_int(check, p->rows, "params->rows");
+    at_most_int(check, leading(p->ld_student, p->dim_student), "params->ld_student");
+    at_most_int(check, leading(p->ld_teacher, p->dim_teacher), "params->ld_teacher");
+    if (check.ok() && p->rows > 1 << 20)
+        check.fail(KDF_STATUS_INVALID_VALUE, "params->rows must be <= 1048576 (N x N workspace), got " + std::to_string(p->rows));
+    return check.extent(p->rows, leading(p->ld_student, p->dim_student), "f_s")
+        .extent(p->rows, leading(p->ld_teacher, p->dim_teacher), "f_t")
+        .dtype(p->dtype, "params->dtype")
+        .finite(p->weight, "params->weight");
+}
+
+size_t workspace_bytes(const kdfPKTParams_t* p) { return static_cast<size_t>(kdf::kernels::PKTWorkspace::bytes(p->rows)); }
+
+}  // namespace
+
+extern "C" {
+
+kdfStatus_t kdfPKTWorkspaceSize(const kdfPKTParams_t* params, size_t* bytes)
+{
+    return kdf::host::guarded("kdfPKTWorkspaceSize", [&] {
+        Checker check("kdfPKTWorkspaceSize");
+        if (!check.required(bytes, "bytes").ok() || !check_params(check, params).ok()) return check.status();
+        *bytes = workspace_bytes(params);
+        return kdf::host::succeed();
+    });
+}
+
+kdfStatus_t kdfPKT(kdfHandle_t handle, const kdfPKTParams_t* params, const void* f_s, const void* f_t, float* loss,
+                   void* grad_s, const float* grad_loss, float grad_scale, int accumulate, void* workspace,
+                   size_t workspace_bytes_given, kdfStream_t stream)
+{
+    return kdf::host::guarded("kdfPKT", [&] {
+        Checker check("kdfPKT");
+        check.handle(handle);
+        if (!check_params(check, params).ok()) return check.status();
+        check.required(f_s, "f_s")
+            .required(f_t, "f_t")
+            .aligned(f_s, sizeof(float), "f_s")
+            .aligned(f_t, sizeof(float), "f_t")
+            .aligned(loss, sizeof(float), "loss")
+            .aligned(grad_s, sizeof(float), "grad_s")
+            .aligned(grad_loss, sizeof(float), "grad_loss")
+            .distinct(grad_s, f_s, "grad_s", "f_s")
+            .distinct(grad_s, f_t, "grad_s", "f_t")
+            .finite(grad_scale, "grad_scale")
+            .workspace(workspace, workspace_bytes_given, workspace_bytes(params));
+        if (!check.ok()) return check.status();
+        if (loss == nullptr && grad_s == nullptr) return kdf::host::succeed();
+
+        kdf::kernels::PKTArgs args{};
+        args.rows = params->rows;
+        args.dim_s = params->dim_student;
+        args.dim_t = params->dim_teacher;
+        args.ld_s = leading(params->ld_student, params->dim_student);
+        args.ld_t = leading(params->ld_teacher, params->dim_teacher);
+        args.weight = params->weight;
+        args.grad_scale = grad_scale;
+        args.accumulate = accumulate != 0;
+        args.f_s = static_cast<const float*>(f_s);
+        args.f_t = static_cast<const float*>(f_t);
+        args.grad_loss = grad_loss;
+        args.loss = loss;
+        args.grad_s = static_cast<float*>(grad_s);
+        args.ws = kdf::kernels::PKTWorkspace::carve(workspace, params->rows);
+        args.cublas = handle->cublas;
+        args.allow_tf32 = handle->math == KDF_MATH_TF32;
+        const kdf::kernels::PKTLaunchResult r = kdf::kernels::pkt_launch(args, stream);
+        if (r.cublas != CUBLAS_STATUS_SUCCESS) return kdf::host::cublas_status("kdfPKT", r.cublas);
+        return kdf::host::cuda_status("kdfPKT", r.cuda);
+    });
+}
+
+}  // extern "C"

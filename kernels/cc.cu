@@ -1,0 +1,195 @@
+// CC (Peng et al., "Correlation Congruence for Knowledge Distillation"; RepDistiller's Correlation).
+//
+// Seed variant (default). f_s (N x D_s), f_t (N x D_t); G = f f^T, r = ||G||_F (no eps, as the seed),
+// Q = G / r; with d = Q_t - Q_s and w the layer weight:
+//   loss = w * sum_ij d_ij^2 / N^2
+// Gradient (g = grad_loss, c = grad_scale, k = -2 g c w / N^2): P = dL/dQ_s = k d;
+//   dL/dG = (P - Q_s <Q_s, P>_F) / r_s          (Jacobian of G / ||G||_F)
+//   dL/df_s = (dG + dG^T) f_s,  dG + dG^T = k/r_s ((d + d^T) - (Q_s + Q_s^T) <Q_s, d>_F)
+// Two whole-matrix statistics, each needed before the next step can start: r_s, r_t before any Q, and
+// <Q_s, d>_F before any entry of dG. Without a grid-wide barrier each is a kernel boundary, hence
+// (fusion plan, 3 kernels and 3 GEMMs; loss only: 2 kernels, 2 GEMMs):
+//   GEMM 1, 2: G_s, G_t into the workspace.
+//   kernel 1 (cc_norms): sum G_s^2 and sum G_t^2 (kdf::grid_sum each); the last blocks write r_s, r_t.
+//   kernel 2 (cc_diff): d elementwise; sum d^2 (the loss) and <Q_s, d> (grid sums, last block writes).
+//     The shortcut <Q_s, d> = -||d||^2 / 2 (both Q have unit norm) would drop kernel 2's second sum but
+//     not the kernel; computing 2 - 2 <G_s, G_t> / (r_s r_t) in kernel 1 instead would save kernel 2 at the
+//     price of catastrophic cancellation as the student approaches the teacher, so it is not done.
+//   kernel 3 (cc_sym): S = dG + dG^T in place over G_s, one thread per pair {i, j}.
+//   GEMM 3: grad_s = S f_s (+ grad_s with accumulate: beta = 1).
+// FLOPs: 2 N^2 (D_s + D_t) + 2 N^2 D_s; bytes: the GEMMs' 4 N (2 D_s + D_t) read + 4 N D_s written, and
+// about 9 x 4 N^2 for the kernels. Workspace 2 N^2 floats + the cuBLAS slice; no N x N x D tensor.
+//
+// Shipped variant (RepDistiller's distiller_zoo/CC.py). delta = |f_s - f_t| (N x D):
+//   loss = w / (N - 1) * sum_{i < N-1} sum_d delta[i,d] delta[i+1,d]
+//   dL/df_s[i,d] = g c w / (N - 1) * (delta[i-1,d] + delta[i+1,d]) * sign(f_s - f_t)[i,d] = -dL/df_t[i,d]
+// (missing neighbours count 0; sign(0) = 0 as torch's abs backward; N = 1: loss 0/0 = NaN and zero
+// gradients, as the shipped code). One kernel: each thread walks a chunk of kChunk rows of one column,
+// keeping the previous, current and next delta in registers, so every element is read once (plus one
+// halo row per chunk end), both gradients are written in the same pass, and the loss is summed by
+// kdf::grid_sum. Bytes: 8 N D read (+ 2 halo rows per chunk) + 8 N D written (both gradients).
+#include "cc.h"
+
+#include "common/gram_pair.cuh"
+
+namespace kdf::kernels {
+namespace {
+
+constexpr int kBlock = 256;
+constexpr int64_t kChunk = 32;  // rows per thread in the shipped variant
+
+template <int BLOCK>
+__global__ void __launch_bounds__(BLOCK) cc_norms_kernel(CCArgs a)
+{
+    using Reduce = cub::BlockReduce<float, BLOCK>;
+    __shared__ typename Reduce::TempStorage temp;
+    const int64_t total = a.n * a.n;
+    float ss = 0.0f, tt = 0.0f;
+    for (int64_t k = blockIdx.x * int64_t(BLOCK) + threadIdx.x; k < total; k += int64_t(gridDim.x) * BLOCK) {
+        const float s = a.ws.gram_s[k], t = a.ws.gram_t[k];
+        ss += s * s;
+        tt += t * t;
+    }
+    ss = Reduce(temp).Sum(ss);
+    __syncthreads();
+    tt = Reduce(temp).Sum(tt);
+    const GridSumResult rs = grid_sum<BLOCK>(a.ws.sum[0], ss);
+    if (rs.last && threadIdx.x == 0) a.ws.stats[0] = sqrtf(rs.total);
+    __syncthreads();  // grid_sum's shared state is reused by the second sum
+    const GridSumResult rt = grid_sum<BLOCK>(a.ws.sum[1], tt);
+    if (rt.last && threadIdx.x == 0) a.ws.stats[1] = sqrtf(rt.total);
+}
+
+template <int BLOCK>
+__global__ void __launch_bounds__(BLOCK) cc_diff_kernel(CCArgs a, bool want_grad)
+{
+    using Reduce = cub::BlockReduce<float, BLOCK>;
+    __shared__ typename Reduce::TempStorage temp;
+    const int64_t total = a.n * a.n;
+    const float rs = a.ws.stats[0], rt = a.ws.stats[1];
+    float sq = 0.0f, qd = 0.0f;
+    for (int64_t k = blockIdx.x * int64_t(BLOCK) + threadIdx.x; k < total; k += int64_t(gridDim.x) * BLOCK) {
+        const float qs = a.ws.gram_s[k] / rs;
+        const float d = a.ws.gram_t[k] / rt - qs;
+        sq += d * d;
+        qd += qs * d;
+    }
+    if (a.loss) {
+        sq = Reduce(temp).Sum(sq);
+        const GridSumResult r = grid_sum<BLOCK>(a.ws.sum[0], sq);
+        const float nn = static_cast<float>(a.n) * static_cast<float>(a.n);
+        if (r.last && threadIdx.x == 0) store(a.loss, a.weight * r.total / nn, a.accumulate);
+        __syncthreads();
+    }
+    if (want_grad) {
+        qd = Reduce(temp).Sum(qd);
+        const GridSumResult r = grid_sum<BLOCK>(a.ws.sum[1], qd);
+        if (r.last && threadIdx.x == 0) a.ws.stats[2] = r.total;
+    }
+}
+
+// S = dG + dG^T = k / r_s ((d + d^T) - (Q_s + Q_s^T) <Q_s, d>), written over G_s.
+template <int BLOCK>
+__global__ void __launch_bounds__(BLOCK) cc_sym_kernel(CCArgs a)
+{
+    const int64_t n = a.n;
+    const float rs = a.ws.stats[0], rt = a.ws.stats[1], qd = a.ws.stats[2];
+    const float g = a.grad_loss ? *a.grad_loss : 1.0f;
+    const float k = -2.0f * g * a.grad_scale * a.weight / (static_cast<float>(n) * static_cast<float>(n));
+    float* gs = a.ws.gram_s;
+    const float* gt = a.ws.gram_t;
+    for_each_upper_pair<BLOCK>(n, [=](int64_t i, int64_t j) {
+        const int64_t ij = i * n + j, ji = j * n + i;
+        const float qs_ij = gs[ij] / rs, qs_ji = gs[ji] / rs;
+        const float d_ij = gt[ij] / rt - qs_ij, d_ji = gt[ji] / rt - qs_ji;
+        const float s = k * ((d_ij + d_ji) - (qs_ij + qs_ji) * qd) / rs;
+        gs[ij] = s;
+        gs[ji] = s;
+    });
+}
+
+template <int BLOCK>
+__global__ void __launch_bounds__(BLOCK) cc_shipped_kernel(CCArgs a)
+{
+    using Reduce = cub::BlockReduce<float, BLOCK>;
+    __shared__ typename Reduce::TempStorage temp;
+    const int64_t n = a.n, dim = a.ds;
+    const int64_t chunks = (n + kChunk - 1) / kChunk;
+    const float g = a.grad_loss ? *a.grad_loss : 1.0f;
+    const float coef = n > 1 ? g * a.grad_scale * a.weight / static_cast<float>(n - 1) : 0.0f;
+    const bool accumulate = a.accumulate;
+    float sum = 0.0f;
+    for (int64_t k = blockIdx.x * int64_t(BLOCK) + threadIdx.x; k < chunks * dim; k += int64_t(gridDim.x) * BLOCK) {
+        const int64_t chunk = k / dim, col = k % dim;
+        const int64_t i0 = chunk * kChunk, i1 = i0 + kChunk < n ? i0 + kChunk : n;
+        auto diff = [&](int64_t i) { return a.f_s[i * a.ld_s + col] - a.f_t[i * a.ld_t + col]; };
+        float prev = i0 > 0 ? fabsf(diff(i0 - 1)) : 0.0f;
+        float cur = diff(i0);  // signed; |cur| is delta
+        for (int64_t i = i0; i < i1; ++i) {
+            const float next = i + 1 < n ? diff(i + 1) : 0.0f;
+            const float dc = fabsf(cur), dn = fabsf(next);
+            sum += dc * dn;  // 0 for the last row (no successor)
+            if (a.grad_s || a.grad_t) {
+                const float sgn = cur > 0.0f ? 1.0f : (cur < 0.0f ? -1.0f : 0.0f);
+                const float v = coef * (prev + dn) * sgn;
+                if (a.grad_s) store(a.grad_s + i * a.ld_s + col, v, accumulate);
+                if (a.grad_t) store(a.grad_t + i * a.ld_t + col, -v, accumulate);
+            }
+            prev = dc;
+            cur = next;
+        }
+    }
+    if (a.loss == nullptr) return;
+    const GridSumResult r = grid_sum<BLOCK>(a.sum, Reduce(temp).Sum(sum));
+    // N = 1: 0 / 0 = NaN, the mean of the shipped code's empty tensor.
+    if (r.last && threadIdx.x == 0) store(a.loss, a.weight * (r.total / static_cast<float>(n - 1)), accumulate);
+}
+
+}  // namespace
+
+int64_t cc_seed_blocks(int64_t n) { return square_blocks(n, kBlock); }
+
+int64_t cc_shipped_blocks(int64_t n, int64_t d)
+{
+    const int64_t items = (n + kChunk - 1) / kChunk * d;
+    const int64_t b = (items + kBlock - 1) / kBlock;
+    return b < 1024 ? b : 1024;
+}
+
+size_t cc_workspace_bytes(int64_t n, int64_t d, bool shipped)
+{
+    if (shipped) return static_cast<size_t>(GridSum::bytes(cc_shipped_blocks(n, d)));
+    return static_cast<size_t>(GramWorkspace::bytes(n, cc_seed_blocks(n)));
+}
+
+GramCallResult cc_launch(const CCArgs& a, cudaStream_t stream)
+{
+    GramCallResult r;
+    if (a.shipped) {
+        if (a.loss)
+            if ((r.cuda = a.sum.prepare(stream))) return r;
+        const LaunchConfig cfg{dim3(static_cast<unsigned>(cc_shipped_blocks(a.n, a.ds))), dim3(kBlock), 0, stream};
+        r.cuda = kdf::launch(cc_shipped_kernel<kBlock>, cfg, a);
+        return r;
+    }
+    const int n = static_cast<int>(a.n);
+    const bool want_grad = a.grad_s != nullptr;
+    if ((r.cublas = gemm_bind(a.cublas, stream, a.ws.cublas, a.allow_tf32))) return r;
+    if ((r.cublas = gemm_rm(a.cublas, false, true, n, n, static_cast<int>(a.ds), 1.0f, a.f_s, static_cast<int>(a.ld_s),
+                            a.f_s, static_cast<int>(a.ld_s), 0.0f, a.ws.gram_s, n)))
+        return r;
+    if ((r.cublas = gemm_rm(a.cublas, false, true, n, n, static_cast<int>(a.dt), 1.0f, a.f_t, static_cast<int>(a.ld_t),
+                            a.f_t, static_cast<int>(a.ld_t), 0.0f, a.ws.gram_t, n)))
+        return r;
+    if ((r.cuda = a.ws.prepare(stream))) return r;
+    const LaunchConfig cfg{dim3(static_cast<unsigned>(cc_seed_blocks(a.n))), dim3(kBlock), 0, stream};
+    if ((r.cuda = kdf::launch(cc_norms_kernel<kBlock>, cfg, a))) return r;
+    if ((r.cuda = kdf::launch(cc_diff_kernel<kBlock>, cfg, a, want_grad))) return r;
+    if (!want_grad) return r;
+    if ((r.cuda = kdf::launch(cc_sym_kernel<kBlock>, cfg, a))) return r;
+    r.cublas = gemm_rm(a.cublas, false, false, n, static_cast<int>(a.ds), n, 1.0f, a.ws.gram_s, n, a.f_s,
+                       static_cast<int>(a.ld_s), a.accumulate ? 1.0f : 0.0f, a.grad_s, static_cast<int>(a.ld_s));
+    return r;
+}
+
+}  // namespace kdf::kernels

@@ -1,0 +1,81 @@
+// Launcher interface of RKD (internal: host/rkd.cpp validates, then calls it). Host-compilable: the
+// workspace layout is shared by the launcher and the workspace size query.
+#pragma once
+
+#include "common/gemm.h"
+#include "common/grid_sum.h"
+
+#include <cstddef>
+#include <cstdint>
+
+namespace kdf::kernels {
+
+// Result of the RKD launcher: the first failure of a kernel launch or of a cuBLAS call.
+struct RKDLaunchResult {
+    cudaError_t cuda = cudaSuccess;
+    cublasStatus_t cublas = CUBLAS_STATUS_SUCCESS;
+};
+
+// Blocks of every kernel (one row of the N x N matrices per block, grid-stride beyond 65535).
+inline int64_t rkd_blocks(int64_t rows) { return rows < 65535 ? rows : 65535; }
+
+// Workspace: six N x N matrices (G_s, G_t; the angle term's Psi, Gamma, T; the gradient's coefficient
+// matrix M), five N-vectors of per-row partial sums, the grid sum of the loss and the cuBLAS slice.
+struct RKDWorkspace {
+    float* gram_s;
+    float* gram_t;
+    float* psi;     // Psi_jk = sum over anchors a of gamma_ajk
+    float* gam;     // Gamma_aj = sum_k gamma_ajk
+    float* tee;     // T_aj = sum_k h_ajk a_ajk
+    float* coef;    // M = dG + dG^T
+    float* dsum_s;  // per row: sum_j d_s(i, j)
+    float* dsum_t;
+    float* angle;   // per row: sum over (j, k) of smooth_l1 of the angles with anchor i
+    float* dist;    // per row: sum_j smooth_l1 of the normalised distances
+    float* rho;     // per row: sum_j h_ij d_ij (the gradient of the student's mean)
+    GridSum sum;
+    void* cublas;
+
+    static int64_t matrix_bytes(int64_t rows) { return round_up(rows * rows * int64_t(sizeof(float)), 256); }
+    static int64_t vector_bytes(int64_t rows) { return round_up(rows * int64_t(sizeof(float)), 256); }
+    static int64_t bytes(int64_t rows)
+    {
+        return 6 * matrix_bytes(rows) + 5 * vector_bytes(rows) + GridSum::bytes(rkd_blocks(rows)) +
+               static_cast<int64_t>(kCublasWorkspaceBytes);
+    }
+    static RKDWorkspace carve(void* workspace, int64_t rows)
+    {
+        auto* b = static_cast<unsigned char*>(workspace);
+        const int64_t m = matrix_bytes(rows), v = vector_bytes(rows);
+        RKDWorkspace w{};
+        float** mats[6] = {&w.gram_s, &w.gram_t, &w.psi, &w.gam, &w.tee, &w.coef};
+        for (float** p : mats) *p = reinterpret_cast<float*>(b), b += m;
+        float** vecs[5] = {&w.dsum_s, &w.dsum_t, &w.angle, &w.dist, &w.rho};
+        for (float** p : vecs) *p = reinterpret_cast<float*>(b), b += v;
+        w.sum = GridSum::carve(b, rkd_blocks(rows));
+        w.cublas = b + GridSum::bytes(rkd_blocks(rows));
+        return w;
+    }
+};
+
+struct RKDArgs {
+    int64_t rows, dim_s, dim_t;
+    int64_t ld_s, ld_t;        // elements between rows of e_s/grad_s and of e_t
+    float w_d, w_a, weight;
+    float grad_scale;
+    bool accumulate;
+    const float* e_s;
+    const float* e_t;
+    const float* grad_loss;    // nullable (= 1)
+    float* loss;               // nullable
+    float* grad_s;             // nullable
+    RKDWorkspace ws;
+    cublasHandle_t cublas;
+    bool allow_tf32;
+};
+
+// Loss only: two GEMMs (the Gram matrices) and two kernels (plus a 4-byte memset of the ticket).
+// With the gradient: three GEMMs and three kernels (see rkd.cu for why).
+RKDLaunchResult rkd_launch(const RKDArgs& args, cudaStream_t stream);
+
+}  // namespace kdf::kernels

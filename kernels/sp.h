@@ -1,0 +1,80 @@
+// Launcher interface of SP (internal: host/sp.cpp validates, then calls it). Host-compilable: the
+// workspace layout is shared by the launcher and the size query. CC (cc.h) uses the same Gram workspace.
+#pragma once
+
+#include "common/gemm.h"
+#include "common/grid_sum.h"
+
+namespace kdf::kernels {
+
+// Result of a launcher that issues kernels and cuBLAS calls: the first failure of either kind.
+struct GramCallResult {
+    cudaError_t cuda = cudaSuccess;
+    cublasStatus_t cublas = CUBLAS_STATUS_SUCCESS;
+};
+
+// Workspace of the N x N Gram losses (SP, CC): the cuBLAS slice, G_s and G_t (N x N each; the backward
+// overwrites G_s with dL/dG + (dL/dG)^T), 4 scalar statistics, two grid sums (partials for `blocks`
+// blocks each) and their tickets (adjacent: one 8-byte memset zeroes both).
+struct GramWorkspace {
+    void* cublas;
+    float* gram_s;
+    float* gram_t;
+    float* stats;
+    GridSum sum[2];
+
+    static int64_t matrix_bytes(int64_t n) { return round_up(n * n * int64_t(sizeof(float)), 256); }
+    static int64_t partial_bytes(int64_t blocks) { return round_up(blocks * int64_t(sizeof(float)), 256); }
+    static int64_t bytes(int64_t n, int64_t blocks)
+    {
+        return int64_t(kCublasWorkspaceBytes) + 2 * matrix_bytes(n) + 256 + 2 * partial_bytes(blocks) + 256;
+    }
+    static GramWorkspace carve(void* workspace, int64_t n, int64_t blocks)
+    {
+        auto* p = static_cast<unsigned char*>(workspace);
+        GramWorkspace w{};
+        w.cublas = p;
+        p += kCublasWorkspaceBytes;
+        w.gram_s = reinterpret_cast<float*>(p);
+        p += matrix_bytes(n);
+        w.gram_t = reinterpret_cast<float*>(p);
+        p += matrix_bytes(n);
+        w.stats = reinterpret_cast<float*>(p);
+        p += 256;
+        float* partials0 = reinterpret_cast<float*>(p);
+        p += partial_bytes(blocks);
+        float* partials1 = reinterpret_cast<float*>(p);
+        p += partial_bytes(blocks);
+        auto* tickets = reinterpret_cast<unsigned*>(p);
+        w.sum[0] = {partials0, tickets};
+        w.sum[1] = {partials1, tickets + 1};
+        return w;
+    }
+    // Zeroes both tickets on `stream` (one 8-byte memset).
+    cudaError_t prepare(cudaStream_t stream) const { return cudaMemsetAsync(sum[0].ticket, 0, 2 * sizeof(unsigned), stream); }
+};
+
+struct SPArgs {
+    int64_t n, ds, dt;       // rows, feature widths
+    int64_t ld_s, ld_t;      // row strides of f_s (and grad_s), f_t
+    float weight;
+    float grad_scale;
+    bool accumulate;
+    const float* f_s;
+    const float* f_t;
+    const float* grad_loss;  // nullable (= 1)
+    float* loss;             // nullable
+    float* grad_s;           // nullable
+    GramWorkspace ws;
+    cublasHandle_t cublas;
+    bool allow_tf32;
+};
+
+// Blocks of SP's row kernel (one block per Gram row, grid-stride beyond 65535); the grid sums hold one
+// partial per block.
+int64_t sp_blocks(int64_t n);
+inline int64_t sp_workspace_bytes(int64_t n) { return GramWorkspace::bytes(n, sp_blocks(n)); }
+// 2 GEMMs (G_s, G_t), the row kernel (loss, dL/dG), and with grad_s the symmetrising kernel and 1 GEMM.
+GramCallResult sp_launch(const SPArgs& args, cudaStream_t stream);
+
+}  // namespace kdf::kernels

@@ -1,0 +1,47 @@
+"""NST (RepDistiller's NSTLoss) through kdfNST: one layer pair, weight * (mean k(t,t) + mean k(s,s) - 2 mean k(s,t))
+and its gradient w.r.t. f_s (docs/losses/nst.md)."""
+import ctypes
+
+import torch
+
+from . import _feature, _lib
+from ._feature import FeatureMap
+
+_FN = "kdfuse.nst"
+
+
+class NSTParams(ctypes.Structure):
+    """Mirror of kdfNSTParams_t."""
+
+    _fields_ = [("struct_size", ctypes.c_size_t), ("student", FeatureMap), ("teacher", FeatureMap),
+                ("dtype", _lib.c_enum), ("full_loss", ctypes.c_int), ("weight", ctypes.c_float)]
+
+
+_P, _vp, _fp = ctypes.POINTER, ctypes.c_void_p, ctypes.POINTER(ctypes.c_float)
+_lib.register({
+    "kdfNSTWorkspaceSize": (_lib.STATUS, [_P(NSTParams), _P(ctypes.c_size_t)]),
+    # handle, params, f_s, f_t, loss, grad_s, grad_loss, grad_scale, accumulate, workspace, bytes, stream
+    "kdfNST": (_lib.STATUS, [_lib.kdfHandle_t, _P(NSTParams), _vp, _vp, _fp, _vp, _fp, ctypes.c_float, ctypes.c_int, _vp,
+                             ctypes.c_size_t, _lib.kdfStream_t]),
+})
+
+
+def nst(f_s, f_t, weight=1.0, full_loss=True, grad_loss=None, grad_scale=1.0, accumulate=False, want_loss=True,
+        want_grad_s=True, out=None):
+    """(loss, grad_s) of NST for one layer pair: f_s N x C_s x H x W, f_t N x C_t x H' x W' float32 (planes
+    contiguous); the larger map is pooled to the smaller one's H x W. grad_loss: device float32 scalar tensor
+    or None (= 1); grad_scale: factor on the gradient. accumulate=True adds into out=(loss, grad_s)."""
+    backend, device = _feature.same_device(_FN, f_s=f_s, f_t=f_t)
+    ms, mt = _feature.feature_map(f_s, "f_s", _FN), _feature.feature_map(f_t, "f_t", _FN)
+    loss, grad_s = out if out is not None else (None, None)
+    if loss is None and want_loss:
+        loss = torch.zeros((), dtype=torch.float32, device=device)
+    if grad_s is None and want_grad_s:
+        grad_s = _feature.grad_like(f_s)
+    if grad_s is not None and grad_s.stride() != f_s.stride():
+        raise _lib.binding_error(_lib.KDF_STATUS_INVALID_VALUE, "grad_s must have the strides of f_s", _FN)
+    params = NSTParams(ctypes.sizeof(NSTParams), ms, mt, _lib.KDF_DTYPE_FP32, 1 if full_loss else 0, float(weight))
+    _feature.call("kdfNST", "kdfNSTWorkspaceSize", params,
+                  [_feature.ptr(f_s), _feature.ptr(f_t), _feature.fptr(loss), _feature.ptr(grad_s),
+                   _feature.fptr(grad_loss), ctypes.c_float(grad_scale), 1 if accumulate else 0], device, backend)
+    return loss, grad_s

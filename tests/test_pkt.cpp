@@ -1,0 +1,259 @@
+// PKT through the C API of libkdfuse_sim: golden data (N = 1, 2, 3, 17, 64, D not a multiple of 4,
+// D_s != D_t, duplicated and zero rows, large values), accumulate/weights, NULL outputs, strided and
+// misaligned rows, kernel-launch and cuBLAS-call counts, determinism, multi-layer sums, bad inputs.
+#include "common/loss_test.h"
+#include "simt/simt_expect.h"
+
+#include <gmock/gmock.h>
+
+namespace {
+
+using kdftest::DeviceBuffer;
+using kdftest::GoldenCase;
+using ::testing::HasSubstr;
+
+class PKT : public kdftest::LossTest {
+protected:
+    struct Case {
+        kdfPKTParams_t params = KDF_PKT_PARAMS_INIT;
+        std::vector<float> f_s, f_t;
+        float grad_loss = 1.0f;
+        bool has_grad_loss = false;
+        float grad_scale = 1.0f;
+        std::vector<double> loss, grad;
+    };
+
+    static Case load(const GoldenCase& g)
+    {
+        Case c;
+        const auto fs = g.load("f_s"), ft = g.load("f_t");
+        c.params.rows = fs.dim(0);
+        c.params.dim_student = fs.dim(1);
+        c.params.dim_teacher = ft.dim(1);
+        c.params.weight = static_cast<float>(g.number("weight"));
+        c.grad_scale = static_cast<float>(g.number("grad_scale"));
+        c.f_s = fs.as_float();
+        c.f_t = ft.as_float();
+        if (g.has("grad_loss")) {
+            c.grad_loss = g.load("grad_loss").as_float()[0];
+            c.has_grad_loss = true;
+        }
+        c.loss = g.load("loss").values;
+        c.grad = g.load("grad_f_s").values;
+        return c;
+    }
+
+    size_t workspace(const kdfPKTParams_t& p)
+    {
+        size_t bytes = 0;
+        EXPECT_EQ(kdfPKTWorkspaceSize(&p, &bytes), KDF_STATUS_SUCCESS) << kdfGetLastErrorString();
+        return bytes;
+    }
+
+    kdfStatus_t run(const Case& c, const kdfPKTParams_t& p, const float* f_s, const float* f_t, float* loss, float* grad,
+                    int accumulate)
+    {
+        DeviceBuffer<float> gl(std::vector<float>{c.grad_loss});
+        DeviceBuffer<unsigned char> ws(std::max<size_t>(1, workspace(p)));
+        return kdfPKT(handle, &p, f_s, f_t, loss, grad, c.has_grad_loss ? gl.get() : nullptr, c.grad_scale, accumulate,
+                      ws.get(), ws.size(), stream);
+    }
+};
+
+TEST_F(PKT, GoldenCasesFromTheReference)
+{
+    size_t n = 0;
+    for (const auto& g : kdftest::golden_cases("pkt")) {
+        if (g.has("f_s0")) continue;  // the multi-layer case (its own test)
+        SCOPED_TRACE("case " + g.name);
+        ++n;
+        const Case c = load(g);
+        DeviceBuffer<float> fs(c.f_s), ft(c.f_t), loss(1), grad(c.f_s.size());
+        const auto call = [&](float* loss_ptr, float* grad_ptr, int acc) {
+            return run(c, c.params, fs.get(), ft.get(), loss_ptr, grad_ptr, acc);
+        };
+        kdftest::check_outputs(call, loss, grad, c.loss, c.grad);
+    }
+    EXPECT_GE(n, 8u) << "golden data missing under " << kdftest::golden_root();
+}
+
+TEST_F(PKT, ZeroRowsGetZeroGradientsNotNaN)
+{
+    const Case c = load(kdftest::find_case("pkt", "5x6_5x9_zero_rows"));
+    DeviceBuffer<float> fs(c.f_s), ft(c.f_t), loss(1), grad(c.f_s.size());
+    ASSERT_EQ(run(c, c.params, fs.get(), ft.get(), loss.get(), grad.get(), 0), KDF_STATUS_SUCCESS) << kdfGetLastErrorString();
+    const auto g = grad.download();
+    for (int64_t j = 0; j < c.params.dim_student; ++j) EXPECT_EQ(g[2 * c.params.dim_student + j], 0.0f);
+    for (float v : g) EXPECT_TRUE(std::isfinite(v));
+    EXPECT_TRUE(std::isfinite(loss.download()[0]));
+}
+
+TEST_F(PKT, StridedAndMisalignedRows)
+{
+    const Case c = load(kdftest::find_case("pkt", "17x9_17x5_weighted"));
+    // Student rows 9 + 3 floats apart starting 1 float in (4-byte aligned only), teacher rows 5 + 2 apart.
+    kdfFeatureMap_t ms = {c.params.rows, c.params.dim_student, 1, 1, 0, 0};
+    kdfFeatureMap_t mt = {c.params.rows, c.params.dim_teacher, 1, 1, 0, 0};
+    kdftest::Strided s(c.f_s, ms, 0, 3, 1), t(c.f_t, mt, 0, 2, 0);
+    kdfPKTParams_t p = c.params;
+    p.ld_student = s.map.stride_n;
+    p.ld_teacher = t.map.stride_n;
+    DeviceBuffer<float> fs(s.buffer), ft(t.buffer), loss(1), grad(s.buffer.size());
+    ASSERT_EQ(cudaMemset(grad.get(), 0, grad.size() * 4), cudaSuccess);
+    ASSERT_EQ(run(c, p, fs.get() + s.offset, ft.get(), loss.get(), grad.get() + s.offset, 0), KDF_STATUS_SUCCESS)
+        << kdfGetLastErrorString();
+    EXPECT_CLOSE(loss.download(), c.loss, "loss");
+    const auto g = grad.download();
+    EXPECT_CLOSE(s.extract(g), c.grad, "grad_s");
+    EXPECT_EQ(g[s.offset + c.params.dim_student], 0.0f) << "row padding of grad_s untouched";
+}
+
+TEST_F(PKT, LaunchAndGemmCountsNoSyncAndBitwiseReproducible)
+{
+    const Case c = load(kdftest::find_case("pkt", "64x256_64x256"));
+    DeviceBuffer<float> fs(c.f_s), ft(c.f_t), loss(1), grad(c.f_s.size());
+    DeviceBuffer<unsigned char> ws(workspace(c.params));
+    std::vector<std::vector<float>> runs;
+    const auto saved = kdfuse::simt::schedule();
+    for (auto schedule : {kdfuse::simt::Schedule::Forward, kdfuse::simt::Schedule::Reverse, kdfuse::simt::Schedule::Random}) {
+        kdfuse::simt::set_schedule(schedule, 3);
+        kdfuse::simt::reset_counters();
+        ASSERT_EQ(kdfPKT(handle, &c.params, fs.get(), ft.get(), loss.get(), grad.get(), nullptr, 1.0f, 0, ws.get(),
+                         ws.size(), stream),
+                  KDF_STATUS_SUCCESS);
+        auto counters = kdfuse::simt::counters();
+        EXPECT_EQ(counters.kernel_launches, 2u);  // rows kernel + coefficient kernel
+        EXPECT_EQ(counters.cublas_calls, 3u);     // G_s, G_t, grad_s = P f_s
+        EXPECT_EQ(counters.null_stream_ops, 0u);
+        EXPECT_EQ(counters.synchronizations, 0u);
+        kdfuse::simt::reset_counters();
+        ASSERT_EQ(kdfPKT(handle, &c.params, fs.get(), ft.get(), loss.get(), nullptr, nullptr, 1.0f, 0, ws.get(), ws.size(),
+                         stream),
+                  KDF_STATUS_SUCCESS);
+        counters = kdfuse::simt::counters();
+        EXPECT_EQ(counters.kernel_launches, 1u);  // loss only: the rows kernel
+        EXPECT_EQ(counters.cublas_calls, 2u);
+        EXPECT_EQ(counters.null_stream_ops, 0u);
+        EXPECT_EQ(counters.synchronizations, 0u);
+        auto r = loss.download();
+        auto g = grad.download();
+        r.insert(r.end(), g.begin(), g.end());
+        runs.push_back(r);
+    }
+    kdfuse::simt::set_schedule(saved, 1);
+    std::vector<double> want(c.loss);
+    want.insert(want.end(), c.grad.begin(), c.grad.end());
+    EXPECT_CLOSE(runs[0], want, "loss and grad_s");
+    EXPECT_TRUE(kdftest::bitwise_equal(runs[0], runs[1]));
+    EXPECT_TRUE(kdftest::bitwise_equal(runs[0], runs[2]));
+}
+
+TEST_F(PKT, WorkspaceAtResnet32x4Shapes)
+{
+    // N = 64: three 64 x 64 float matrices (16 KiB each), the grid sum (64 partials: 256 + 256 bytes) and the
+    // 4 MiB cuBLAS slice, whatever D is: the pooled 256-d embeddings or any flattened feature map.
+    kdfPKTParams_t p = KDF_PKT_PARAMS_INIT;
+    p.rows = 64;
+    const size_t want = 3u * 16384u + 512u + (4u << 20);
+    for (int64_t d : {256, 32 * 32 * 32, 64 * 32 * 32, 128 * 16 * 16, 256 * 8 * 8}) {
+        p.dim_student = p.dim_teacher = d;
+        EXPECT_EQ(workspace(p), want) << "D = " << d;
+    }
+}
+
+TEST_F(PKT, MultiLayerSumWithAccumulateAndWeights)
+{
+    // Layers 1-3 of resnet32x4 -> resnet8x4 (64x32x32, 128x16x16, 256x8x8, flattened) at N = 2, summed into
+    // one loss buffer with per-call weights; each layer's gradient into its own buffer.
+    const GoldenCase g = kdftest::find_case("pkt", "multilayer_resnet32x4_n2");
+    const int layers = static_cast<int>(g.number("layers"));
+    ASSERT_EQ(layers, 3);
+    DeviceBuffer<float> loss(1);
+    for (int l = 0; l < layers; ++l) {
+        const std::string k = std::to_string(l);
+        const auto fs_a = g.load("f_s" + k), ft_a = g.load("f_t" + k);
+        kdfPKTParams_t p = KDF_PKT_PARAMS_INIT;
+        p.rows = fs_a.dim(0);
+        p.dim_student = fs_a.dim(1);
+        p.dim_teacher = ft_a.dim(1);
+        p.weight = static_cast<float>(g.number("weight" + k));
+        DeviceBuffer<float> fs(fs_a.as_float()), ft(ft_a.as_float()), grad(fs_a.values.size());
+        DeviceBuffer<unsigned char> ws(workspace(p));
+        ASSERT_EQ(cudaMemset(grad.get(), 0, grad.size() * sizeof(float)), cudaSuccess);  // accumulate adds into it
+        ASSERT_EQ(kdfPKT(handle, &p, fs.get(), ft.get(), loss.get(), grad.get(), nullptr, 1.0f, l > 0, ws.get(), ws.size(),
+                         stream),
+                  KDF_STATUS_SUCCESS)
+            << kdfGetLastErrorString();
+        EXPECT_CLOSE(grad.download(), g.load("grad_f_s" + k).values, "grad_s of layer " + k);
+    }
+    EXPECT_CLOSE(loss.download(), g.load("loss").values, "summed loss");
+}
+
+TEST_F(PKT, Tf32MathModeRunsCloseToFp32)
+{
+    const Case c = load(kdftest::find_case("pkt", "64x256_64x256"));
+    ASSERT_EQ(kdfSetMathMode(handle, KDF_MATH_TF32), KDF_STATUS_SUCCESS);
+    DeviceBuffer<float> fs(c.f_s), ft(c.f_t), loss(1), grad(c.f_s.size());
+    ASSERT_EQ(run(c, c.params, fs.get(), ft.get(), loss.get(), grad.get(), 0), KDF_STATUS_SUCCESS);
+    EXPECT_TRUE(kdftest::compare(loss.download(), c.loss, 2e-2, 0.0).empty()) << kdftest::compare(loss.download(), c.loss, 2e-2, 0.0);
+}
+
+TEST_F(PKT, BadInputs)
+{
+    kdfPKTParams_t good = KDF_PKT_PARAMS_INIT;
+    good.rows = 4, good.dim_student = 5, good.dim_teacher = 3;
+    DeviceBuffer<float> fs(20), ft(12), loss(1), grad(20);
+    DeviceBuffer<unsigned char> ws(workspace(good));
+    auto call = [&](const kdfPKTParams_t& p, const void* a = nullptr, void* g = nullptr, size_t bytes = SIZE_MAX) {
+        return kdfPKT(handle, &p, a ? a : fs.get(), ft.get(), loss.get(), g ? g : grad.get(), nullptr, 1.0f, 0, ws.get(),
+                      bytes == SIZE_MAX ? ws.size() : bytes, stream);
+    };
+    auto expect = [&](kdfStatus_t got, kdfStatus_t want, const char* needle) {
+        EXPECT_EQ(got, want) << kdfGetStatusName(got) << ": " << kdfGetLastErrorString();
+        EXPECT_THAT(kdfGetLastErrorString(), HasSubstr(needle));
+    };
+    kdfPKTParams_t p = good;
+    p.rows = 0;
+    expect(call(p), KDF_STATUS_INVALID_VALUE, "params->rows");
+    p = good, p.dim_student = 0;
+    expect(call(p), KDF_STATUS_INVALID_VALUE, "params->dim_student");
+    p = good, p.dim_teacher = -1;
+    expect(call(p), KDF_STATUS_INVALID_VALUE, "params->dim_teacher");
+    p = good, p.ld_student = 4;
+    expect(call(p), KDF_STATUS_INVALID_VALUE, "params->ld_student");
+    p = good, p.ld_teacher = -2;
+    expect(call(p), KDF_STATUS_INVALID_VALUE, "params->ld_teacher");
+    p = good, p.ld_student = int64_t(1) << 32;
+    expect(call(p), KDF_STATUS_INVALID_VALUE, "cuBLAS int");
+    p = good, p.rows = int64_t(1) << 21;
+    expect(call(p), KDF_STATUS_INVALID_VALUE, "params->rows");
+    p = good, p.weight = INFINITY;
+    expect(call(p), KDF_STATUS_INVALID_VALUE, "params->weight");
+    p = good, p.dtype = KDF_DTYPE_BF16;
+    expect(call(p), KDF_STATUS_NOT_SUPPORTED, "bf16");
+    p = good, p.dtype = static_cast<kdfDataType_t>(7);
+    expect(call(p), KDF_STATUS_INVALID_VALUE, "params->dtype");
+    p = good, p.struct_size = 8;
+    expect(call(p), KDF_STATUS_INVALID_VALUE, "KDF_PKT_PARAMS_INIT");
+    expect(kdfPKT(handle, nullptr, fs.get(), ft.get(), loss.get(), grad.get(), nullptr, 1.0f, 0, ws.get(), ws.size(), stream),
+           KDF_STATUS_NULL_POINTER, "params");
+    expect(kdfPKT(nullptr, &good, fs.get(), ft.get(), loss.get(), grad.get(), nullptr, 1.0f, 0, ws.get(), ws.size(), stream),
+           KDF_STATUS_NULL_POINTER, "handle");
+    expect(call(good, reinterpret_cast<const char*>(fs.get()) + 2), KDF_STATUS_MISALIGNED_POINTER, "f_s");
+    expect(call(good, nullptr, reinterpret_cast<char*>(grad.get()) + 1), KDF_STATUS_MISALIGNED_POINTER, "grad_s");
+    expect(call(good, nullptr, fs.get()), KDF_STATUS_INVALID_VALUE, "aliases");
+    expect(call(good, nullptr, nullptr, 16), KDF_STATUS_WORKSPACE_TOO_SMALL, "workspace_bytes");
+    expect(kdfPKT(handle, &good, fs.get(), ft.get(), loss.get(), grad.get(), nullptr, 1.0f, 0, nullptr, ws.size(), stream),
+           KDF_STATUS_NULL_POINTER, "workspace");
+    expect(kdfPKT(handle, &good, fs.get(), nullptr, loss.get(), grad.get(), nullptr, 1.0f, 0, ws.get(), ws.size(), stream),
+           KDF_STATUS_NULL_POINTER, "f_t");
+    expect(kdfPKT(handle, &good, fs.get(), ft.get(), loss.get(), grad.get(), nullptr, NAN, 0, ws.get(), ws.size(), stream),
+           KDF_STATUS_INVALID_VALUE, "grad_scale");
+    size_t bytes = 0;
+    expect(kdfPKTWorkspaceSize(&good, nullptr), KDF_STATUS_NULL_POINTER, "bytes");
+    p = good, p.rows = -3;
+    expect(kdfPKTWorkspaceSize(&p, &bytes), KDF_STATUS_INVALID_VALUE, "params->rows");
+    EXPECT_EQ(call(good), KDF_STATUS_SUCCESS) << kdfGetLastErrorString();
+}
+
+}  // namespace

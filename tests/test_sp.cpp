@@ -1,0 +1,276 @@
+// SP through the C API of libkdfuse_sim: golden data (N = 1, 2, 3, 5, 17, 64; D not a multiple of 4,
+// D_s != D_t, duplicated and zero rows), grad_loss / grad_scale / weight, accumulate and NULL outputs,
+// strided and misaligned rows, kernel-launch and cuBLAS-call counts, determinism, three resnet8x4 layers
+// summed into one loss, the workspace at the resnet32x4 shapes, bad inputs.
+#include "common/loss_test.h"
+#include "simt/simt_expect.h"
+
+#include <gmock/gmock.h>
+
+#include <memory>
+#include <numeric>
+
+namespace {
+
+using kdftest::DeviceBuffer;
+using kdftest::GoldenCase;
+using ::testing::HasSubstr;
+
+// Width of a golden array flattened per sample (N x D, or N x C x H x W as N x CHW).
+int64_t width(const kdftest::Array& a)
+{
+    return std::accumulate(a.shape.begin() + 1, a.shape.end(), int64_t(1), std::multiplies<int64_t>());
+}
+
+// An N x D matrix with rows `ld` apart, `offset` floats into a NaN-filled buffer.
+struct Rows {
+    std::vector<float> buffer;
+    int64_t n, d, ld, offset;
+    Rows(const std::vector<float>& dense, int64_t n_, int64_t d_, int64_t ld_, int64_t offset_)
+        : buffer(static_cast<size_t>(offset_ + n_ * ld_), NAN), n(n_), d(d_), ld(ld_), offset(offset_)
+    {
+        for (int64_t i = 0; i < n; ++i) std::copy_n(dense.begin() + i * d, d, buffer.begin() + offset + i * ld);
+    }
+    std::vector<float> extract(const std::vector<float>& from) const
+    {
+        std::vector<float> dense(static_cast<size_t>(n * d));
+        for (int64_t i = 0; i < n; ++i) std::copy_n(from.begin() + offset + i * ld, d, dense.begin() + i * d);
+        return dense;
+    }
+};
+
+class SP : public kdftest::LossTest {
+protected:
+    struct Case {
+        kdfSPParams_t params = KDF_SP_PARAMS_INIT;
+        std::vector<float> f_s, f_t;
+        float grad_loss = 1.0f;
+        bool has_grad_loss = false;
+        float grad_scale = 1.0f;
+        std::vector<double> loss, grad;
+    };
+
+    static Case load(const GoldenCase& g)
+    {
+        Case c;
+        const auto fs = g.load("f_s"), ft = g.load("f_t");
+        c.params.rows = fs.dim(0);
+        c.params.dim_student = width(fs);
+        c.params.dim_teacher = width(ft);
+        c.params.weight = static_cast<float>(g.number("weight"));
+        c.grad_scale = static_cast<float>(g.number("grad_scale"));
+        c.f_s = fs.as_float();
+        c.f_t = ft.as_float();
+        if (g.has("grad_loss")) {
+            c.grad_loss = g.load("grad_loss").as_float()[0];
+            c.has_grad_loss = true;
+        }
+        c.loss = g.load("loss").values;
+        c.grad = g.load("grad_f_s").values;
+        return c;
+    }
+
+    size_t workspace(const kdfSPParams_t& p)
+    {
+        size_t bytes = 0;
+        EXPECT_EQ(kdfSPWorkspaceSize(&p, &bytes), KDF_STATUS_SUCCESS) << kdfGetLastErrorString();
+        return bytes;
+    }
+
+    kdfStatus_t run(const Case& c, const kdfSPParams_t& p, const float* f_s, const float* f_t, float* loss, float* grad,
+                    int accumulate)
+    {
+        DeviceBuffer<float> gl(std::vector<float>{c.grad_loss});
+        DeviceBuffer<unsigned char> ws(workspace(p));
+        return kdfSP(handle, &p, f_s, f_t, loss, grad, c.has_grad_loss ? gl.get() : nullptr, c.grad_scale, accumulate,
+                     ws.get(), ws.size(), stream);
+    }
+};
+
+TEST_F(SP, GoldenCasesFromTheReference)
+{
+    const auto cases = kdftest::golden_cases("sp");
+    ASSERT_GE(cases.size(), 8u) << "golden data missing under " << kdftest::golden_root();
+    for (const auto& g : cases) {
+        if (g.name.rfind("resnet", 0) == 0) continue;  // the multi-layer case (MultiLayerSumIntoOneLoss)
+        SCOPED_TRACE("case " + g.name);
+        const Case c = load(g);
+        DeviceBuffer<float> fs(c.f_s), ft(c.f_t), loss(1), grad(c.f_s.size());
+        const auto call = [&](float* loss_ptr, float* grad_ptr, int acc) {
+            return run(c, c.params, fs.get(), ft.get(), loss_ptr, grad_ptr, acc);
+        };
+        kdftest::check_outputs(call, loss, grad, c.loss, c.grad);
+    }
+}
+
+TEST_F(SP, StridedMisalignedRows)
+{
+    const Case c = load(kdftest::find_case("sp", "17x13_vs_17x30_weighted"));
+    const int64_t n = c.params.rows, ds = c.params.dim_student, dt = c.params.dim_teacher;
+    for (int64_t offset : {1, 0}) {
+        SCOPED_TRACE("offset " + std::to_string(offset));
+        Rows s(c.f_s, n, ds, ds + 3, offset), t(c.f_t, n, dt, dt + 5, offset ? 0 : 2);
+        kdfSPParams_t p = c.params;
+        p.ld_student = s.ld;
+        p.ld_teacher = t.ld;
+        DeviceBuffer<float> fs(s.buffer), ft(t.buffer), loss(1), grad(s.buffer.size());
+        ASSERT_EQ(cudaMemset(grad.get(), 0, grad.size() * 4), cudaSuccess);
+        ASSERT_EQ(run(c, p, fs.get() + s.offset, ft.get() + t.offset, loss.get(), grad.get() + s.offset, 0), KDF_STATUS_SUCCESS)
+            << kdfGetLastErrorString();
+        EXPECT_CLOSE(loss.download(), c.loss, "loss");
+        const auto g = grad.download();
+        EXPECT_CLOSE(s.extract(g), c.grad, "grad_s");
+        EXPECT_EQ(g[s.offset + ds], 0.0f) << "row padding of grad_s untouched";
+    }
+}
+
+TEST_F(SP, KernelAndGemmCountsNoSyncAndBitwiseReproducible)
+{
+    const Case c = load(kdftest::find_case("sp", "64x256"));
+    DeviceBuffer<float> fs(c.f_s), ft(c.f_t), loss(1), grad(c.f_s.size());
+    DeviceBuffer<unsigned char> ws(workspace(c.params));
+    // (loss, grad) -> kernels, GEMMs: G_s and G_t always; the row kernel; with the gradient the
+    // symmetrising kernel and the gradient GEMM.
+    struct Want {
+        bool loss, grad;
+        uint64_t kernels, gemms;
+    };
+    for (const Want w : {Want{true, true, 2, 3}, Want{true, false, 1, 2}, Want{false, true, 2, 3}}) {
+        SCOPED_TRACE(std::string("loss ") + (w.loss ? "on" : "off") + ", grad " + (w.grad ? "on" : "off"));
+        std::vector<std::vector<float>> runs;
+        const auto saved = kdfuse::simt::schedule();
+        for (auto schedule : {kdfuse::simt::Schedule::Forward, kdfuse::simt::Schedule::Reverse, kdfuse::simt::Schedule::Random}) {
+            kdfuse::simt::set_schedule(schedule, 3);
+            kdfuse::simt::reset_counters();
+            ASSERT_EQ(kdfSP(handle, &c.params, fs.get(), ft.get(), w.loss ? loss.get() : nullptr, w.grad ? grad.get() : nullptr,
+                            nullptr, 1.0f, 0, ws.get(), ws.size(), stream),
+                      KDF_STATUS_SUCCESS);
+            const auto counters = kdfuse::simt::counters();
+            EXPECT_EQ(counters.kernel_launches, w.kernels);
+            EXPECT_EQ(counters.cublas_calls, w.gemms);
+            EXPECT_EQ(counters.null_stream_ops, 0u);
+            EXPECT_EQ(counters.synchronizations, 0u);
+            auto r = loss.download();
+            auto g = grad.download();
+            r.insert(r.end(), g.begin(), g.end());
+            runs.push_back(r);
+        }
+        kdfuse::simt::set_schedule(saved, 1);
+        EXPECT_TRUE(kdftest::bitwise_equal(runs[0], runs[1]));
+        EXPECT_TRUE(kdftest::bitwise_equal(runs[0], runs[2]));
+    }
+}
+
+TEST_F(SP, MultiLayerSumIntoOneLoss)
+{
+    // Three resnet8x4 layer pairs (64x32x32, 128x16x16, 256x8x8) at N = 2, each with its own weight,
+    // summed into one loss buffer with accumulate; each layer's gradient in its own buffer.
+    const GoldenCase g = kdftest::find_case("sp", "resnet8x4_3_layers_n2");
+    DeviceBuffer<float> loss(1);
+    std::vector<std::unique_ptr<DeviceBuffer<float>>> keep;
+    std::vector<std::pair<DeviceBuffer<float>*, std::vector<double>>> grads;
+    for (int i = 0; i < 3; ++i) {
+        const auto fs = g.load("f_s" + std::to_string(i)), ft = g.load("f_t" + std::to_string(i));
+        kdfSPParams_t p = KDF_SP_PARAMS_INIT;
+        p.rows = fs.dim(0);
+        p.dim_student = width(fs);
+        p.dim_teacher = width(ft);
+        p.weight = static_cast<float>(g.number("weight" + std::to_string(i)));
+        keep.push_back(std::make_unique<DeviceBuffer<float>>(fs.as_float()));
+        keep.push_back(std::make_unique<DeviceBuffer<float>>(ft.as_float()));
+        keep.push_back(std::make_unique<DeviceBuffer<float>>(fs.values.size()));
+        ASSERT_EQ(cudaMemset(keep.back()->get(), 0, fs.values.size() * sizeof(float)), cudaSuccess);  // accumulated into
+        DeviceBuffer<unsigned char> ws(workspace(p));
+        ASSERT_EQ(kdfSP(handle, &p, keep[3 * i]->get(), keep[3 * i + 1]->get(), loss.get(), keep[3 * i + 2]->get(), nullptr,
+                        1.0f, i > 0, ws.get(), ws.size(), stream),
+                  KDF_STATUS_SUCCESS)
+            << kdfGetLastErrorString();
+        grads.emplace_back(keep[3 * i + 2].get(), g.load("grad_f_s" + std::to_string(i)).values);
+    }
+    EXPECT_CLOSE(loss.download(), g.load("loss").values, "summed loss");
+    for (auto& [buf, want] : grads) EXPECT_CLOSE(buf->download(), want, "grad_s of a layer");
+}
+
+TEST_F(SP, WorkspaceAtResnet32x4Shapes)
+{
+    // RepDistiller's SP layer at resnet32x4 -> resnet8x4, N = 64: 256 x 8 x 8 features (D = 16384) on both
+    // sides. The workspace is the cuBLAS slice, two 64 x 64 Gram matrices, the statistics and two grid
+    // sums of 64 partials: 4 MiB + 2 x 16 KiB + 256 + 2 x 256 + 256, independent of D.
+    const size_t want = (size_t(4) << 20) + 2 * 16384 + 256 + 2 * 256 + 256;
+    kdfSPParams_t p = KDF_SP_PARAMS_INIT;
+    p.rows = 64;
+    for (const auto& [ds, dt] : {std::pair<int64_t, int64_t>{256 * 8 * 8, 256 * 8 * 8}, {32 * 32 * 32, 64 * 32 * 32},
+                                 {128 * 16 * 16, 128 * 16 * 16}}) {
+        p.dim_student = ds;
+        p.dim_teacher = dt;
+        EXPECT_EQ(workspace(p), want);
+    }
+}
+
+TEST_F(SP, BadInputs)
+{
+    kdfSPParams_t good = KDF_SP_PARAMS_INIT;
+    good.rows = 4;
+    good.dim_student = 5;
+    good.dim_teacher = 6;
+    DeviceBuffer<float> fs(20), ft(24), loss(1), grad(20);
+    DeviceBuffer<unsigned char> ws(workspace(good) + 16);
+    auto call = [&](const kdfSPParams_t& p, const void* a = nullptr, void* g = nullptr, size_t bytes = SIZE_MAX) {
+        return kdfSP(handle, &p, a ? a : fs.get(), ft.get(), loss.get(), g ? g : grad.get(), nullptr, 1.0f, 0, ws.get(),
+                     bytes == SIZE_MAX ? ws.size() : bytes, stream);
+    };
+    auto expect = [&](kdfStatus_t got, kdfStatus_t want, const char* needle) {
+        EXPECT_EQ(got, want) << kdfGetStatusName(got) << ": " << kdfGetLastErrorString();
+        EXPECT_THAT(kdfGetLastErrorString(), HasSubstr(needle));
+    };
+    kdfSPParams_t p = good;
+    p.rows = 0;
+    expect(call(p), KDF_STATUS_INVALID_VALUE, "params->rows must be >= 1");
+    p = good, p.rows = 46341;
+    expect(call(p), KDF_STATUS_INVALID_VALUE, "params->rows must be <= 46340");
+    p = good, p.dim_student = 0;
+    expect(call(p), KDF_STATUS_INVALID_VALUE, "params->dim_student");
+    p = good, p.dim_teacher = -1;
+    expect(call(p), KDF_STATUS_INVALID_VALUE, "params->dim_teacher");
+    p = good, p.ld_student = 4;
+    expect(call(p), KDF_STATUS_INVALID_VALUE, "params->ld_student must be >= 5");
+    p = good, p.ld_teacher = -2;
+    expect(call(p), KDF_STATUS_INVALID_VALUE, "params->ld_teacher");
+    p = good, p.ld_student = int64_t(1) << 31;
+    expect(call(p), KDF_STATUS_INVALID_VALUE, "2^31");
+    p = good, p.weight = INFINITY;
+    expect(call(p), KDF_STATUS_INVALID_VALUE, "params->weight");
+    p = good, p.dtype = KDF_DTYPE_BF16;
+    expect(call(p), KDF_STATUS_NOT_SUPPORTED, "bf16");
+    p = good, p.dtype = static_cast<kdfDataType_t>(7);
+    expect(call(p), KDF_STATUS_INVALID_VALUE, "params->dtype");
+    p = good, p.struct_size = 8;
+    expect(call(p), KDF_STATUS_INVALID_VALUE, "KDF_SP_PARAMS_INIT");
+    expect(kdfSP(handle, nullptr, fs.get(), ft.get(), loss.get(), grad.get(), nullptr, 1.0f, 0, ws.get(), ws.size(), stream),
+           KDF_STATUS_NULL_POINTER, "params is NULL");
+    expect(kdfSP(nullptr, &good, fs.get(), ft.get(), loss.get(), grad.get(), nullptr, 1.0f, 0, ws.get(), ws.size(), stream),
+           KDF_STATUS_NULL_POINTER, "handle");
+    expect(call(good, reinterpret_cast<const char*>(fs.get()) + 2), KDF_STATUS_MISALIGNED_POINTER, "f_s");
+    expect(call(good, nullptr, reinterpret_cast<char*>(grad.get()) + 1), KDF_STATUS_MISALIGNED_POINTER, "grad_s");
+    expect(call(good, nullptr, const_cast<float*>(fs.get())), KDF_STATUS_INVALID_VALUE, "grad_s aliases f_s");
+    expect(call(good, nullptr, const_cast<float*>(ft.get())), KDF_STATUS_INVALID_VALUE, "grad_s aliases f_t");
+    expect(call(good, nullptr, nullptr, 16), KDF_STATUS_WORKSPACE_TOO_SMALL, "workspace_bytes");
+    expect(kdfSP(handle, &good, fs.get(), ft.get(), loss.get(), grad.get(), nullptr, 1.0f, 0, nullptr, ws.size(), stream),
+           KDF_STATUS_NULL_POINTER, "workspace is NULL");
+    expect(kdfSP(handle, &good, fs.get(), ft.get(), loss.get(), grad.get(), nullptr, 1.0f, 0,
+                 static_cast<unsigned char*>(ws.get()) + 4, ws.size() - 4, stream),
+           KDF_STATUS_MISALIGNED_POINTER, "workspace");
+    expect(kdfSP(handle, &good, nullptr, ft.get(), loss.get(), grad.get(), nullptr, 1.0f, 0, ws.get(), ws.size(), stream),
+           KDF_STATUS_NULL_POINTER, "f_s is NULL");
+    expect(kdfSP(handle, &good, fs.get(), nullptr, loss.get(), grad.get(), nullptr, 1.0f, 0, ws.get(), ws.size(), stream),
+           KDF_STATUS_NULL_POINTER, "f_t is NULL");
+    expect(kdfSP(handle, &good, fs.get(), ft.get(), loss.get(), grad.get(), nullptr, NAN, 0, ws.get(), ws.size(), stream),
+           KDF_STATUS_INVALID_VALUE, "grad_scale");
+    size_t bytes = 0;
+    expect(kdfSPWorkspaceSize(&good, nullptr), KDF_STATUS_NULL_POINTER, "bytes");
+    p = good, p.rows = -3;
+    expect(kdfSPWorkspaceSize(&p, &bytes), KDF_STATUS_INVALID_VALUE, "params->rows");
+    EXPECT_EQ(call(good), KDF_STATUS_SUCCESS) << kdfGetLastErrorString();
+}
+
+}  // namespace
