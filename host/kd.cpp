@@ -6,8 +6,6 @@ using kdf::host::Checker;
 
 namespace {
 
-int64_t leading(int64_t ld, int64_t classes) { return ld == 0 ? classes : ld; }
-
 // Checks that depend on the params only (shared by the size query and the call).
 Checker& check_params(Checker& check, const kdfKDParams_t* p)
 {
@@ -17,10 +15,10 @@ Checker& check_params(Checker& check, const kdfKDParams_t* p)
         .at_least(p->ld_student, 0, "params->ld_student")
         .at_least(p->ld_teacher, 0, "params->ld_teacher");
     if (!check.ok()) return check;
-    check.at_least(leading(p->ld_student, p->classes), p->classes, "params->ld_student")
-        .at_least(leading(p->ld_teacher, p->classes), p->classes, "params->ld_teacher")
-        .extent(p->rows, leading(p->ld_student, p->classes), "y_s")
-        .extent(p->rows, leading(p->ld_teacher, p->classes), "y_t")
+    check.at_least(kdf::host::leading_dim(p->ld_student, p->classes), p->classes, "params->ld_student")
+        .at_least(kdf::host::leading_dim(p->ld_teacher, p->classes), p->classes, "params->ld_teacher")
+        .extent(p->rows, kdf::host::leading_dim(p->ld_student, p->classes), "y_s")
+        .extent(p->rows, kdf::host::leading_dim(p->ld_teacher, p->classes), "y_t")
         .positive_finite(p->temperature, "params->temperature")
         .dtype(p->dtype, "params->dtype")
         .one_of(p->reduction, {KDF_REDUCTION_BATCHMEAN, KDF_REDUCTION_NONE}, "params->reduction", "kdfReduction_t");
@@ -72,8 +70,8 @@ kdfStatus_t kdfKD(kdfHandle_t handle, const kdfKDParams_t* params, const void* y
         kdf::kernels::KDArgs args{};
         args.rows = params->rows;
         args.classes = params->classes;
-        args.ld_s = leading(params->ld_student, params->classes);
-        args.ld_t = leading(params->ld_teacher, params->classes);
+        args.ld_s = kdf::host::leading_dim(params->ld_student, params->classes);
+        args.ld_t = kdf::host::leading_dim(params->ld_teacher, params->classes);
         args.temperature = params->temperature;
         args.per_row = per_row;
         args.accumulate = accumulate != 0;

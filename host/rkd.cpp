@@ -8,36 +8,12 @@ using kdf::host::Checker;
 
 namespace {
 
-constexpr int64_t kIntMax = 2147483647;  // cuBLAS sizes and leading dimensions are int
-
-int64_t leading(int64_t ld, int64_t dim) { return ld == 0 ? dim : ld; }
-
-Checker& at_most_int(Checker& check, int64_t value, const char* name)
-{
-    if (check.ok() && value > kIntMax)
-        check.fail(KDF_STATUS_INVALID_VALUE, std::string(name) + " must be <= 2147483647 (cuBLAS int), got " + std::to_string(value));
-    return check;
-}
-
 // Checks that depend on the params only (shared by the size query and the call).
 Checker& check_params(Checker& check, const kdfRKDParams_t* p)
 {
     if (!check.params(p, "KDF_RKD_PARAMS_INIT").ok()) return check;
-    check.at_least(p->rows, 1, "params->rows")
-        .at_least(p->dim_student, 1, "params->dim_student")
-        .at_least(p->dim_teacher, 1, "params->dim_teacher")
-        .at_least(p->ld_student, 0, "params->ld_student")
-        .at_least(p->ld_teacher, 0, "params->ld_teacher");
-    if (!check.ok()) return check;
-    check.at_least(leading(p->ld_student, p->dim_student), p->dim_student, "params->ld_student")
-        .at_least(leading(p->ld_teacher, p->dim_teacher), p->dim_teacher, "params->ld_teacher");
-    at_most_int(check, p->rows, "params->rows");
-    at_most_int(check, leading(p->ld_student, p->dim_student), "params->ld_student");
-    at_most_int(check, leading(p->ld_teacher, p->dim_teacher), "params->ld_teacher");
-    if (check.ok() && p->rows > 1 << 20)
-        check.fail(KDF_STATUS_INVALID_VALUE, "params->rows must be <= 1048576 (N x N workspace), got " + std::to_string(p->rows));
-    return check.extent(p->rows, leading(p->ld_student, p->dim_student), "e_s")
-        .extent(p->rows, leading(p->ld_teacher, p->dim_teacher), "e_t")
+    return check
+        .embeddings(p->rows, p->dim_student, p->dim_teacher, p->ld_student, p->ld_teacher, int64_t(1) << 20, true, "e_s", "e_t")
         .dtype(p->dtype, "params->dtype")
         .finite(p->distance_weight, "params->distance_weight")
         .finite(p->angle_weight, "params->angle_weight")
@@ -86,8 +62,8 @@ kdfStatus_t kdfRKD(kdfHandle_t handle, const kdfRKDParams_t* params, const void*
         args.rows = params->rows;
         args.dim_s = params->dim_student;
         args.dim_t = params->dim_teacher;
-        args.ld_s = leading(params->ld_student, params->dim_student);
-        args.ld_t = leading(params->ld_teacher, params->dim_teacher);
+        args.ld_s = kdf::host::leading_dim(params->ld_student, params->dim_student);
+        args.ld_t = kdf::host::leading_dim(params->ld_teacher, params->dim_teacher);
         args.w_d = params->distance_weight;
         args.w_a = params->angle_weight;
         args.weight = params->weight;

@@ -6,30 +6,13 @@ using kdf::host::Checker;
 
 namespace {
 
-constexpr int64_t kIntMax = 2147483647;
 constexpr int64_t kMaxGramRows = 46340;  // N x N fits int (cuBLAS sizes, grid indexing)
-
-int64_t leading(int64_t ld, int64_t dim) { return ld == 0 ? dim : ld; }
 
 Checker& check_params(Checker& check, const kdfSPParams_t* p)
 {
     if (!check.params(p, "KDF_SP_PARAMS_INIT").ok()) return check;
-    check.at_least(p->rows, 1, "params->rows")
-        .at_least(p->dim_student, 1, "params->dim_student")
-        .at_least(p->dim_teacher, 1, "params->dim_teacher")
-        .at_least(p->ld_student, 0, "params->ld_student")
-        .at_least(p->ld_teacher, 0, "params->ld_teacher");
-    if (!check.ok()) return check;
-    if (p->rows > kMaxGramRows)
-        return check.fail(KDF_STATUS_INVALID_VALUE, "params->rows must be <= 46340 (the N x N Gram matrix), got " +
-                                                        std::to_string(p->rows));
-    check.at_least(leading(p->ld_student, p->dim_student), p->dim_student, "params->ld_student")
-        .at_least(leading(p->ld_teacher, p->dim_teacher), p->dim_teacher, "params->ld_teacher");
-    if (!check.ok()) return check;
-    if (leading(p->ld_student, p->dim_student) > kIntMax || leading(p->ld_teacher, p->dim_teacher) > kIntMax)
-        return check.fail(KDF_STATUS_INVALID_VALUE, "params->ld_student and params->ld_teacher must be < 2^31 (cuBLAS)");
-    return check.extent(p->rows, leading(p->ld_student, p->dim_student), "f_s")
-        .extent(p->rows, leading(p->ld_teacher, p->dim_teacher), "f_t")
+    return check
+        .embeddings(p->rows, p->dim_student, p->dim_teacher, p->ld_student, p->ld_teacher, kMaxGramRows, true, "f_s", "f_t")
         .dtype(p->dtype, "params->dtype")
         .finite(p->weight, "params->weight");
 }
@@ -76,8 +59,8 @@ kdfStatus_t kdfSP(kdfHandle_t handle, const kdfSPParams_t* params, const void* f
         args.n = params->rows;
         args.ds = params->dim_student;
         args.dt = params->dim_teacher;
-        args.ld_s = leading(params->ld_student, params->dim_student);
-        args.ld_t = leading(params->ld_teacher, params->dim_teacher);
+        args.ld_s = kdf::host::leading_dim(params->ld_student, params->dim_student);
+        args.ld_t = kdf::host::leading_dim(params->ld_teacher, params->dim_teacher);
         args.weight = params->weight;
         args.grad_scale = grad_scale;
         args.accumulate = accumulate != 0;

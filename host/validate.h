@@ -9,8 +9,12 @@
 #include <cstdint>
 #include <initializer_list>
 #include <string>
+#include <utility>
 
 namespace kdf::host {
+
+// A leading dimension as the API takes it: 0 means dense (`dim`).
+inline int64_t leading_dim(int64_t ld, int64_t dim) { return ld == 0 ? dim : ld; }
 
 // `call` prefixes every message, e.g. "kdfKD: params->rows must be >= 1 (got 0)".
 class Checker {
@@ -125,6 +129,27 @@ public:
                                                           " (" + std::to_string(y) + ")");
         }
         return *this;
+    }
+
+    // N x D_s and N x D_t row-major embeddings (rows `ld` elements apart, 0 = dense) of a loss built on
+    // N x N matrices: sizes >= 1, ld >= D, N <= max_rows, int64-addressable; with `gemm`, leading
+    // dimensions within cuBLAS's int.
+    Checker& embeddings(int64_t rows, int64_t dim_s, int64_t dim_t, int64_t ld_s, int64_t ld_t, int64_t max_rows, bool gemm,
+                        const char* s_name, const char* t_name)
+    {
+        at_least(rows, 1, "params->rows").at_least(dim_s, 1, "params->dim_student").at_least(dim_t, 1, "params->dim_teacher");
+        at_least(ld_s, 0, "params->ld_student").at_least(ld_t, 0, "params->ld_teacher");
+        if (!ok()) return *this;
+        if (rows > max_rows)
+            return fail(KDF_STATUS_INVALID_VALUE, "params->rows must be <= " + std::to_string(max_rows) +
+                                                      " (the N x N matrices), got " + std::to_string(rows));
+        const int64_t ls = leading_dim(ld_s, dim_s), lt = leading_dim(ld_t, dim_t);
+        at_least(ls, dim_s, "params->ld_student").at_least(lt, dim_t, "params->ld_teacher");
+        for (auto [ld, name] : {std::pair{ls, "params->ld_student"}, std::pair{lt, "params->ld_teacher"}})
+            if (ok() && gemm && ld > 2147483647)
+                fail(KDF_STATUS_INVALID_VALUE, std::string(name) + " must be <= 2147483647 (cuBLAS int, < 2^31), got " +
+                                                   std::to_string(ld));
+        return extent(rows, ls, s_name).extent(rows, lt, t_name);
     }
 
     Checker& required(const void* p, const char* name)
