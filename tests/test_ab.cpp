@@ -222,59 +222,55 @@ TEST_F(AB, BadInputs)
         return kdfAB(handle, &p, a ? a : s.get(), t.get(), loss.get(), g ? g : grad.get(), nullptr, 1.0f, 0, ws.get(),
                      bytes == SIZE_MAX ? ws.size() : bytes, stream);
     };
-    auto expect = [&](kdfStatus_t got, kdfStatus_t want, const char* needle) {
-        EXPECT_EQ(got, want) << kdfGetStatusName(got) << ": " << kdfGetLastErrorString();
-        EXPECT_THAT(kdfGetLastErrorString(), HasSubstr(needle));
-    };
     kdfABParams_t p = good;
     p.teacher.w = 6;
-    expect(call(p), KDF_STATUS_SHAPE_MISMATCH, "kdfAB: params->student.w (5) != params->teacher.w (6)");
+    EXPECT_STATUS(call(p), KDF_STATUS_SHAPE_MISMATCH, "kdfAB: params->student.w (5) != params->teacher.w (6)");
     p = good, p.teacher.n = 3;
-    expect(call(p), KDF_STATUS_SHAPE_MISMATCH, "params->student.n (2) != params->teacher.n (3)");
+    EXPECT_STATUS(call(p), KDF_STATUS_SHAPE_MISMATCH, "params->student.n (2) != params->teacher.n (3)");
     p = good, p.student.c = 0, p.teacher.c = 0;
-    expect(call(p), KDF_STATUS_INVALID_VALUE, "params->student.c");
+    EXPECT_STATUS(call(p), KDF_STATUS_INVALID_VALUE, "params->student.c");
     p = good, p.student.stride_c = 19;
-    expect(call(p), KDF_STATUS_INVALID_VALUE, "params->student.stride_c");
+    EXPECT_STATUS(call(p), KDF_STATUS_INVALID_VALUE, "params->student.stride_c");
     p = good, p.teacher.stride_n = 50;
-    expect(call(p), KDF_STATUS_INVALID_VALUE, "params->teacher.stride_n");
+    EXPECT_STATUS(call(p), KDF_STATUS_INVALID_VALUE, "params->teacher.stride_n");
     p = good, p.weight = NAN;
-    expect(call(p), KDF_STATUS_INVALID_VALUE, "params->weight");
+    EXPECT_STATUS(call(p), KDF_STATUS_INVALID_VALUE, "params->weight");
     p = good, p.margin = INFINITY;
-    expect(call(p), KDF_STATUS_INVALID_VALUE, "params->margin must be finite");
+    EXPECT_STATUS(call(p), KDF_STATUS_INVALID_VALUE, "params->margin must be finite");
     p = good, p.margin = -1.0f;
-    expect(call(p), KDF_STATUS_INVALID_VALUE, "params->margin must be >= 0");
+    EXPECT_STATUS(call(p), KDF_STATUS_INVALID_VALUE, "params->margin must be >= 0");
     p = good, p.seed_scaling = 2;
-    expect(call(p), KDF_STATUS_INVALID_VALUE, "params->seed_scaling must be 0 or 1 (got 2)");
+    EXPECT_STATUS(call(p), KDF_STATUS_INVALID_VALUE, "params->seed_scaling must be 0 or 1 (got 2)");
     p = good, p.dtype = KDF_DTYPE_BF16;
-    expect(call(p), KDF_STATUS_NOT_SUPPORTED, "bf16");
+    EXPECT_STATUS(call(p), KDF_STATUS_NOT_SUPPORTED, "bf16");
     p = good, p.dtype = static_cast<kdfDataType_t>(7);
-    expect(call(p), KDF_STATUS_INVALID_VALUE, "params->dtype");
+    EXPECT_STATUS(call(p), KDF_STATUS_INVALID_VALUE, "params->dtype");
     p = good, p.struct_size = 4;
-    expect(call(p), KDF_STATUS_INVALID_VALUE, "KDF_AB_PARAMS_INIT");
-    expect(kdfAB(handle, nullptr, s.get(), t.get(), loss.get(), grad.get(), nullptr, 1.0f, 0, ws.get(), ws.size(), stream),
+    EXPECT_STATUS(call(p), KDF_STATUS_INVALID_VALUE, "KDF_AB_PARAMS_INIT");
+    EXPECT_STATUS(kdfAB(handle, nullptr, s.get(), t.get(), loss.get(), grad.get(), nullptr, 1.0f, 0, ws.get(), ws.size(), stream),
            KDF_STATUS_NULL_POINTER, "params");
-    expect(call(good, reinterpret_cast<const char*>(s.get()) + 1), KDF_STATUS_MISALIGNED_POINTER, "kdfAB: s is not 4-byte");
-    expect(call(good, nullptr, reinterpret_cast<char*>(grad.get()) + 2), KDF_STATUS_MISALIGNED_POINTER, "grad_s");
-    expect(call(good, nullptr, const_cast<float*>(t.get())), KDF_STATUS_INVALID_VALUE, "grad_s aliases t");
-    expect(call(good, nullptr, s.get()), KDF_STATUS_INVALID_VALUE, "grad_s aliases s");
-    expect(call(good, nullptr, nullptr, 16), KDF_STATUS_WORKSPACE_TOO_SMALL, "workspace_bytes");
-    expect(kdfAB(handle, &good, s.get(), t.get(), loss.get(), grad.get(), nullptr, 1.0f, 0, nullptr, ws.size(), stream),
+    EXPECT_STATUS(call(good, reinterpret_cast<const char*>(s.get()) + 1), KDF_STATUS_MISALIGNED_POINTER, "kdfAB: s is not 4-byte");
+    EXPECT_STATUS(call(good, nullptr, reinterpret_cast<char*>(grad.get()) + 2), KDF_STATUS_MISALIGNED_POINTER, "grad_s");
+    EXPECT_STATUS(call(good, nullptr, const_cast<float*>(t.get())), KDF_STATUS_INVALID_VALUE, "grad_s aliases t");
+    EXPECT_STATUS(call(good, nullptr, s.get()), KDF_STATUS_INVALID_VALUE, "grad_s aliases s");
+    EXPECT_STATUS(call(good, nullptr, nullptr, 16), KDF_STATUS_WORKSPACE_TOO_SMALL, "workspace_bytes");
+    EXPECT_STATUS(kdfAB(handle, &good, s.get(), t.get(), loss.get(), grad.get(), nullptr, 1.0f, 0, nullptr, ws.size(), stream),
            KDF_STATUS_NULL_POINTER, "workspace is NULL");
     DeviceBuffer<unsigned char> ws_big(ws.size() + 16);
-    expect(kdfAB(handle, &good, s.get(), t.get(), loss.get(), grad.get(), nullptr, 1.0f, 0, ws_big.get() + 8, ws.size(), stream),
+    EXPECT_STATUS(kdfAB(handle, &good, s.get(), t.get(), loss.get(), grad.get(), nullptr, 1.0f, 0, ws_big.get() + 8, ws.size(), stream),
            KDF_STATUS_MISALIGNED_POINTER, "workspace is not 16-byte aligned");
-    expect(kdfAB(handle, &good, nullptr, t.get(), loss.get(), nullptr, nullptr, 1.0f, 0, ws.get(), ws.size(), stream),
+    EXPECT_STATUS(kdfAB(handle, &good, nullptr, t.get(), loss.get(), nullptr, nullptr, 1.0f, 0, ws.get(), ws.size(), stream),
            KDF_STATUS_NULL_POINTER, "kdfAB: s is NULL");
-    expect(kdfAB(handle, &good, s.get(), nullptr, loss.get(), nullptr, nullptr, 1.0f, 0, ws.get(), ws.size(), stream),
+    EXPECT_STATUS(kdfAB(handle, &good, s.get(), nullptr, loss.get(), nullptr, nullptr, 1.0f, 0, ws.get(), ws.size(), stream),
            KDF_STATUS_NULL_POINTER, "kdfAB: t is NULL");
-    expect(kdfAB(handle, &good, s.get(), t.get(), loss.get(), grad.get(), nullptr, NAN, 0, ws.get(), ws.size(), stream),
+    EXPECT_STATUS(kdfAB(handle, &good, s.get(), t.get(), loss.get(), grad.get(), nullptr, NAN, 0, ws.get(), ws.size(), stream),
            KDF_STATUS_INVALID_VALUE, "grad_scale");
-    expect(kdfAB(nullptr, &good, s.get(), t.get(), loss.get(), grad.get(), nullptr, 1.0f, 0, ws.get(), ws.size(), stream),
+    EXPECT_STATUS(kdfAB(nullptr, &good, s.get(), t.get(), loss.get(), grad.get(), nullptr, 1.0f, 0, ws.get(), ws.size(), stream),
            KDF_STATUS_NULL_POINTER, "handle");
     size_t bytes = 0;
-    expect(kdfABWorkspaceSize(&good, nullptr), KDF_STATUS_NULL_POINTER, "kdfABWorkspaceSize: bytes");
+    EXPECT_STATUS(kdfABWorkspaceSize(&good, nullptr), KDF_STATUS_NULL_POINTER, "kdfABWorkspaceSize: bytes");
     p = good, p.seed_scaling = -1;
-    expect(kdfABWorkspaceSize(&p, &bytes), KDF_STATUS_INVALID_VALUE, "kdfABWorkspaceSize: params->seed_scaling");
+    EXPECT_STATUS(kdfABWorkspaceSize(&p, &bytes), KDF_STATUS_INVALID_VALUE, "kdfABWorkspaceSize: params->seed_scaling");
     for (int outputs = 0; outputs < 2; ++outputs) {
         // A launch (or the ticket's memset) the runtime rejects (an invalid stream) is a CUDA error, not a crash.
         kdftest::ExpectSimtError simt_error;

@@ -239,77 +239,73 @@ TEST_F(AT, BadInputs)
         return kdfAT(handle, &p, a ? a : fs.get(), ft.get(), loss.get(), g ? g : grad.get(), nullptr, 1.0f, 0, ws.get(),
                      bytes == SIZE_MAX ? ws.size() : bytes, stream);
     };
-    auto expect = [&](kdfStatus_t got, kdfStatus_t want, const char* needle) {
-        EXPECT_EQ(got, want) << kdfGetStatusName(got) << ": " << kdfGetLastErrorString();
-        EXPECT_THAT(kdfGetLastErrorString(), HasSubstr(needle));
-    };
     size_t bytes = 0;
     kdfATParams_t p = good;
     // Shapes.
     p.teacher.n = 3;
-    expect(call(p), KDF_STATUS_SHAPE_MISMATCH, "params->student.n (2) != params->teacher.n (3)");
-    expect(kdfATWorkspaceSize(&p, &bytes), KDF_STATUS_SHAPE_MISMATCH, "kdfATWorkspaceSize: params->student.n");
+    EXPECT_STATUS(call(p), KDF_STATUS_SHAPE_MISMATCH, "params->student.n (2) != params->teacher.n (3)");
+    EXPECT_STATUS(kdfATWorkspaceSize(&p, &bytes), KDF_STATUS_SHAPE_MISMATCH, "kdfATWorkspaceSize: params->student.n");
     p = good, p.student.h = 16, p.student.w = 2;
-    expect(call(p), KDF_STATUS_SHAPE_MISMATCH, "each larger in one dimension");
+    EXPECT_STATUS(call(p), KDF_STATUS_SHAPE_MISMATCH, "each larger in one dimension");
     p = good, p.student.c = 0;
-    expect(call(p), KDF_STATUS_INVALID_VALUE, "params->student.c");
+    EXPECT_STATUS(call(p), KDF_STATUS_INVALID_VALUE, "params->student.c");
     p = good, p.teacher.w = -1;
-    expect(call(p), KDF_STATUS_INVALID_VALUE, "params->teacher.w");
+    EXPECT_STATUS(call(p), KDF_STATUS_INVALID_VALUE, "params->teacher.w");
     p = good, p.student.stride_c = 19;
-    expect(call(p), KDF_STATUS_INVALID_VALUE, "params->student.stride_c");
+    EXPECT_STATUS(call(p), KDF_STATUS_INVALID_VALUE, "params->student.stride_c");
     p = good, p.teacher.stride_n = 50;
-    expect(call(p), KDF_STATUS_INVALID_VALUE, "params->teacher.stride_n");
+    EXPECT_STATUS(call(p), KDF_STATUS_INVALID_VALUE, "params->teacher.stride_n");
     p = good;
     p.student = {1, 1, 1, 4100, 0, 0};
     p.teacher = {1, 1, 1, 2050, 0, 0};
-    expect(call(p), KDF_STATUS_NOT_SUPPORTED, "pooled to width 2050");
+    EXPECT_STATUS(call(p), KDF_STATUS_NOT_SUPPORTED, "pooled to width 2050");
     p.student = {1, 1, 65536, 1, 0, 0};
     p.teacher = {1, 1, 40000, 1, 0, 0};
-    expect(call(p), KDF_STATUS_NOT_SUPPORTED, "too large");
+    EXPECT_STATUS(call(p), KDF_STATUS_NOT_SUPPORTED, "too large");
     // Parameters.
     for (float bad : {0.0f, -2.0f, NAN, INFINITY}) {
         p = good, p.p = bad;
-        expect(call(p), KDF_STATUS_INVALID_VALUE, "params->p must be finite and > 0");
+        EXPECT_STATUS(call(p), KDF_STATUS_INVALID_VALUE, "params->p must be finite and > 0");
     }
     p = good, p.weight = NAN;
-    expect(call(p), KDF_STATUS_INVALID_VALUE, "params->weight");
+    EXPECT_STATUS(call(p), KDF_STATUS_INVALID_VALUE, "params->weight");
     p = good, p.dtype = KDF_DTYPE_FP16;
-    expect(call(p), KDF_STATUS_NOT_SUPPORTED, "fp16");
+    EXPECT_STATUS(call(p), KDF_STATUS_NOT_SUPPORTED, "fp16");
     int bogus = 7;
     std::memcpy(&p.dtype, &bogus, sizeof bogus);
-    expect(call(p), KDF_STATUS_INVALID_VALUE, "params->dtype is not a kdfDataType_t");
+    EXPECT_STATUS(call(p), KDF_STATUS_INVALID_VALUE, "params->dtype is not a kdfDataType_t");
     p = good, p.struct_size = 4;
-    expect(call(p), KDF_STATUS_INVALID_VALUE, "KDF_AT_PARAMS_INIT");
-    expect(kdfATWorkspaceSize(&p, &bytes), KDF_STATUS_INVALID_VALUE, "KDF_AT_PARAMS_INIT");
+    EXPECT_STATUS(call(p), KDF_STATUS_INVALID_VALUE, "KDF_AT_PARAMS_INIT");
+    EXPECT_STATUS(kdfATWorkspaceSize(&p, &bytes), KDF_STATUS_INVALID_VALUE, "KDF_AT_PARAMS_INIT");
     // Pointers and buffers.
-    expect(kdfAT(handle, nullptr, fs.get(), ft.get(), loss.get(), grad.get(), nullptr, 1.0f, 0, ws.get(), ws.size(), stream),
+    EXPECT_STATUS(kdfAT(handle, nullptr, fs.get(), ft.get(), loss.get(), grad.get(), nullptr, 1.0f, 0, ws.get(), ws.size(), stream),
            KDF_STATUS_NULL_POINTER, "params is NULL");
-    expect(kdfAT(nullptr, &good, fs.get(), ft.get(), loss.get(), grad.get(), nullptr, 1.0f, 0, ws.get(), ws.size(), stream),
+    EXPECT_STATUS(kdfAT(nullptr, &good, fs.get(), ft.get(), loss.get(), grad.get(), nullptr, 1.0f, 0, ws.get(), ws.size(), stream),
            KDF_STATUS_NULL_POINTER, "handle");
-    expect(kdfATWorkspaceSize(&good, nullptr), KDF_STATUS_NULL_POINTER, "bytes is NULL");
-    expect(kdfAT(handle, &good, nullptr, ft.get(), loss.get(), grad.get(), nullptr, 1.0f, 0, ws.get(), ws.size(), stream),
+    EXPECT_STATUS(kdfATWorkspaceSize(&good, nullptr), KDF_STATUS_NULL_POINTER, "bytes is NULL");
+    EXPECT_STATUS(kdfAT(handle, &good, nullptr, ft.get(), loss.get(), grad.get(), nullptr, 1.0f, 0, ws.get(), ws.size(), stream),
            KDF_STATUS_NULL_POINTER, "f_s is NULL");
-    expect(kdfAT(handle, &good, fs.get(), nullptr, loss.get(), grad.get(), nullptr, 1.0f, 0, ws.get(), ws.size(), stream),
+    EXPECT_STATUS(kdfAT(handle, &good, fs.get(), nullptr, loss.get(), grad.get(), nullptr, 1.0f, 0, ws.get(), ws.size(), stream),
            KDF_STATUS_NULL_POINTER, "f_t is NULL");
-    expect(call(good, reinterpret_cast<const char*>(fs.get()) + 1), KDF_STATUS_MISALIGNED_POINTER, "f_s");
-    expect(call(good, nullptr, reinterpret_cast<char*>(grad.get()) + 2), KDF_STATUS_MISALIGNED_POINTER, "grad_s");
-    expect(kdfAT(handle, &good, fs.get(), ft.get(), reinterpret_cast<float*>(reinterpret_cast<char*>(loss.get()) + 1),
+    EXPECT_STATUS(call(good, reinterpret_cast<const char*>(fs.get()) + 1), KDF_STATUS_MISALIGNED_POINTER, "f_s");
+    EXPECT_STATUS(call(good, nullptr, reinterpret_cast<char*>(grad.get()) + 2), KDF_STATUS_MISALIGNED_POINTER, "grad_s");
+    EXPECT_STATUS(kdfAT(handle, &good, fs.get(), ft.get(), reinterpret_cast<float*>(reinterpret_cast<char*>(loss.get()) + 1),
                  grad.get(), nullptr, 1.0f, 0, ws.get(), ws.size(), stream),
            KDF_STATUS_MISALIGNED_POINTER, "loss");
-    expect(kdfAT(handle, &good, fs.get(), ft.get(), loss.get(), grad.get(),
+    EXPECT_STATUS(kdfAT(handle, &good, fs.get(), ft.get(), loss.get(), grad.get(),
                  reinterpret_cast<const float*>(reinterpret_cast<const char*>(gl.get()) + 3), 1.0f, 0, ws.get(), ws.size(),
                  stream),
            KDF_STATUS_MISALIGNED_POINTER, "grad_loss");
-    expect(kdfAT(handle, &good, fs.get(), ft.get(), loss.get(), grad.get(), nullptr, 1.0f, 0, ws.get() + 4, ws.size() - 4,
+    EXPECT_STATUS(kdfAT(handle, &good, fs.get(), ft.get(), loss.get(), grad.get(), nullptr, 1.0f, 0, ws.get() + 4, ws.size() - 4,
                  stream),
            KDF_STATUS_MISALIGNED_POINTER, "workspace");
-    expect(call(good, nullptr, const_cast<float*>(ft.get())), KDF_STATUS_INVALID_VALUE, "grad_s aliases f_t");
-    expect(kdfAT(handle, &good, fs.get(), ft.get(), loss.get(), fs.get(), nullptr, 1.0f, 0, ws.get(), ws.size(), stream),
+    EXPECT_STATUS(call(good, nullptr, const_cast<float*>(ft.get())), KDF_STATUS_INVALID_VALUE, "grad_s aliases f_t");
+    EXPECT_STATUS(kdfAT(handle, &good, fs.get(), ft.get(), loss.get(), fs.get(), nullptr, 1.0f, 0, ws.get(), ws.size(), stream),
            KDF_STATUS_INVALID_VALUE, "grad_s aliases f_s");
-    expect(kdfAT(handle, &good, fs.get(), ft.get(), loss.get(), grad.get(), nullptr, INFINITY, 0, ws.get(), ws.size(), stream),
+    EXPECT_STATUS(kdfAT(handle, &good, fs.get(), ft.get(), loss.get(), grad.get(), nullptr, INFINITY, 0, ws.get(), ws.size(), stream),
            KDF_STATUS_INVALID_VALUE, "grad_scale");
-    expect(call(good, nullptr, nullptr, 16), KDF_STATUS_WORKSPACE_TOO_SMALL, "workspace_bytes");
-    expect(kdfAT(handle, &good, fs.get(), ft.get(), loss.get(), grad.get(), nullptr, 1.0f, 0, nullptr, ws.size(), stream),
+    EXPECT_STATUS(call(good, nullptr, nullptr, 16), KDF_STATUS_WORKSPACE_TOO_SMALL, "workspace_bytes");
+    EXPECT_STATUS(kdfAT(handle, &good, fs.get(), ft.get(), loss.get(), grad.get(), nullptr, 1.0f, 0, nullptr, ws.size(), stream),
            KDF_STATUS_NULL_POINTER, "workspace is NULL");
     EXPECT_EQ(call(good), KDF_STATUS_SUCCESS) << kdfGetLastErrorString();
     EXPECT_STREQ(kdfGetLastErrorString(), "");

@@ -279,64 +279,60 @@ TEST_F(CC, BadInputs)
         return kdfCC(handle, &p, a ? a : fs.get(), ft.get(), loss.get(), g ? g : grad.get(), g_t, nullptr, 1.0f, 0, ws.get(),
                      bytes == SIZE_MAX ? ws.size() : bytes, stream);
     };
-    auto expect = [&](kdfStatus_t got, kdfStatus_t want, const char* needle) {
-        EXPECT_EQ(got, want) << kdfGetStatusName(got) << ": " << kdfGetLastErrorString();
-        EXPECT_THAT(kdfGetLastErrorString(), HasSubstr(needle));
-    };
     kdfCCParams_t p = good;
     p.rows = 0;
-    expect(call(p), KDF_STATUS_INVALID_VALUE, "params->rows must be >= 1");
+    EXPECT_STATUS(call(p), KDF_STATUS_INVALID_VALUE, "params->rows must be >= 1");
     p = good, p.rows = 46341;
-    expect(call(p), KDF_STATUS_INVALID_VALUE, "params->rows must be <= 46340");
+    EXPECT_STATUS(call(p), KDF_STATUS_INVALID_VALUE, "params->rows must be <= 46340");
     p = good, p.dim_student = 0;
-    expect(call(p), KDF_STATUS_INVALID_VALUE, "params->dim_student");
+    EXPECT_STATUS(call(p), KDF_STATUS_INVALID_VALUE, "params->dim_student");
     p = good, p.dim_teacher = 0;
-    expect(call(p), KDF_STATUS_INVALID_VALUE, "params->dim_teacher");
+    EXPECT_STATUS(call(p), KDF_STATUS_INVALID_VALUE, "params->dim_teacher");
     p = good, p.ld_student = 4;
-    expect(call(p), KDF_STATUS_INVALID_VALUE, "params->ld_student must be >= 5");
+    EXPECT_STATUS(call(p), KDF_STATUS_INVALID_VALUE, "params->ld_student must be >= 5");
     p = good, p.ld_teacher = -1;
-    expect(call(p), KDF_STATUS_INVALID_VALUE, "params->ld_teacher");
+    EXPECT_STATUS(call(p), KDF_STATUS_INVALID_VALUE, "params->ld_teacher");
     p = good, p.ld_teacher = int64_t(1) << 31;
-    expect(call(p), KDF_STATUS_INVALID_VALUE, "2^31");
+    EXPECT_STATUS(call(p), KDF_STATUS_INVALID_VALUE, "2^31");
     p = good, p.variant = KDF_CC_REPDISTILLER;
-    expect(call(p), KDF_STATUS_SHAPE_MISMATCH, "params->dim_student (5) != params->dim_teacher (6)");
+    EXPECT_STATUS(call(p), KDF_STATUS_SHAPE_MISMATCH, "params->dim_student (5) != params->dim_teacher (6)");
     p = good, p.variant = static_cast<kdfCCVariant_t>(2);
-    expect(call(p), KDF_STATUS_INVALID_VALUE, "params->variant is not a kdfCCVariant_t");
+    EXPECT_STATUS(call(p), KDF_STATUS_INVALID_VALUE, "params->variant is not a kdfCCVariant_t");
     p = good, p.weight = NAN;
-    expect(call(p), KDF_STATUS_INVALID_VALUE, "params->weight");
+    EXPECT_STATUS(call(p), KDF_STATUS_INVALID_VALUE, "params->weight");
     p = good, p.dtype = KDF_DTYPE_FP16;
-    expect(call(p), KDF_STATUS_NOT_SUPPORTED, "fp16");
+    EXPECT_STATUS(call(p), KDF_STATUS_NOT_SUPPORTED, "fp16");
     p = good, p.struct_size = 8;
-    expect(call(p), KDF_STATUS_INVALID_VALUE, "KDF_CC_PARAMS_INIT");
-    expect(call(good, nullptr, nullptr, SIZE_MAX, gt.get()), KDF_STATUS_INVALID_VALUE, "grad_t must be NULL for KDF_CC_SEED");
-    expect(kdfCC(handle, nullptr, fs.get(), ft.get(), loss.get(), grad.get(), nullptr, nullptr, 1.0f, 0, ws.get(), ws.size(),
+    EXPECT_STATUS(call(p), KDF_STATUS_INVALID_VALUE, "KDF_CC_PARAMS_INIT");
+    EXPECT_STATUS(call(good, nullptr, nullptr, SIZE_MAX, gt.get()), KDF_STATUS_INVALID_VALUE, "grad_t must be NULL for KDF_CC_SEED");
+    EXPECT_STATUS(kdfCC(handle, nullptr, fs.get(), ft.get(), loss.get(), grad.get(), nullptr, nullptr, 1.0f, 0, ws.get(), ws.size(),
                  stream),
            KDF_STATUS_NULL_POINTER, "params is NULL");
-    expect(kdfCC(nullptr, &good, fs.get(), ft.get(), loss.get(), grad.get(), nullptr, nullptr, 1.0f, 0, ws.get(), ws.size(),
+    EXPECT_STATUS(kdfCC(nullptr, &good, fs.get(), ft.get(), loss.get(), grad.get(), nullptr, nullptr, 1.0f, 0, ws.get(), ws.size(),
                  stream),
            KDF_STATUS_NULL_POINTER, "handle");
-    expect(call(good, reinterpret_cast<const char*>(fs.get()) + 2), KDF_STATUS_MISALIGNED_POINTER, "f_s");
-    expect(call(good, nullptr, const_cast<float*>(ft.get())), KDF_STATUS_INVALID_VALUE, "grad_s aliases f_t");
-    expect(call(good, nullptr, nullptr, 16), KDF_STATUS_WORKSPACE_TOO_SMALL, "workspace_bytes");
-    expect(kdfCC(handle, &good, fs.get(), ft.get(), loss.get(), grad.get(), nullptr, nullptr, 1.0f, 0, nullptr, ws.size(),
+    EXPECT_STATUS(call(good, reinterpret_cast<const char*>(fs.get()) + 2), KDF_STATUS_MISALIGNED_POINTER, "f_s");
+    EXPECT_STATUS(call(good, nullptr, const_cast<float*>(ft.get())), KDF_STATUS_INVALID_VALUE, "grad_s aliases f_t");
+    EXPECT_STATUS(call(good, nullptr, nullptr, 16), KDF_STATUS_WORKSPACE_TOO_SMALL, "workspace_bytes");
+    EXPECT_STATUS(kdfCC(handle, &good, fs.get(), ft.get(), loss.get(), grad.get(), nullptr, nullptr, 1.0f, 0, nullptr, ws.size(),
                  stream),
            KDF_STATUS_NULL_POINTER, "workspace is NULL");
-    expect(kdfCC(handle, &good, fs.get(), nullptr, loss.get(), grad.get(), nullptr, nullptr, 1.0f, 0, ws.get(), ws.size(),
+    EXPECT_STATUS(kdfCC(handle, &good, fs.get(), nullptr, loss.get(), grad.get(), nullptr, nullptr, 1.0f, 0, ws.get(), ws.size(),
                  stream),
            KDF_STATUS_NULL_POINTER, "f_t is NULL");
-    expect(kdfCC(handle, &good, fs.get(), ft.get(), loss.get(), grad.get(), nullptr, nullptr, INFINITY, 0, ws.get(), ws.size(),
+    EXPECT_STATUS(kdfCC(handle, &good, fs.get(), ft.get(), loss.get(), grad.get(), nullptr, nullptr, INFINITY, 0, ws.get(), ws.size(),
                  stream),
            KDF_STATUS_INVALID_VALUE, "grad_scale");
     // Shipped variant: grad_t checks.
     kdfCCParams_t s = good;
     s.variant = KDF_CC_REPDISTILLER, s.dim_teacher = 5;
-    expect(call(s, nullptr, nullptr, SIZE_MAX, grad.get()), KDF_STATUS_INVALID_VALUE, "grad_t aliases grad_s");
-    expect(call(s, nullptr, nullptr, SIZE_MAX, const_cast<float*>(fs.get())), KDF_STATUS_INVALID_VALUE, "grad_t aliases f_s");
-    expect(call(s, nullptr, nullptr, SIZE_MAX, reinterpret_cast<char*>(gt.get()) + 1), KDF_STATUS_MISALIGNED_POINTER, "grad_t");
+    EXPECT_STATUS(call(s, nullptr, nullptr, SIZE_MAX, grad.get()), KDF_STATUS_INVALID_VALUE, "grad_t aliases grad_s");
+    EXPECT_STATUS(call(s, nullptr, nullptr, SIZE_MAX, const_cast<float*>(fs.get())), KDF_STATUS_INVALID_VALUE, "grad_t aliases f_s");
+    EXPECT_STATUS(call(s, nullptr, nullptr, SIZE_MAX, reinterpret_cast<char*>(gt.get()) + 1), KDF_STATUS_MISALIGNED_POINTER, "grad_t");
     size_t bytes = 0;
-    expect(kdfCCWorkspaceSize(&good, nullptr), KDF_STATUS_NULL_POINTER, "bytes");
+    EXPECT_STATUS(kdfCCWorkspaceSize(&good, nullptr), KDF_STATUS_NULL_POINTER, "bytes");
     p = good, p.rows = -3;
-    expect(kdfCCWorkspaceSize(&p, &bytes), KDF_STATUS_INVALID_VALUE, "params->rows");
+    EXPECT_STATUS(kdfCCWorkspaceSize(&p, &bytes), KDF_STATUS_INVALID_VALUE, "params->rows");
     EXPECT_EQ(call(good), KDF_STATUS_SUCCESS) << kdfGetLastErrorString();
     EXPECT_EQ(call(s, nullptr, nullptr, SIZE_MAX, gt.get()), KDF_STATUS_SUCCESS) << kdfGetLastErrorString();
 }

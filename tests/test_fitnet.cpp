@@ -146,29 +146,25 @@ TEST_F(FitNet, BadInputs)
         return kdfFitNet(handle, &p, a ? a : fs.get(), ft.get(), loss.get(), g ? g : grad.get(), nullptr, 1.0f, 0, ws.get(),
                          bytes == SIZE_MAX ? ws.size() : bytes, stream);
     };
-    auto expect = [&](kdfStatus_t got, kdfStatus_t want, const char* needle) {
-        EXPECT_EQ(got, want) << kdfGetStatusName(got) << ": " << kdfGetLastErrorString();
-        EXPECT_THAT(kdfGetLastErrorString(), HasSubstr(needle));
-    };
     kdfFitNetParams_t p = good;
     p.teacher.w = 6;
-    expect(call(p), KDF_STATUS_SHAPE_MISMATCH, "params->student.w (5) != params->teacher.w (6)");
+    EXPECT_STATUS(call(p), KDF_STATUS_SHAPE_MISMATCH, "params->student.w (5) != params->teacher.w (6)");
     p = good, p.student.c = 0, p.teacher.c = 0;
-    expect(call(p), KDF_STATUS_INVALID_VALUE, "params->student.c");
+    EXPECT_STATUS(call(p), KDF_STATUS_INVALID_VALUE, "params->student.c");
     p = good, p.student.stride_c = 19;
-    expect(call(p), KDF_STATUS_INVALID_VALUE, "params->student.stride_c");
+    EXPECT_STATUS(call(p), KDF_STATUS_INVALID_VALUE, "params->student.stride_c");
     p = good, p.teacher.stride_n = 50;
-    expect(call(p), KDF_STATUS_INVALID_VALUE, "params->teacher.stride_n");
+    EXPECT_STATUS(call(p), KDF_STATUS_INVALID_VALUE, "params->teacher.stride_n");
     p = good, p.weight = NAN;
-    expect(call(p), KDF_STATUS_INVALID_VALUE, "params->weight");
+    EXPECT_STATUS(call(p), KDF_STATUS_INVALID_VALUE, "params->weight");
     p = good, p.dtype = KDF_DTYPE_FP16;
-    expect(call(p), KDF_STATUS_NOT_SUPPORTED, "fp16");
+    EXPECT_STATUS(call(p), KDF_STATUS_NOT_SUPPORTED, "fp16");
     p = good, p.struct_size = 4;
-    expect(call(p), KDF_STATUS_INVALID_VALUE, "KDF_FITNET_PARAMS_INIT");
-    expect(call(good, reinterpret_cast<const char*>(fs.get()) + 1), KDF_STATUS_MISALIGNED_POINTER, "f_s");
-    expect(call(good, nullptr, const_cast<float*>(ft.get())), KDF_STATUS_INVALID_VALUE, "aliases");
-    expect(call(good, nullptr, nullptr, 16), KDF_STATUS_WORKSPACE_TOO_SMALL, "workspace_bytes");
-    expect(kdfFitNet(handle, &good, nullptr, ft.get(), loss.get(), nullptr, nullptr, 1.0f, 0, ws.get(), ws.size(), stream),
+    EXPECT_STATUS(call(p), KDF_STATUS_INVALID_VALUE, "KDF_FITNET_PARAMS_INIT");
+    EXPECT_STATUS(call(good, reinterpret_cast<const char*>(fs.get()) + 1), KDF_STATUS_MISALIGNED_POINTER, "f_s");
+    EXPECT_STATUS(call(good, nullptr, const_cast<float*>(ft.get())), KDF_STATUS_INVALID_VALUE, "aliases");
+    EXPECT_STATUS(call(good, nullptr, nullptr, 16), KDF_STATUS_WORKSPACE_TOO_SMALL, "workspace_bytes");
+    EXPECT_STATUS(kdfFitNet(handle, &good, nullptr, ft.get(), loss.get(), nullptr, nullptr, 1.0f, 0, ws.get(), ws.size(), stream),
            KDF_STATUS_NULL_POINTER, "f_s");
     EXPECT_EQ(call(good), KDF_STATUS_SUCCESS);
 }

@@ -234,50 +234,46 @@ TEST_F(FSP, BadInputs)
         return kdfFSP(handle, &p, a ? a : sb.get(), st.get(), tb.get(), tt.get(), loss.get(), g ? g : gb.get(), gt.get(),
                       nullptr, 1.0f, 0, ws.get(), bytes == SIZE_MAX ? ws.size() : bytes, stream);
     };
-    auto expect = [&](kdfStatus_t got, kdfStatus_t want, const char* needle) {
-        EXPECT_EQ(got, want) << kdfGetStatusName(got) << ": " << kdfGetLastErrorString();
-        EXPECT_THAT(kdfGetLastErrorString(), HasSubstr(needle));
-    };
     kdfFSPParams_t p = good;
     p.teacher_top.c = 6;
-    expect(call(p), KDF_STATUS_SHAPE_MISMATCH, "params->student_top.c (5) != params->teacher_top.c (6)");
+    EXPECT_STATUS(call(p), KDF_STATUS_SHAPE_MISMATCH, "params->student_top.c (5) != params->teacher_top.c (6)");
     p = good, p.teacher_bot.c = 1;
-    expect(call(p), KDF_STATUS_SHAPE_MISMATCH, "params->student_bot.c (3) != params->teacher_bot.c (1)");
+    EXPECT_STATUS(call(p), KDF_STATUS_SHAPE_MISMATCH, "params->student_bot.c (3) != params->teacher_bot.c (1)");
     p = good, p.student_top.n = 3;
-    expect(call(p), KDF_STATUS_SHAPE_MISMATCH, "params->student_bot.n (2) != params->student_top.n (3)");
+    EXPECT_STATUS(call(p), KDF_STATUS_SHAPE_MISMATCH, "params->student_bot.n (2) != params->student_top.n (3)");
     p = good, p.teacher_top.n = 1;
-    expect(call(p), KDF_STATUS_SHAPE_MISMATCH, "params->teacher_top.n");
+    EXPECT_STATUS(call(p), KDF_STATUS_SHAPE_MISMATCH, "params->teacher_top.n");
     p = good, p.student_top.h = 8, p.student_top.w = 2;
-    expect(call(p), KDF_STATUS_SHAPE_MISMATCH, "params->student_bot (h x w 4x4) and params->student_top (8x2)");
+    EXPECT_STATUS(call(p), KDF_STATUS_SHAPE_MISMATCH, "params->student_bot (h x w 4x4) and params->student_top (8x2)");
     p = good, p.teacher_top.h = 2, p.teacher_top.w = 9;
-    expect(call(p), KDF_STATUS_SHAPE_MISMATCH, "params->teacher_bot");
+    EXPECT_STATUS(call(p), KDF_STATUS_SHAPE_MISMATCH, "params->teacher_bot");
     p = good, p.student_bot.w = 0;
-    expect(call(p), KDF_STATUS_INVALID_VALUE, "params->student_bot.w");
+    EXPECT_STATUS(call(p), KDF_STATUS_INVALID_VALUE, "params->student_bot.w");
     p = good, p.teacher_top.stride_c = 3;
-    expect(call(p), KDF_STATUS_INVALID_VALUE, "params->teacher_top.stride_c");
+    EXPECT_STATUS(call(p), KDF_STATUS_INVALID_VALUE, "params->teacher_top.stride_c");
     p = good, p.student_top.stride_n = 5;
-    expect(call(p), KDF_STATUS_INVALID_VALUE, "params->student_top.stride_n");
+    EXPECT_STATUS(call(p), KDF_STATUS_INVALID_VALUE, "params->student_top.stride_n");
     p = good, p.student_bot.stride_c = int64_t(1) << 32;
-    expect(kdfFSPWorkspaceSize(&p, &*std::make_unique<size_t>()), KDF_STATUS_NOT_SUPPORTED, "2^31");
+    EXPECT_STATUS(kdfFSPWorkspaceSize(&p, &*std::make_unique<size_t>()), KDF_STATUS_NOT_SUPPORTED, "2^31");
     p = good, p.weight = INFINITY;
-    expect(call(p), KDF_STATUS_INVALID_VALUE, "params->weight");
+    EXPECT_STATUS(call(p), KDF_STATUS_INVALID_VALUE, "params->weight");
     p = good, p.dtype = KDF_DTYPE_FP16;
-    expect(call(p), KDF_STATUS_NOT_SUPPORTED, "fp16");
+    EXPECT_STATUS(call(p), KDF_STATUS_NOT_SUPPORTED, "fp16");
     p = good, p.struct_size = 8;
-    expect(call(p), KDF_STATUS_INVALID_VALUE, "KDF_FSP_PARAMS_INIT");
-    expect(kdfFSPWorkspaceSize(&good, nullptr), KDF_STATUS_NULL_POINTER, "bytes");
-    expect(kdfFSP(nullptr, &good, sb.get(), st.get(), tb.get(), tt.get(), loss.get(), nullptr, nullptr, nullptr, 1.0f, 0,
+    EXPECT_STATUS(call(p), KDF_STATUS_INVALID_VALUE, "KDF_FSP_PARAMS_INIT");
+    EXPECT_STATUS(kdfFSPWorkspaceSize(&good, nullptr), KDF_STATUS_NULL_POINTER, "bytes");
+    EXPECT_STATUS(kdfFSP(nullptr, &good, sb.get(), st.get(), tb.get(), tt.get(), loss.get(), nullptr, nullptr, nullptr, 1.0f, 0,
                   ws.get(), ws.size(), stream),
            KDF_STATUS_NULL_POINTER, "handle");
-    expect(call(good, reinterpret_cast<const char*>(sb.get()) + 1), KDF_STATUS_MISALIGNED_POINTER, "s_bot");
-    expect(call(good, nullptr, reinterpret_cast<char*>(gb.get()) + 2), KDF_STATUS_MISALIGNED_POINTER, "grad_s_bot");
-    expect(call(good, nullptr, const_cast<float*>(st.get())), KDF_STATUS_INVALID_VALUE, "grad_s_bot aliases s_top");
-    expect(call(good, nullptr, gt.get()), KDF_STATUS_INVALID_VALUE, "grad_s_top aliases grad_s_bot");
-    expect(call(good, nullptr, nullptr, 16), KDF_STATUS_WORKSPACE_TOO_SMALL, "workspace_bytes");
-    expect(kdfFSP(handle, &good, sb.get(), st.get(), tb.get(), nullptr, loss.get(), nullptr, nullptr, nullptr, 1.0f, 0,
+    EXPECT_STATUS(call(good, reinterpret_cast<const char*>(sb.get()) + 1), KDF_STATUS_MISALIGNED_POINTER, "s_bot");
+    EXPECT_STATUS(call(good, nullptr, reinterpret_cast<char*>(gb.get()) + 2), KDF_STATUS_MISALIGNED_POINTER, "grad_s_bot");
+    EXPECT_STATUS(call(good, nullptr, const_cast<float*>(st.get())), KDF_STATUS_INVALID_VALUE, "grad_s_bot aliases s_top");
+    EXPECT_STATUS(call(good, nullptr, gt.get()), KDF_STATUS_INVALID_VALUE, "grad_s_top aliases grad_s_bot");
+    EXPECT_STATUS(call(good, nullptr, nullptr, 16), KDF_STATUS_WORKSPACE_TOO_SMALL, "workspace_bytes");
+    EXPECT_STATUS(kdfFSP(handle, &good, sb.get(), st.get(), tb.get(), nullptr, loss.get(), nullptr, nullptr, nullptr, 1.0f, 0,
                   ws.get(), ws.size(), stream),
            KDF_STATUS_NULL_POINTER, "t_top");
-    expect(kdfFSP(handle, &good, sb.get(), st.get(), tb.get(), tt.get(), loss.get(), nullptr, nullptr, nullptr, NAN, 0,
+    EXPECT_STATUS(kdfFSP(handle, &good, sb.get(), st.get(), tb.get(), tt.get(), loss.get(), nullptr, nullptr, nullptr, NAN, 0,
                   ws.get(), ws.size(), stream),
            KDF_STATUS_INVALID_VALUE, "grad_scale");
     EXPECT_EQ(call(good), KDF_STATUS_SUCCESS) << kdfGetLastErrorString();

@@ -3,6 +3,7 @@
 #include <kdfuse/kdfuse.h>
 
 #include "common/device_test.h"
+#include "common/loss_test.h"
 #include "common/golden.h"
 #include "simt/simt_expect.h"
 
@@ -248,53 +249,49 @@ TEST_F(KD, BadInputsGetAStatusAndANamedArgument)
         return kdfKD(h ? h : handle, p, a ? a : ys.get(), b ? b : yt.get(), nullptr, loss.get(), g ? g : gs.get(), nullptr,
                      nullptr, scale, 0, wsp ? wsp : ws.get(), wsb == SIZE_MAX ? ws.size() : wsb, stream);
     };
-    auto expect = [&](kdfStatus_t got, kdfStatus_t want, const char* needle) {
-        EXPECT_EQ(got, want) << kdfGetStatusName(got) << ": " << kdfGetLastErrorString();
-        EXPECT_THAT(kdfGetLastErrorString(), HasSubstr(needle));
-    };
     kdfKDParams_t p = good;
-    expect(kdfKD(nullptr, &p, ys.get(), yt.get(), nullptr, loss.get(), gs.get(), nullptr, nullptr, 1.0f, 0, ws.get(),
+    EXPECT_STATUS(kdfKD(nullptr, &p, ys.get(), yt.get(), nullptr, loss.get(), gs.get(), nullptr, nullptr, 1.0f, 0, ws.get(),
                  ws.size(), stream),
            KDF_STATUS_NULL_POINTER, "handle");
-    expect(call(nullptr), KDF_STATUS_NULL_POINTER, "params");
+    EXPECT_STATUS(call(nullptr), KDF_STATUS_NULL_POINTER, "params");
     p.struct_size = 8;
-    expect(call(&p), KDF_STATUS_INVALID_VALUE, "struct_size");
+    EXPECT_STATUS(call(&p), KDF_STATUS_INVALID_VALUE, "struct_size");
     p = good, p.rows = 0;
-    expect(call(&p), KDF_STATUS_INVALID_VALUE, "params->rows");
+    EXPECT_STATUS(call(&p), KDF_STATUS_INVALID_VALUE, "params->rows");
     p = good, p.classes = 0;
-    expect(call(&p), KDF_STATUS_INVALID_VALUE, "params->classes");
+    EXPECT_STATUS(call(&p), KDF_STATUS_INVALID_VALUE, "params->classes");
     p = good, p.ld_student = 3;
-    expect(call(&p), KDF_STATUS_INVALID_VALUE, "params->ld_student");
+    EXPECT_STATUS(call(&p), KDF_STATUS_INVALID_VALUE, "params->ld_student");
     p = good, p.ld_teacher = -1;
-    expect(call(&p), KDF_STATUS_INVALID_VALUE, "params->ld_teacher");
+    EXPECT_STATUS(call(&p), KDF_STATUS_INVALID_VALUE, "params->ld_teacher");
     p = good, p.temperature = 0.0f;
-    expect(call(&p), KDF_STATUS_INVALID_VALUE, "params->temperature");
+    EXPECT_STATUS(call(&p), KDF_STATUS_INVALID_VALUE, "params->temperature");
     p = good, p.temperature = NAN;
-    expect(call(&p), KDF_STATUS_INVALID_VALUE, "params->temperature");
+    EXPECT_STATUS(call(&p), KDF_STATUS_INVALID_VALUE, "params->temperature");
     p = good, p.dtype = KDF_DTYPE_BF16;
-    expect(call(&p), KDF_STATUS_NOT_SUPPORTED, "bf16");
+    EXPECT_STATUS(call(&p), KDF_STATUS_NOT_SUPPORTED, "bf16");
     p = good, p.dtype = KDF_DTYPE_FP16;
-    expect(call(&p), KDF_STATUS_NOT_SUPPORTED, "fp16");
+    EXPECT_STATUS(call(&p), KDF_STATUS_NOT_SUPPORTED, "fp16");
     p = good, p.dtype = static_cast<kdfDataType_t>(9);
-    expect(call(&p), KDF_STATUS_INVALID_VALUE, "dtype");
+    EXPECT_STATUS(call(&p), KDF_STATUS_INVALID_VALUE, "dtype");
     p = good, p.reduction = static_cast<kdfReduction_t>(5);
-    expect(call(&p), KDF_STATUS_INVALID_VALUE, "reduction");
+    EXPECT_STATUS(call(&p), KDF_STATUS_INVALID_VALUE, "reduction");
     p = good;
-    expect(kdfKD(handle, &p, nullptr, yt.get(), nullptr, loss.get(), gs.get(), nullptr, nullptr, 1.0f, 0, ws.get(),
+    EXPECT_STATUS(kdfKD(handle, &p, nullptr, yt.get(), nullptr, loss.get(), gs.get(), nullptr, nullptr, 1.0f, 0, ws.get(),
                  ws.size(), stream),
            KDF_STATUS_NULL_POINTER, "y_s");
-    expect(call(&p, reinterpret_cast<const char*>(ys.get()) + 2), KDF_STATUS_MISALIGNED_POINTER, "y_s");
-    expect(call(&p, nullptr, nullptr, const_cast<float*>(ys.get())), KDF_STATUS_INVALID_VALUE, "aliases");
-    expect(call(&p, nullptr, nullptr, nullptr, ws.size() - 1), KDF_STATUS_WORKSPACE_TOO_SMALL, "workspace_bytes");
-    expect(kdfKD(handle, &p, ys.get(), yt.get(), nullptr, loss.get(), gs.get(), nullptr, nullptr, 1.0f, 0, nullptr,
+    EXPECT_STATUS(call(&p, reinterpret_cast<const char*>(ys.get()) + 2), KDF_STATUS_MISALIGNED_POINTER, "y_s");
+    EXPECT_STATUS(call(&p, nullptr, nullptr, const_cast<float*>(ys.get())), KDF_STATUS_INVALID_VALUE, "aliases");
+    EXPECT_STATUS(call(&p, nullptr, nullptr, nullptr, ws.size() - 1), KDF_STATUS_WORKSPACE_TOO_SMALL, "workspace_bytes");
+    EXPECT_STATUS(kdfKD(handle, &p, ys.get(), yt.get(), nullptr, loss.get(), gs.get(), nullptr, nullptr, 1.0f, 0, nullptr,
                  ws.size(), stream),
            KDF_STATUS_NULL_POINTER, "workspace");
-    expect(call(&p, nullptr, nullptr, nullptr, SIZE_MAX, ws.get() + 4), KDF_STATUS_MISALIGNED_POINTER, "workspace");
-    expect(call(&p, nullptr, nullptr, nullptr, SIZE_MAX, nullptr, INFINITY), KDF_STATUS_INVALID_VALUE, "grad_scale");
+    EXPECT_STATUS(call(&p, nullptr, nullptr, nullptr, SIZE_MAX, ws.get() + 4), KDF_STATUS_MISALIGNED_POINTER, "workspace");
+    EXPECT_STATUS(call(&p, nullptr, nullptr, nullptr, SIZE_MAX, nullptr, INFINITY), KDF_STATUS_INVALID_VALUE, "grad_scale");
     size_t bytes = 0;
     p = good, p.rows = -3;
-    expect(kdfKDWorkspaceSize(&p, &bytes), KDF_STATUS_INVALID_VALUE, "kdfKDWorkspaceSize: params->rows");
-    expect(kdfKDWorkspaceSize(&good, nullptr), KDF_STATUS_NULL_POINTER, "bytes");
+    EXPECT_STATUS(kdfKDWorkspaceSize(&p, &bytes), KDF_STATUS_INVALID_VALUE, "kdfKDWorkspaceSize: params->rows");
+    EXPECT_STATUS(kdfKDWorkspaceSize(&good, nullptr), KDF_STATUS_NULL_POINTER, "bytes");
     {
         // A launch the runtime rejects (an invalid stream) is a CUDA error, not a crash.
         kdftest::ExpectSimtError simt_error;

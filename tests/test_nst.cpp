@@ -207,49 +207,45 @@ TEST_F(NST, BadInputs)
         return kdfNST(handle, &p, a ? a : fs.get(), ft.get(), loss.get(), g ? g : grad.get(), nullptr, 1.0f, 0, ws.get(),
                       bytes == SIZE_MAX ? ws.size() : bytes, stream);
     };
-    auto expect = [&](kdfStatus_t got, kdfStatus_t want, const char* needle) {
-        EXPECT_EQ(got, want) << kdfGetStatusName(got) << ": " << kdfGetLastErrorString();
-        EXPECT_THAT(kdfGetLastErrorString(), HasSubstr(needle));
-    };
     kdfNSTParams_t p = good;
     p.teacher.n = 3;
-    expect(call(p), KDF_STATUS_SHAPE_MISMATCH, "params->student.n (2) != params->teacher.n (3)");
+    EXPECT_STATUS(call(p), KDF_STATUS_SHAPE_MISMATCH, "params->student.n (2) != params->teacher.n (3)");
     p = good, p.teacher.h = 2, p.teacher.w = 12;
-    expect(call(p), KDF_STATUS_SHAPE_MISMATCH, "each larger in one dimension");
+    EXPECT_STATUS(call(p), KDF_STATUS_SHAPE_MISMATCH, "each larger in one dimension");
     p = good, p.student.c = 0;
-    expect(call(p), KDF_STATUS_INVALID_VALUE, "params->student.c");
+    EXPECT_STATUS(call(p), KDF_STATUS_INVALID_VALUE, "params->student.c");
     p = good, p.student.stride_c = 19;
-    expect(call(p), KDF_STATUS_INVALID_VALUE, "params->student.stride_c");
+    EXPECT_STATUS(call(p), KDF_STATUS_INVALID_VALUE, "params->student.stride_c");
     p = good, p.teacher.stride_n = 50;
-    expect(call(p), KDF_STATUS_INVALID_VALUE, "params->teacher.stride_n");
+    EXPECT_STATUS(call(p), KDF_STATUS_INVALID_VALUE, "params->teacher.stride_n");
     p = good, p.student.c = 30000, p.teacher.c = 30000;
-    expect(kdfNSTWorkspaceSize(&p, &*std::make_unique<size_t>()), KDF_STATUS_NOT_SUPPORTED, "46340");
+    EXPECT_STATUS(kdfNSTWorkspaceSize(&p, &*std::make_unique<size_t>()), KDF_STATUS_NOT_SUPPORTED, "46340");
     p = good, p.weight = NAN;
-    expect(call(p), KDF_STATUS_INVALID_VALUE, "params->weight");
+    EXPECT_STATUS(call(p), KDF_STATUS_INVALID_VALUE, "params->weight");
     p = good, p.full_loss = 2;
-    expect(call(p), KDF_STATUS_INVALID_VALUE, "params->full_loss");
+    EXPECT_STATUS(call(p), KDF_STATUS_INVALID_VALUE, "params->full_loss");
     p = good, p.dtype = KDF_DTYPE_BF16;
-    expect(call(p), KDF_STATUS_NOT_SUPPORTED, "bf16");
+    EXPECT_STATUS(call(p), KDF_STATUS_NOT_SUPPORTED, "bf16");
     p = good, p.dtype = static_cast<kdfDataType_t>(7);
-    expect(call(p), KDF_STATUS_INVALID_VALUE, "params->dtype");
+    EXPECT_STATUS(call(p), KDF_STATUS_INVALID_VALUE, "params->dtype");
     p = good, p.struct_size = 4;
-    expect(call(p), KDF_STATUS_INVALID_VALUE, "KDF_NST_PARAMS_INIT");
-    expect(kdfNST(handle, nullptr, fs.get(), ft.get(), loss.get(), grad.get(), nullptr, 1.0f, 0, ws.get(), ws.size(), stream),
+    EXPECT_STATUS(call(p), KDF_STATUS_INVALID_VALUE, "KDF_NST_PARAMS_INIT");
+    EXPECT_STATUS(kdfNST(handle, nullptr, fs.get(), ft.get(), loss.get(), grad.get(), nullptr, 1.0f, 0, ws.get(), ws.size(), stream),
            KDF_STATUS_NULL_POINTER, "params");
-    expect(kdfNST(nullptr, &good, fs.get(), ft.get(), loss.get(), grad.get(), nullptr, 1.0f, 0, ws.get(), ws.size(), stream),
+    EXPECT_STATUS(kdfNST(nullptr, &good, fs.get(), ft.get(), loss.get(), grad.get(), nullptr, 1.0f, 0, ws.get(), ws.size(), stream),
            KDF_STATUS_NULL_POINTER, "handle");
-    expect(kdfNSTWorkspaceSize(&good, nullptr), KDF_STATUS_NULL_POINTER, "bytes");
-    expect(call(good, reinterpret_cast<const char*>(fs.get()) + 1), KDF_STATUS_MISALIGNED_POINTER, "f_s");
-    expect(call(good, nullptr, reinterpret_cast<char*>(grad.get()) + 2), KDF_STATUS_MISALIGNED_POINTER, "grad_s");
-    expect(call(good, nullptr, const_cast<float*>(ft.get())), KDF_STATUS_INVALID_VALUE, "aliases");
-    expect(call(good, nullptr, nullptr, 16), KDF_STATUS_WORKSPACE_TOO_SMALL, "workspace_bytes");
-    expect(kdfNST(handle, &good, fs.get(), ft.get(), loss.get(), grad.get(), nullptr, 1.0f, 0, nullptr, ws.size(), stream),
+    EXPECT_STATUS(kdfNSTWorkspaceSize(&good, nullptr), KDF_STATUS_NULL_POINTER, "bytes");
+    EXPECT_STATUS(call(good, reinterpret_cast<const char*>(fs.get()) + 1), KDF_STATUS_MISALIGNED_POINTER, "f_s");
+    EXPECT_STATUS(call(good, nullptr, reinterpret_cast<char*>(grad.get()) + 2), KDF_STATUS_MISALIGNED_POINTER, "grad_s");
+    EXPECT_STATUS(call(good, nullptr, const_cast<float*>(ft.get())), KDF_STATUS_INVALID_VALUE, "aliases");
+    EXPECT_STATUS(call(good, nullptr, nullptr, 16), KDF_STATUS_WORKSPACE_TOO_SMALL, "workspace_bytes");
+    EXPECT_STATUS(kdfNST(handle, &good, fs.get(), ft.get(), loss.get(), grad.get(), nullptr, 1.0f, 0, nullptr, ws.size(), stream),
            KDF_STATUS_NULL_POINTER, "workspace");
-    expect(kdfNST(handle, &good, fs.get(), ft.get(), loss.get(), grad.get(), nullptr, NAN, 0, ws.get(), ws.size(), stream),
+    EXPECT_STATUS(kdfNST(handle, &good, fs.get(), ft.get(), loss.get(), grad.get(), nullptr, NAN, 0, ws.get(), ws.size(), stream),
            KDF_STATUS_INVALID_VALUE, "grad_scale");
-    expect(kdfNST(handle, &good, nullptr, ft.get(), loss.get(), nullptr, nullptr, 1.0f, 0, ws.get(), ws.size(), stream),
+    EXPECT_STATUS(kdfNST(handle, &good, nullptr, ft.get(), loss.get(), nullptr, nullptr, 1.0f, 0, ws.get(), ws.size(), stream),
            KDF_STATUS_NULL_POINTER, "f_s");
-    expect(kdfNST(handle, &good, fs.get(), nullptr, loss.get(), nullptr, nullptr, 1.0f, 0, ws.get(), ws.size(), stream),
+    EXPECT_STATUS(kdfNST(handle, &good, fs.get(), nullptr, loss.get(), nullptr, nullptr, 1.0f, 0, ws.get(), ws.size(), stream),
            KDF_STATUS_NULL_POINTER, "f_t");
     EXPECT_EQ(call(good), KDF_STATUS_SUCCESS) << kdfGetLastErrorString();
 }

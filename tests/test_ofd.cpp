@@ -312,72 +312,68 @@ TEST_F(OFD, BadInputs)
         return kdfOFD(handle, &p, a ? a : s.get(), t.get(), m, loss.get(), g ? g : grad.get(), nullptr, 1.0f, 0, ws.get(),
                       bytes == SIZE_MAX ? ws.size() : bytes, stream);
     };
-    auto expect = [&](kdfStatus_t got, kdfStatus_t want, const char* needle) {
-        EXPECT_EQ(got, want) << kdfGetStatusName(got) << ": " << kdfGetLastErrorString();
-        EXPECT_THAT(kdfGetLastErrorString(), HasSubstr(needle));
-    };
     kdfOFDParams_t p = good;
     p.teacher.h = 3;
-    expect(call(p), KDF_STATUS_SHAPE_MISMATCH, "kdfOFD: params->student.h (4) != params->teacher.h (3)");
+    EXPECT_STATUS(call(p), KDF_STATUS_SHAPE_MISMATCH, "kdfOFD: params->student.h (4) != params->teacher.h (3)");
     p = good, p.teacher.c = 4;
-    expect(call(p), KDF_STATUS_SHAPE_MISMATCH, "params->student.c (3) != params->teacher.c (4)");
+    EXPECT_STATUS(call(p), KDF_STATUS_SHAPE_MISMATCH, "params->student.c (3) != params->teacher.c (4)");
     p = good, p.student.n = -1, p.teacher.n = -1;
-    expect(call(p), KDF_STATUS_INVALID_VALUE, "params->student.n");
+    EXPECT_STATUS(call(p), KDF_STATUS_INVALID_VALUE, "params->student.n");
     p = good, p.student.stride_c = 19;
-    expect(call(p), KDF_STATUS_INVALID_VALUE, "params->student.stride_c");
+    EXPECT_STATUS(call(p), KDF_STATUS_INVALID_VALUE, "params->student.stride_c");
     p = good, p.teacher.stride_n = 50;
-    expect(call(p), KDF_STATUS_INVALID_VALUE, "params->teacher.stride_n");
+    EXPECT_STATUS(call(p), KDF_STATUS_INVALID_VALUE, "params->teacher.stride_n");
     p = good, p.weight = INFINITY;
-    expect(call(p), KDF_STATUS_INVALID_VALUE, "params->weight");
+    EXPECT_STATUS(call(p), KDF_STATUS_INVALID_VALUE, "params->weight");
     p = good, p.variant = static_cast<kdfOFDVariant_t>(2);
-    expect(call(p), KDF_STATUS_INVALID_VALUE, "params->variant is not a kdfOFDVariant_t (got 2)");
+    EXPECT_STATUS(call(p), KDF_STATUS_INVALID_VALUE, "params->variant is not a kdfOFDVariant_t (got 2)");
     p = good, p.dtype = KDF_DTYPE_FP16;
-    expect(call(p), KDF_STATUS_NOT_SUPPORTED, "fp16");
+    EXPECT_STATUS(call(p), KDF_STATUS_NOT_SUPPORTED, "fp16");
     p = good, p.struct_size = sizeof(kdfOFDParams_t) + 8;
-    expect(call(p), KDF_STATUS_INVALID_VALUE, "KDF_OFD_PARAMS_INIT");
-    expect(call(good, nullptr, nullptr, SIZE_MAX, margin.get()), KDF_STATUS_INVALID_VALUE, "margin must be NULL with KDF_OFD_SEED");
+    EXPECT_STATUS(call(p), KDF_STATUS_INVALID_VALUE, "KDF_OFD_PARAMS_INIT");
+    EXPECT_STATUS(call(good, nullptr, nullptr, SIZE_MAX, margin.get()), KDF_STATUS_INVALID_VALUE, "margin must be NULL with KDF_OFD_SEED");
     DeviceBuffer<unsigned char> ws_orig(workspace(orig));
-    expect(kdfOFD(handle, &orig, s.get(), t.get(), nullptr, loss.get(), grad.get(), nullptr, 1.0f, 0, ws_orig.get(),
+    EXPECT_STATUS(kdfOFD(handle, &orig, s.get(), t.get(), nullptr, loss.get(), grad.get(), nullptr, 1.0f, 0, ws_orig.get(),
                   ws_orig.size(), stream),
            KDF_STATUS_NULL_POINTER, "kdfOFD: margin (C floats, required with KDF_OFD_ORIGINAL) is NULL");
-    expect(kdfOFD(handle, &orig, s.get(), t.get(), reinterpret_cast<const float*>(reinterpret_cast<const char*>(margin.get()) + 2),
+    EXPECT_STATUS(kdfOFD(handle, &orig, s.get(), t.get(), reinterpret_cast<const float*>(reinterpret_cast<const char*>(margin.get()) + 2),
                   loss.get(), grad.get(), nullptr, 1.0f, 0, ws_orig.get(), ws_orig.size(), stream),
            KDF_STATUS_MISALIGNED_POINTER, "margin");
-    expect(kdfOFD(handle, &orig, s.get(), t.get(), margin.get(), loss.get(), margin.get(), nullptr, 1.0f, 0, ws_orig.get(),
+    EXPECT_STATUS(kdfOFD(handle, &orig, s.get(), t.get(), margin.get(), loss.get(), margin.get(), nullptr, 1.0f, 0, ws_orig.get(),
                   ws_orig.size(), stream),
            KDF_STATUS_INVALID_VALUE, "grad_s aliases margin");
-    expect(call(good, reinterpret_cast<const char*>(s.get()) + 1), KDF_STATUS_MISALIGNED_POINTER, "kdfOFD: s is not 4-byte");
-    expect(call(good, nullptr, const_cast<float*>(t.get())), KDF_STATUS_INVALID_VALUE, "grad_s aliases t");
-    expect(call(good, nullptr, nullptr, 16), KDF_STATUS_WORKSPACE_TOO_SMALL, "workspace_bytes");
-    expect(kdfOFD(handle, &good, s.get(), t.get(), nullptr, loss.get(), grad.get(), nullptr, 1.0f, 0, nullptr, ws.size(), stream),
+    EXPECT_STATUS(call(good, reinterpret_cast<const char*>(s.get()) + 1), KDF_STATUS_MISALIGNED_POINTER, "kdfOFD: s is not 4-byte");
+    EXPECT_STATUS(call(good, nullptr, const_cast<float*>(t.get())), KDF_STATUS_INVALID_VALUE, "grad_s aliases t");
+    EXPECT_STATUS(call(good, nullptr, nullptr, 16), KDF_STATUS_WORKSPACE_TOO_SMALL, "workspace_bytes");
+    EXPECT_STATUS(kdfOFD(handle, &good, s.get(), t.get(), nullptr, loss.get(), grad.get(), nullptr, 1.0f, 0, nullptr, ws.size(), stream),
            KDF_STATUS_NULL_POINTER, "workspace is NULL");
-    expect(kdfOFD(handle, &good, nullptr, t.get(), nullptr, loss.get(), nullptr, nullptr, 1.0f, 0, ws.get(), ws.size(), stream),
+    EXPECT_STATUS(kdfOFD(handle, &good, nullptr, t.get(), nullptr, loss.get(), nullptr, nullptr, 1.0f, 0, ws.get(), ws.size(), stream),
            KDF_STATUS_NULL_POINTER, "kdfOFD: s is NULL");
-    expect(kdfOFD(handle, &good, s.get(), nullptr, nullptr, loss.get(), nullptr, nullptr, 1.0f, 0, ws.get(), ws.size(), stream),
+    EXPECT_STATUS(kdfOFD(handle, &good, s.get(), nullptr, nullptr, loss.get(), nullptr, nullptr, 1.0f, 0, ws.get(), ws.size(), stream),
            KDF_STATUS_NULL_POINTER, "kdfOFD: t is NULL");
-    expect(kdfOFD(handle, &good, s.get(), t.get(), nullptr, loss.get(), grad.get(), nullptr, INFINITY, 0, ws.get(), ws.size(),
+    EXPECT_STATUS(kdfOFD(handle, &good, s.get(), t.get(), nullptr, loss.get(), grad.get(), nullptr, INFINITY, 0, ws.get(), ws.size(),
                   stream),
            KDF_STATUS_INVALID_VALUE, "grad_scale");
-    expect(kdfOFD(nullptr, &good, s.get(), t.get(), nullptr, loss.get(), grad.get(), nullptr, 1.0f, 0, ws.get(), ws.size(), stream),
+    EXPECT_STATUS(kdfOFD(nullptr, &good, s.get(), t.get(), nullptr, loss.get(), grad.get(), nullptr, 1.0f, 0, ws.get(), ws.size(), stream),
            KDF_STATUS_NULL_POINTER, "handle");
-    expect(kdfOFD(handle, nullptr, s.get(), t.get(), nullptr, loss.get(), grad.get(), nullptr, 1.0f, 0, ws.get(), ws.size(), stream),
+    EXPECT_STATUS(kdfOFD(handle, nullptr, s.get(), t.get(), nullptr, loss.get(), grad.get(), nullptr, 1.0f, 0, ws.get(), ws.size(), stream),
            KDF_STATUS_NULL_POINTER, "params");
     size_t bytes = 0;
-    expect(kdfOFDWorkspaceSize(&good, nullptr), KDF_STATUS_NULL_POINTER, "kdfOFDWorkspaceSize: bytes");
+    EXPECT_STATUS(kdfOFDWorkspaceSize(&good, nullptr), KDF_STATUS_NULL_POINTER, "kdfOFDWorkspaceSize: bytes");
     p = good, p.variant = static_cast<kdfOFDVariant_t>(-1);
-    expect(kdfOFDWorkspaceSize(&p, &bytes), KDF_STATUS_INVALID_VALUE, "kdfOFDWorkspaceSize: params->variant");
+    EXPECT_STATUS(kdfOFDWorkspaceSize(&p, &bytes), KDF_STATUS_INVALID_VALUE, "kdfOFDWorkspaceSize: params->variant");
 
     // kdfOFDMarginFromBN
     DeviceBuffer<float> out(3);
-    expect(kdfOFDMarginFromBN(handle, 0, margin.get(), margin.get(), out.get(), stream), KDF_STATUS_INVALID_VALUE,
+    EXPECT_STATUS(kdfOFDMarginFromBN(handle, 0, margin.get(), margin.get(), out.get(), stream), KDF_STATUS_INVALID_VALUE,
            "kdfOFDMarginFromBN: channels must be >= 1 (got 0)");
-    expect(kdfOFDMarginFromBN(handle, 3, nullptr, margin.get(), out.get(), stream), KDF_STATUS_NULL_POINTER, "gamma is NULL");
-    expect(kdfOFDMarginFromBN(handle, 3, margin.get(), nullptr, out.get(), stream), KDF_STATUS_NULL_POINTER, "beta is NULL");
-    expect(kdfOFDMarginFromBN(handle, 3, margin.get(), margin.get(), nullptr, stream), KDF_STATUS_NULL_POINTER, "margin is NULL");
-    expect(kdfOFDMarginFromBN(handle, 3, margin.get(), margin.get(),
+    EXPECT_STATUS(kdfOFDMarginFromBN(handle, 3, nullptr, margin.get(), out.get(), stream), KDF_STATUS_NULL_POINTER, "gamma is NULL");
+    EXPECT_STATUS(kdfOFDMarginFromBN(handle, 3, margin.get(), nullptr, out.get(), stream), KDF_STATUS_NULL_POINTER, "beta is NULL");
+    EXPECT_STATUS(kdfOFDMarginFromBN(handle, 3, margin.get(), margin.get(), nullptr, stream), KDF_STATUS_NULL_POINTER, "margin is NULL");
+    EXPECT_STATUS(kdfOFDMarginFromBN(handle, 3, margin.get(), margin.get(),
                               reinterpret_cast<float*>(reinterpret_cast<char*>(out.get()) + 1), stream),
            KDF_STATUS_MISALIGNED_POINTER, "margin is not 4-byte");
-    expect(kdfOFDMarginFromBN(nullptr, 3, margin.get(), margin.get(), out.get(), stream), KDF_STATUS_NULL_POINTER, "handle");
+    EXPECT_STATUS(kdfOFDMarginFromBN(nullptr, 3, margin.get(), margin.get(), out.get(), stream), KDF_STATUS_NULL_POINTER, "handle");
 
     {
         // Launches (or memsets) the runtime rejects (an invalid stream) are CUDA errors, not crashes: the seed

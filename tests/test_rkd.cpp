@@ -236,55 +236,51 @@ TEST_F(RKD, BadInputs)
         return kdfRKD(handle, &p, a ? a : fs.get(), ft.get(), loss.get(), g ? g : grad.get(), nullptr, 1.0f, 0, ws.get(),
                       bytes == SIZE_MAX ? ws.size() : bytes, stream);
     };
-    auto expect = [&](kdfStatus_t got, kdfStatus_t want, const char* needle) {
-        EXPECT_EQ(got, want) << kdfGetStatusName(got) << ": " << kdfGetLastErrorString();
-        EXPECT_THAT(kdfGetLastErrorString(), HasSubstr(needle));
-    };
     kdfRKDParams_t p = good;
     p.rows = 0;
-    expect(call(p), KDF_STATUS_INVALID_VALUE, "params->rows");
+    EXPECT_STATUS(call(p), KDF_STATUS_INVALID_VALUE, "params->rows");
     p = good, p.dim_student = 0;
-    expect(call(p), KDF_STATUS_INVALID_VALUE, "params->dim_student");
+    EXPECT_STATUS(call(p), KDF_STATUS_INVALID_VALUE, "params->dim_student");
     p = good, p.dim_teacher = -1;
-    expect(call(p), KDF_STATUS_INVALID_VALUE, "params->dim_teacher");
+    EXPECT_STATUS(call(p), KDF_STATUS_INVALID_VALUE, "params->dim_teacher");
     p = good, p.ld_student = 4;
-    expect(call(p), KDF_STATUS_INVALID_VALUE, "params->ld_student");
+    EXPECT_STATUS(call(p), KDF_STATUS_INVALID_VALUE, "params->ld_student");
     p = good, p.ld_teacher = -2;
-    expect(call(p), KDF_STATUS_INVALID_VALUE, "params->ld_teacher");
+    EXPECT_STATUS(call(p), KDF_STATUS_INVALID_VALUE, "params->ld_teacher");
     p = good, p.ld_student = int64_t(1) << 32;
-    expect(call(p), KDF_STATUS_INVALID_VALUE, "cuBLAS int");
+    EXPECT_STATUS(call(p), KDF_STATUS_INVALID_VALUE, "cuBLAS int");
     p = good, p.rows = int64_t(1) << 21;
-    expect(call(p), KDF_STATUS_INVALID_VALUE, "params->rows");
+    EXPECT_STATUS(call(p), KDF_STATUS_INVALID_VALUE, "params->rows");
     p = good, p.weight = INFINITY;
-    expect(call(p), KDF_STATUS_INVALID_VALUE, "params->weight");
+    EXPECT_STATUS(call(p), KDF_STATUS_INVALID_VALUE, "params->weight");
     p = good, p.distance_weight = NAN;
-    expect(call(p), KDF_STATUS_INVALID_VALUE, "params->distance_weight");
+    EXPECT_STATUS(call(p), KDF_STATUS_INVALID_VALUE, "params->distance_weight");
     p = good, p.angle_weight = -INFINITY;
-    expect(call(p), KDF_STATUS_INVALID_VALUE, "params->angle_weight");
+    EXPECT_STATUS(call(p), KDF_STATUS_INVALID_VALUE, "params->angle_weight");
     p = good, p.dtype = KDF_DTYPE_BF16;
-    expect(call(p), KDF_STATUS_NOT_SUPPORTED, "bf16");
+    EXPECT_STATUS(call(p), KDF_STATUS_NOT_SUPPORTED, "bf16");
     p = good, p.dtype = static_cast<kdfDataType_t>(7);
-    expect(call(p), KDF_STATUS_INVALID_VALUE, "params->dtype");
+    EXPECT_STATUS(call(p), KDF_STATUS_INVALID_VALUE, "params->dtype");
     p = good, p.struct_size = 8;
-    expect(call(p), KDF_STATUS_INVALID_VALUE, "KDF_RKD_PARAMS_INIT");
-    expect(kdfRKD(handle, nullptr, fs.get(), ft.get(), loss.get(), grad.get(), nullptr, 1.0f, 0, ws.get(), ws.size(), stream),
+    EXPECT_STATUS(call(p), KDF_STATUS_INVALID_VALUE, "KDF_RKD_PARAMS_INIT");
+    EXPECT_STATUS(kdfRKD(handle, nullptr, fs.get(), ft.get(), loss.get(), grad.get(), nullptr, 1.0f, 0, ws.get(), ws.size(), stream),
            KDF_STATUS_NULL_POINTER, "params");
-    expect(kdfRKD(nullptr, &good, fs.get(), ft.get(), loss.get(), grad.get(), nullptr, 1.0f, 0, ws.get(), ws.size(), stream),
+    EXPECT_STATUS(kdfRKD(nullptr, &good, fs.get(), ft.get(), loss.get(), grad.get(), nullptr, 1.0f, 0, ws.get(), ws.size(), stream),
            KDF_STATUS_NULL_POINTER, "handle");
-    expect(call(good, reinterpret_cast<const char*>(fs.get()) + 2), KDF_STATUS_MISALIGNED_POINTER, "e_s");
-    expect(call(good, nullptr, reinterpret_cast<char*>(grad.get()) + 1), KDF_STATUS_MISALIGNED_POINTER, "grad_s");
-    expect(call(good, nullptr, fs.get()), KDF_STATUS_INVALID_VALUE, "aliases");
-    expect(call(good, nullptr, nullptr, 16), KDF_STATUS_WORKSPACE_TOO_SMALL, "workspace_bytes");
-    expect(kdfRKD(handle, &good, fs.get(), ft.get(), loss.get(), grad.get(), nullptr, 1.0f, 0, nullptr, ws.size(), stream),
+    EXPECT_STATUS(call(good, reinterpret_cast<const char*>(fs.get()) + 2), KDF_STATUS_MISALIGNED_POINTER, "e_s");
+    EXPECT_STATUS(call(good, nullptr, reinterpret_cast<char*>(grad.get()) + 1), KDF_STATUS_MISALIGNED_POINTER, "grad_s");
+    EXPECT_STATUS(call(good, nullptr, fs.get()), KDF_STATUS_INVALID_VALUE, "aliases");
+    EXPECT_STATUS(call(good, nullptr, nullptr, 16), KDF_STATUS_WORKSPACE_TOO_SMALL, "workspace_bytes");
+    EXPECT_STATUS(kdfRKD(handle, &good, fs.get(), ft.get(), loss.get(), grad.get(), nullptr, 1.0f, 0, nullptr, ws.size(), stream),
            KDF_STATUS_NULL_POINTER, "workspace");
-    expect(kdfRKD(handle, &good, fs.get(), nullptr, loss.get(), grad.get(), nullptr, 1.0f, 0, ws.get(), ws.size(), stream),
+    EXPECT_STATUS(kdfRKD(handle, &good, fs.get(), nullptr, loss.get(), grad.get(), nullptr, 1.0f, 0, ws.get(), ws.size(), stream),
            KDF_STATUS_NULL_POINTER, "e_t");
-    expect(kdfRKD(handle, &good, fs.get(), ft.get(), loss.get(), grad.get(), nullptr, NAN, 0, ws.get(), ws.size(), stream),
+    EXPECT_STATUS(kdfRKD(handle, &good, fs.get(), ft.get(), loss.get(), grad.get(), nullptr, NAN, 0, ws.get(), ws.size(), stream),
            KDF_STATUS_INVALID_VALUE, "grad_scale");
     size_t bytes = 0;
-    expect(kdfRKDWorkspaceSize(&good, nullptr), KDF_STATUS_NULL_POINTER, "bytes");
+    EXPECT_STATUS(kdfRKDWorkspaceSize(&good, nullptr), KDF_STATUS_NULL_POINTER, "bytes");
     p = good, p.rows = -3;
-    expect(kdfRKDWorkspaceSize(&p, &bytes), KDF_STATUS_INVALID_VALUE, "params->rows");
+    EXPECT_STATUS(kdfRKDWorkspaceSize(&p, &bytes), KDF_STATUS_INVALID_VALUE, "params->rows");
     EXPECT_EQ(call(good), KDF_STATUS_SUCCESS) << kdfGetLastErrorString();
 }
 

@@ -219,57 +219,53 @@ TEST_F(SP, BadInputs)
         return kdfSP(handle, &p, a ? a : fs.get(), ft.get(), loss.get(), g ? g : grad.get(), nullptr, 1.0f, 0, ws.get(),
                      bytes == SIZE_MAX ? ws.size() : bytes, stream);
     };
-    auto expect = [&](kdfStatus_t got, kdfStatus_t want, const char* needle) {
-        EXPECT_EQ(got, want) << kdfGetStatusName(got) << ": " << kdfGetLastErrorString();
-        EXPECT_THAT(kdfGetLastErrorString(), HasSubstr(needle));
-    };
     kdfSPParams_t p = good;
     p.rows = 0;
-    expect(call(p), KDF_STATUS_INVALID_VALUE, "params->rows must be >= 1");
+    EXPECT_STATUS(call(p), KDF_STATUS_INVALID_VALUE, "params->rows must be >= 1");
     p = good, p.rows = 46341;
-    expect(call(p), KDF_STATUS_INVALID_VALUE, "params->rows must be <= 46340");
+    EXPECT_STATUS(call(p), KDF_STATUS_INVALID_VALUE, "params->rows must be <= 46340");
     p = good, p.dim_student = 0;
-    expect(call(p), KDF_STATUS_INVALID_VALUE, "params->dim_student");
+    EXPECT_STATUS(call(p), KDF_STATUS_INVALID_VALUE, "params->dim_student");
     p = good, p.dim_teacher = -1;
-    expect(call(p), KDF_STATUS_INVALID_VALUE, "params->dim_teacher");
+    EXPECT_STATUS(call(p), KDF_STATUS_INVALID_VALUE, "params->dim_teacher");
     p = good, p.ld_student = 4;
-    expect(call(p), KDF_STATUS_INVALID_VALUE, "params->ld_student must be >= 5");
+    EXPECT_STATUS(call(p), KDF_STATUS_INVALID_VALUE, "params->ld_student must be >= 5");
     p = good, p.ld_teacher = -2;
-    expect(call(p), KDF_STATUS_INVALID_VALUE, "params->ld_teacher");
+    EXPECT_STATUS(call(p), KDF_STATUS_INVALID_VALUE, "params->ld_teacher");
     p = good, p.ld_student = int64_t(1) << 31;
-    expect(call(p), KDF_STATUS_INVALID_VALUE, "2^31");
+    EXPECT_STATUS(call(p), KDF_STATUS_INVALID_VALUE, "2^31");
     p = good, p.weight = INFINITY;
-    expect(call(p), KDF_STATUS_INVALID_VALUE, "params->weight");
+    EXPECT_STATUS(call(p), KDF_STATUS_INVALID_VALUE, "params->weight");
     p = good, p.dtype = KDF_DTYPE_BF16;
-    expect(call(p), KDF_STATUS_NOT_SUPPORTED, "bf16");
+    EXPECT_STATUS(call(p), KDF_STATUS_NOT_SUPPORTED, "bf16");
     p = good, p.dtype = static_cast<kdfDataType_t>(7);
-    expect(call(p), KDF_STATUS_INVALID_VALUE, "params->dtype");
+    EXPECT_STATUS(call(p), KDF_STATUS_INVALID_VALUE, "params->dtype");
     p = good, p.struct_size = 8;
-    expect(call(p), KDF_STATUS_INVALID_VALUE, "KDF_SP_PARAMS_INIT");
-    expect(kdfSP(handle, nullptr, fs.get(), ft.get(), loss.get(), grad.get(), nullptr, 1.0f, 0, ws.get(), ws.size(), stream),
+    EXPECT_STATUS(call(p), KDF_STATUS_INVALID_VALUE, "KDF_SP_PARAMS_INIT");
+    EXPECT_STATUS(kdfSP(handle, nullptr, fs.get(), ft.get(), loss.get(), grad.get(), nullptr, 1.0f, 0, ws.get(), ws.size(), stream),
            KDF_STATUS_NULL_POINTER, "params is NULL");
-    expect(kdfSP(nullptr, &good, fs.get(), ft.get(), loss.get(), grad.get(), nullptr, 1.0f, 0, ws.get(), ws.size(), stream),
+    EXPECT_STATUS(kdfSP(nullptr, &good, fs.get(), ft.get(), loss.get(), grad.get(), nullptr, 1.0f, 0, ws.get(), ws.size(), stream),
            KDF_STATUS_NULL_POINTER, "handle");
-    expect(call(good, reinterpret_cast<const char*>(fs.get()) + 2), KDF_STATUS_MISALIGNED_POINTER, "f_s");
-    expect(call(good, nullptr, reinterpret_cast<char*>(grad.get()) + 1), KDF_STATUS_MISALIGNED_POINTER, "grad_s");
-    expect(call(good, nullptr, const_cast<float*>(fs.get())), KDF_STATUS_INVALID_VALUE, "grad_s aliases f_s");
-    expect(call(good, nullptr, const_cast<float*>(ft.get())), KDF_STATUS_INVALID_VALUE, "grad_s aliases f_t");
-    expect(call(good, nullptr, nullptr, 16), KDF_STATUS_WORKSPACE_TOO_SMALL, "workspace_bytes");
-    expect(kdfSP(handle, &good, fs.get(), ft.get(), loss.get(), grad.get(), nullptr, 1.0f, 0, nullptr, ws.size(), stream),
+    EXPECT_STATUS(call(good, reinterpret_cast<const char*>(fs.get()) + 2), KDF_STATUS_MISALIGNED_POINTER, "f_s");
+    EXPECT_STATUS(call(good, nullptr, reinterpret_cast<char*>(grad.get()) + 1), KDF_STATUS_MISALIGNED_POINTER, "grad_s");
+    EXPECT_STATUS(call(good, nullptr, const_cast<float*>(fs.get())), KDF_STATUS_INVALID_VALUE, "grad_s aliases f_s");
+    EXPECT_STATUS(call(good, nullptr, const_cast<float*>(ft.get())), KDF_STATUS_INVALID_VALUE, "grad_s aliases f_t");
+    EXPECT_STATUS(call(good, nullptr, nullptr, 16), KDF_STATUS_WORKSPACE_TOO_SMALL, "workspace_bytes");
+    EXPECT_STATUS(kdfSP(handle, &good, fs.get(), ft.get(), loss.get(), grad.get(), nullptr, 1.0f, 0, nullptr, ws.size(), stream),
            KDF_STATUS_NULL_POINTER, "workspace is NULL");
-    expect(kdfSP(handle, &good, fs.get(), ft.get(), loss.get(), grad.get(), nullptr, 1.0f, 0,
+    EXPECT_STATUS(kdfSP(handle, &good, fs.get(), ft.get(), loss.get(), grad.get(), nullptr, 1.0f, 0,
                  static_cast<unsigned char*>(ws.get()) + 4, ws.size() - 4, stream),
            KDF_STATUS_MISALIGNED_POINTER, "workspace");
-    expect(kdfSP(handle, &good, nullptr, ft.get(), loss.get(), grad.get(), nullptr, 1.0f, 0, ws.get(), ws.size(), stream),
+    EXPECT_STATUS(kdfSP(handle, &good, nullptr, ft.get(), loss.get(), grad.get(), nullptr, 1.0f, 0, ws.get(), ws.size(), stream),
            KDF_STATUS_NULL_POINTER, "f_s is NULL");
-    expect(kdfSP(handle, &good, fs.get(), nullptr, loss.get(), grad.get(), nullptr, 1.0f, 0, ws.get(), ws.size(), stream),
+    EXPECT_STATUS(kdfSP(handle, &good, fs.get(), nullptr, loss.get(), grad.get(), nullptr, 1.0f, 0, ws.get(), ws.size(), stream),
            KDF_STATUS_NULL_POINTER, "f_t is NULL");
-    expect(kdfSP(handle, &good, fs.get(), ft.get(), loss.get(), grad.get(), nullptr, NAN, 0, ws.get(), ws.size(), stream),
+    EXPECT_STATUS(kdfSP(handle, &good, fs.get(), ft.get(), loss.get(), grad.get(), nullptr, NAN, 0, ws.get(), ws.size(), stream),
            KDF_STATUS_INVALID_VALUE, "grad_scale");
     size_t bytes = 0;
-    expect(kdfSPWorkspaceSize(&good, nullptr), KDF_STATUS_NULL_POINTER, "bytes");
+    EXPECT_STATUS(kdfSPWorkspaceSize(&good, nullptr), KDF_STATUS_NULL_POINTER, "bytes");
     p = good, p.rows = -3;
-    expect(kdfSPWorkspaceSize(&p, &bytes), KDF_STATUS_INVALID_VALUE, "params->rows");
+    EXPECT_STATUS(kdfSPWorkspaceSize(&p, &bytes), KDF_STATUS_INVALID_VALUE, "params->rows");
     EXPECT_EQ(call(good), KDF_STATUS_SUCCESS) << kdfGetLastErrorString();
 }
 

@@ -372,14 +372,10 @@ TEST_F(VID, BadInputs)
         return kdfVID(handle, p, x.pred, x.target, x.ls, x.loss, x.gp, x.gls, x.grad_loss, grad_scale, 0, w ? w : ws.get(),
                       bytes == SIZE_MAX ? ws.size() : bytes, stream);
     };
-    auto expect = [&](kdfStatus_t got, kdfStatus_t want, const char* needle) {
-        EXPECT_EQ(got, want) << kdfGetStatusName(got) << ": " << kdfGetLastErrorString();
-        EXPECT_THAT(kdfGetLastErrorString(), HasSubstr(needle));
-    };
     auto expect_params = [&](const kdfVIDParams_t& p, kdfStatus_t want, const char* needle) {
-        expect(call(&p, ok), want, needle);
+        EXPECT_STATUS(call(&p, ok), want, needle);
         size_t bytes = 0;
-        expect(kdfVIDWorkspaceSize(&p, &bytes), want, needle);
+        EXPECT_STATUS(kdfVIDWorkspaceSize(&p, &bytes), want, needle);
     };
     auto misaligned = [](const void* p) { return static_cast<const char*>(p) + 2; };
 
@@ -417,53 +413,53 @@ TEST_F(VID, BadInputs)
     expect_params(p, KDF_STATUS_INVALID_VALUE, "params->dtype is not a kdfDataType_t");
     p = good, p.struct_size = sizeof(kdfFitNetParams_t);
     expect_params(p, KDF_STATUS_INVALID_VALUE, "KDF_VID_PARAMS_INIT");
-    expect(call(nullptr, ok), KDF_STATUS_NULL_POINTER, "params is NULL");
+    EXPECT_STATUS(call(nullptr, ok), KDF_STATUS_NULL_POINTER, "params is NULL");
     size_t bytes = 0;
-    expect(kdfVIDWorkspaceSize(nullptr, &bytes), KDF_STATUS_NULL_POINTER, "params is NULL");
-    expect(kdfVIDWorkspaceSize(&good, nullptr), KDF_STATUS_NULL_POINTER, "bytes is NULL");
+    EXPECT_STATUS(kdfVIDWorkspaceSize(nullptr, &bytes), KDF_STATUS_NULL_POINTER, "params is NULL");
+    EXPECT_STATUS(kdfVIDWorkspaceSize(&good, nullptr), KDF_STATUS_NULL_POINTER, "bytes is NULL");
 
     // Handle.
-    expect(kdfVID(nullptr, &good, ok.pred, ok.target, ok.ls, ok.loss, ok.gp, ok.gls, nullptr, 1.0f, 0, ws.get(), ws.size(),
+    EXPECT_STATUS(kdfVID(nullptr, &good, ok.pred, ok.target, ok.ls, ok.loss, ok.gp, ok.gls, nullptr, 1.0f, 0, ws.get(), ws.size(),
                   stream),
            KDF_STATUS_NULL_POINTER, "handle is NULL");
 
     // Pointers.
     Ptrs x = ok;
     x.pred = nullptr;
-    expect(call(&good, x), KDF_STATUS_NULL_POINTER, "pred_mean is NULL");
+    EXPECT_STATUS(call(&good, x), KDF_STATUS_NULL_POINTER, "pred_mean is NULL");
     x = ok, x.target = nullptr;
-    expect(call(&good, x), KDF_STATUS_NULL_POINTER, "target is NULL");
+    EXPECT_STATUS(call(&good, x), KDF_STATUS_NULL_POINTER, "target is NULL");
     x = ok, x.ls = nullptr;
-    expect(call(&good, x), KDF_STATUS_NULL_POINTER, "log_scale is NULL");
+    EXPECT_STATUS(call(&good, x), KDF_STATUS_NULL_POINTER, "log_scale is NULL");
     x = ok, x.pred = misaligned(pred.get());
-    expect(call(&good, x), KDF_STATUS_MISALIGNED_POINTER, "pred_mean is not 4-byte aligned");
+    EXPECT_STATUS(call(&good, x), KDF_STATUS_MISALIGNED_POINTER, "pred_mean is not 4-byte aligned");
     x = ok, x.target = misaligned(target.get());
-    expect(call(&good, x), KDF_STATUS_MISALIGNED_POINTER, "target is not 4-byte aligned");
+    EXPECT_STATUS(call(&good, x), KDF_STATUS_MISALIGNED_POINTER, "target is not 4-byte aligned");
     x = ok, x.ls = reinterpret_cast<const float*>(misaligned(ls.get()));
-    expect(call(&good, x), KDF_STATUS_MISALIGNED_POINTER, "log_scale is not 4-byte aligned");
+    EXPECT_STATUS(call(&good, x), KDF_STATUS_MISALIGNED_POINTER, "log_scale is not 4-byte aligned");
     x = ok, x.loss = reinterpret_cast<float*>(const_cast<char*>(misaligned(loss.get())));
-    expect(call(&good, x), KDF_STATUS_MISALIGNED_POINTER, "loss is not 4-byte aligned");
+    EXPECT_STATUS(call(&good, x), KDF_STATUS_MISALIGNED_POINTER, "loss is not 4-byte aligned");
     x = ok, x.gp = const_cast<char*>(misaligned(gp.get()));
-    expect(call(&good, x), KDF_STATUS_MISALIGNED_POINTER, "grad_pred is not 4-byte aligned");
+    EXPECT_STATUS(call(&good, x), KDF_STATUS_MISALIGNED_POINTER, "grad_pred is not 4-byte aligned");
     x = ok, x.gls = reinterpret_cast<float*>(const_cast<char*>(misaligned(gls.get())));
-    expect(call(&good, x), KDF_STATUS_MISALIGNED_POINTER, "grad_log_scale is not 4-byte aligned");
+    EXPECT_STATUS(call(&good, x), KDF_STATUS_MISALIGNED_POINTER, "grad_log_scale is not 4-byte aligned");
     x = ok, x.grad_loss = reinterpret_cast<const float*>(misaligned(loss.get()));
-    expect(call(&good, x), KDF_STATUS_MISALIGNED_POINTER, "grad_loss is not 4-byte aligned");
+    EXPECT_STATUS(call(&good, x), KDF_STATUS_MISALIGNED_POINTER, "grad_loss is not 4-byte aligned");
     x = ok, x.gp = pred.get();
-    expect(call(&good, x), KDF_STATUS_INVALID_VALUE, "grad_pred aliases pred_mean");
+    EXPECT_STATUS(call(&good, x), KDF_STATUS_INVALID_VALUE, "grad_pred aliases pred_mean");
     x = ok, x.gp = target.get();
-    expect(call(&good, x), KDF_STATUS_INVALID_VALUE, "grad_pred aliases target");
+    EXPECT_STATUS(call(&good, x), KDF_STATUS_INVALID_VALUE, "grad_pred aliases target");
     x = ok, x.gls = ls.get();
-    expect(call(&good, x), KDF_STATUS_INVALID_VALUE, "grad_log_scale aliases log_scale");
-    expect(call(&good, ok, INFINITY), KDF_STATUS_INVALID_VALUE, "grad_scale must be finite");
+    EXPECT_STATUS(call(&good, x), KDF_STATUS_INVALID_VALUE, "grad_log_scale aliases log_scale");
+    EXPECT_STATUS(call(&good, ok, INFINITY), KDF_STATUS_INVALID_VALUE, "grad_scale must be finite");
 
     // Workspace.
-    expect(call(&good, ok, 1.0f, nullptr, 16), KDF_STATUS_WORKSPACE_TOO_SMALL, "workspace_bytes is 16");
-    expect(kdfVID(handle, &good, ok.pred, ok.target, ok.ls, ok.loss, ok.gp, ok.gls, nullptr, 1.0f, 0, nullptr, ws.size(),
+    EXPECT_STATUS(call(&good, ok, 1.0f, nullptr, 16), KDF_STATUS_WORKSPACE_TOO_SMALL, "workspace_bytes is 16");
+    EXPECT_STATUS(kdfVID(handle, &good, ok.pred, ok.target, ok.ls, ok.loss, ok.gp, ok.gls, nullptr, 1.0f, 0, nullptr, ws.size(),
                   stream),
            KDF_STATUS_NULL_POINTER, "workspace is NULL");
     DeviceBuffer<unsigned char> big(ws.size() + 16);
-    expect(call(&good, ok, 1.0f, big.get() + 8, ws.size()), KDF_STATUS_MISALIGNED_POINTER, "workspace is not 16-byte aligned");
+    EXPECT_STATUS(call(&good, ok, 1.0f, big.get() + 8, ws.size()), KDF_STATUS_MISALIGNED_POINTER, "workspace is not 16-byte aligned");
 
     EXPECT_EQ(call(&good, ok), KDF_STATUS_SUCCESS) << kdfGetLastErrorString();
     EXPECT_STREQ(kdfGetLastErrorString(), "");

@@ -7,12 +7,22 @@
 #include "device_test.h"
 #include "golden.h"
 
+#include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
 #include <algorithm>
 #include <cstring>
 #include <string>
 #include <vector>
+
+// A call that must fail with `want` and a kdfGetLastErrorString() containing `needle` (the argument name).
+// A macro, so a failure points at the test's line.
+#define EXPECT_STATUS(got, want, needle)                                                             \
+    do {                                                                                             \
+        const kdfStatus_t kdf_got_ = (got);                                                          \
+        EXPECT_EQ(kdf_got_, (want)) << kdfGetStatusName(kdf_got_) << ": " << kdfGetLastErrorString(); \
+        EXPECT_THAT(kdfGetLastErrorString(), ::testing::HasSubstr(needle));                         \
+    } while (0)
 
 namespace kdftest {
 
