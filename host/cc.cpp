@@ -27,7 +27,7 @@ Checker& check_params(Checker& check, const kdfCCParams_t* p)
 
 size_t workspace_bytes(const kdfCCParams_t* p)
 {
-    return kdf::kernels::cc_workspace_bytes(p->rows, p->dim_student, shipped(p));
+    return kdf::kernels::cc_workspace_bytes(p->rows, p->dim_student, p->dim_teacher, shipped(p));
 }
 
 }  // namespace
@@ -93,7 +93,7 @@ kdfStatus_t kdfCC(kdfHandle_t handle, const kdfCCParams_t* params, const void* f
         if (args.shipped)
             args.sum = kdf::GridSum::carve(workspace, kdf::kernels::cc_shipped_blocks(args.n, args.ds));
         else
-            args.ws = kdf::kernels::GramWorkspace::carve(workspace, args.n, kdf::kernels::cc_seed_blocks(args.n));
+            args.ws = kdf::kernels::GramWorkspace::carve(workspace, args.n, args.ds, args.dt, kdf::kernels::cc_seed_blocks(args.n));
         args.cublas = handle->cublas;
         args.allow_tf32 = handle->math == KDF_MATH_TF32;
         const auto r = kdf::kernels::cc_launch(args, stream);

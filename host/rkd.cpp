@@ -20,7 +20,7 @@ Checker& check_params(Checker& check, const kdfRKDParams_t* p)
         .finite(p->weight, "params->weight");
 }
 
-size_t workspace_bytes(const kdfRKDParams_t* p) { return static_cast<size_t>(kdf::kernels::RKDWorkspace::bytes(p->rows)); }
+size_t workspace_bytes(const kdfRKDParams_t* p) { return static_cast<size_t>(kdf::kernels::RKDWorkspace::bytes(p->rows, p->dim_student, p->dim_teacher)); }
 
 }  // namespace
 
@@ -74,10 +74,10 @@ kdfStatus_t kdfRKD(kdfHandle_t handle, const kdfRKDParams_t* params, const void*
         args.grad_loss = grad_loss;
         args.loss = loss;
         args.grad_s = static_cast<float*>(grad_s);
-        args.ws = kdf::kernels::RKDWorkspace::carve(workspace, params->rows);
+        args.ws = kdf::kernels::RKDWorkspace::carve(workspace, params->rows, params->dim_student, params->dim_teacher);
         args.cublas = handle->cublas;
         args.allow_tf32 = handle->math == KDF_MATH_TF32;
-        const kdf::kernels::RKDLaunchResult r = kdf::kernels::rkd_launch(args, stream);
+        const kdf::LaunchResult r = kdf::kernels::rkd_launch(args, stream);
         if (r.cublas != CUBLAS_STATUS_SUCCESS) return kdf::host::cublas_status("kdfRKD", r.cublas);
         return kdf::host::cuda_status("kdfRKD", r.cuda);
     });

@@ -17,7 +17,7 @@ Checker& check_params(Checker& check, const kdfSPParams_t* p)
         .finite(p->weight, "params->weight");
 }
 
-size_t workspace_bytes(const kdfSPParams_t* p) { return static_cast<size_t>(kdf::kernels::sp_workspace_bytes(p->rows)); }
+size_t workspace_bytes(const kdfSPParams_t* p) { return static_cast<size_t>(kdf::kernels::sp_workspace_bytes(p->rows, p->dim_student, p->dim_teacher)); }
 
 }  // namespace
 
@@ -69,7 +69,7 @@ kdfStatus_t kdfSP(kdfHandle_t handle, const kdfSPParams_t* params, const void* f
         args.grad_loss = grad_loss;
         args.loss = loss;
         args.grad_s = static_cast<float*>(grad_s);
-        args.ws = kdf::kernels::GramWorkspace::carve(workspace, args.n, kdf::kernels::sp_blocks(args.n));
+        args.ws = kdf::kernels::GramWorkspace::carve(workspace, args.n, args.ds, args.dt, kdf::kernels::sp_blocks(args.n));
         args.cublas = handle->cublas;
         args.allow_tf32 = handle->math == KDF_MATH_TF32;
         const auto r = kdf::kernels::sp_launch(args, stream);

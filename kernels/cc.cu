@@ -8,8 +8,9 @@
 //   dL/df_s = (dG + dG^T) f_s,  dG + dG^T = k/r_s ((d + d^T) - (Q_s + Q_s^T) <Q_s, d>_F)
 // Two whole-matrix statistics, each needed before the next step can start: r_s, r_t before any Q, and
 // <Q_s, d>_F before any entry of dG. Without a grid-wide barrier each is a kernel boundary, hence
-// (fusion plan, 3 kernels and 3 GEMMs; loss only: 2 kernels, 2 GEMMs):
-//   GEMM 1, 2: G_s, G_t into the workspace.
+// (fusion plan, 3 kernels and 3 GEMMs; loss only: 2 kernels, 2 GEMMs; + the slice reduction for D > 64):
+//   GEMM 1, 2: G_s, G_t into the workspace (kdf::build_grams, common/gram_split.cuh: above 64 columns a
+//   strided-batched GEMM over column slices and a slice-reduction kernel).
 //   kernel 1 (cc_norms): sum G_s^2 and sum G_t^2 (kdf::grid_sum each); the last blocks write r_s, r_t.
 //   kernel 2 (cc_diff): d elementwise; sum d^2 (the loss) and <Q_s, d> (grid sums, last block writes).
 //     The shortcut <Q_s, d> = -||d||^2 / 2 (both Q have unit norm) would drop kernel 2's second sum but
@@ -31,6 +32,7 @@
 #include "cc.h"
 
 #include "common/gram_pair.cuh"
+#include "common/gram_split.cuh"
 
 namespace kdf::kernels {
 namespace {
@@ -156,15 +158,15 @@ int64_t cc_shipped_blocks(int64_t n, int64_t d)
     return b < 1024 ? b : 1024;
 }
 
-size_t cc_workspace_bytes(int64_t n, int64_t d, bool shipped)
+size_t cc_workspace_bytes(int64_t n, int64_t ds, int64_t dt, bool shipped)
 {
-    if (shipped) return static_cast<size_t>(GridSum::bytes(cc_shipped_blocks(n, d)));
-    return static_cast<size_t>(GramWorkspace::bytes(n, cc_seed_blocks(n)));
+    if (shipped) return static_cast<size_t>(GridSum::bytes(cc_shipped_blocks(n, ds)));
+    return static_cast<size_t>(GramWorkspace::bytes(n, ds, dt, cc_seed_blocks(n)));
 }
 
-GramCallResult cc_launch(const CCArgs& a, cudaStream_t stream)
+LaunchResult cc_launch(const CCArgs& a, cudaStream_t stream)
 {
-    GramCallResult r;
+    LaunchResult r;
     if (a.shipped) {
         if (a.loss)
             if ((r.cuda = a.sum.prepare(stream))) return r;
@@ -175,12 +177,9 @@ GramCallResult cc_launch(const CCArgs& a, cudaStream_t stream)
     const int n = static_cast<int>(a.n);
     const bool want_grad = a.grad_s != nullptr;
     if ((r.cublas = gemm_bind(a.cublas, stream, a.ws.cublas, a.allow_tf32))) return r;
-    if ((r.cublas = gemm_rm(a.cublas, false, true, n, n, static_cast<int>(a.ds), 1.0f, a.f_s, static_cast<int>(a.ld_s),
-                            a.f_s, static_cast<int>(a.ld_s), 0.0f, a.ws.gram_s, n)))
-        return r;
-    if ((r.cublas = gemm_rm(a.cublas, false, true, n, n, static_cast<int>(a.dt), 1.0f, a.f_t, static_cast<int>(a.ld_t),
-                            a.f_t, static_cast<int>(a.ld_t), 0.0f, a.ws.gram_t, n)))
-        return r;
+    r = build_grams(a.cublas, stream, a.n, {a.f_s, a.ld_s, a.ds, a.ws.gram_s, a.ws.partials.s, 0},
+                  {a.f_t, a.ld_t, a.dt, a.ws.gram_t, a.ws.partials.t, 0});
+    if (r.cublas || r.cuda) return r;
     if ((r.cuda = a.ws.prepare(stream))) return r;
     const LaunchConfig cfg{dim3(static_cast<unsigned>(cc_seed_blocks(a.n))), dim3(kBlock), 0, stream};
     if ((r.cuda = kdf::launch(cc_norms_kernel<kBlock>, cfg, a))) return r;

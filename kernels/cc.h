@@ -29,9 +29,9 @@ struct CCArgs {
 int64_t cc_seed_blocks(int64_t n);
 // Blocks of the shipped variant's kernel (a function of N and D).
 int64_t cc_shipped_blocks(int64_t n, int64_t d);
-size_t cc_workspace_bytes(int64_t n, int64_t d, bool shipped);
+size_t cc_workspace_bytes(int64_t n, int64_t ds, int64_t dt, bool shipped);
 // Seed: 2 GEMMs, 2 kernels (norms; loss and projection), with grad_s a third kernel and 1 GEMM.
 // Shipped: 1 kernel, no GEMM.
-GramCallResult cc_launch(const CCArgs& args, cudaStream_t stream);
+LaunchResult cc_launch(const CCArgs& args, cudaStream_t stream);
 
 }  // namespace kdf::kernels

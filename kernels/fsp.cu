@@ -109,9 +109,9 @@ Mat pooled(float* p, int64_t c, int64_t hw) { return {p, static_cast<int>(hw), s
 
 }  // namespace
 
-GramLaunchResult fsp_launch(const FSPArgs& a, cudaStream_t stream)
+LaunchResult fsp_launch(const FSPArgs& a, cudaStream_t stream)
 {
-    GramLaunchResult r;
+    LaunchResult r;
     const FSPGeometry& g = a.geo;
     if (a.loss)
         if ((r.cuda = a.ws.sum.prepare(stream))) return r;

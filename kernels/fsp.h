@@ -2,7 +2,7 @@
 // geometry and workspace layout are shared by the launcher and the workspace size query.
 #pragma once
 
-#include "nst.h"  // PoolPair, GramLaunchResult, kGramBlock
+#include "nst.h"  // PoolPair, LaunchResult, kGramBlock
 
 namespace kdf::kernels {
 
@@ -116,6 +116,6 @@ struct FSPArgs {
 
 // Kernels: pooling (when a map of either pair is pooled), the difference kernel, the pooling adjoint (when
 // the pooled student map's gradient is requested). GEMMs: 2 for D, plus one per requested gradient.
-GramLaunchResult fsp_launch(const FSPArgs& args, cudaStream_t stream);
+LaunchResult fsp_launch(const FSPArgs& args, cudaStream_t stream);
 
 }  // namespace kdf::kernels

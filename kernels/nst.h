@@ -10,11 +10,6 @@ namespace kdf::kernels {
 
 constexpr int kGramBlock = 256;
 
-// Result of a launcher that issues kernels and cuBLAS calls: the first failure of either kind.
-struct GramLaunchResult {
-    cudaError_t cuda = cudaSuccess;
-    cublasStatus_t cublas = CUBLAS_STATUS_SUCCESS;
-};
 
 // The common size of two maps compared after pooling (the AT rule): the larger map, at least as large in
 // both h and w, is pooled to the smaller one's h x w.
@@ -36,12 +31,21 @@ struct PoolPair {
     }
 };
 
-// NST workspace: X = [a; b] per sample (the pooled, normalised rows of both maps: n x (cs + ct) x hw), the
-// rows' norms (n x (cs + ct)), the Gram matrices X X^T (n x (cs + ct)^2), dA = dL/da (n x cs x hw), the grid
-// sum of the finishing kernel (one partial per block, n x (cs + ct) blocks) and the cuBLAS slice.
+// NST's two forms (nst.cu): with X = [a; b] per sample (c = cs + ct rows of p = h*w positions), the channel
+// form works on the c x c Gram matrix G = X X^T, the position form on the p x p matrices S = a^T a / cs and
+// T = b^T b / ct, because sum Gss^2 / cs^2 + sum Gtt^2 / ct^2 - 2 sum Gst^2 / (cs ct) = ||S - T||_F^2. The
+// position form is chosen when its two p x p matrices are no larger than G (2 p^2 <= c^2); then it also
+// needs fewer FLOPs.
+//
+// NST workspace: X (the pooled, normalised rows of both maps: n x c x p), the rows' norms (n x c), the
+// per-sample matrices (channel form: G, n x c x c; position form: D = S - T and T, 2 x n x p x p),
+// dA = dL/da (n x cs x p), the grid sum of the finishing kernel (one partial per block, n x c blocks) and the
+// cuBLAS slice.
 struct NSTGeometry {
     PoolPair pool;
     int64_t n, cs, ct, c, p;  // c = cs + ct rows of X per sample, p = h*w columns
+    bool positions;           // the position form (else the channel form)
+    int64_t m;                // the side of the per-sample matrices: p (position form) or c
     int64_t blocks;           // n * c: one block per row of X in both kernels
     bool fits;                // grids and cuBLAS sizes within int
 
@@ -54,6 +58,8 @@ struct NSTGeometry {
         g.blocks = g.n * g.c;
         constexpr int64_t kIntMax = 2147483647;
         g.fits = g.blocks <= kIntMax && g.c <= 46340 && g.p <= kIntMax;
+        g.positions = g.fits && g.p < g.c && 2 * g.p * g.p <= g.c * g.c;  // no overflow: p < c <= 46340
+        g.m = g.positions ? g.p : g.c;
         return g;
     }
 };
@@ -61,7 +67,7 @@ struct NSTGeometry {
 struct NSTWorkspace {
     float* x;
     float* norms;
-    float* gram;
+    float* gram;  // G (channel form) or D = S - T followed by T (position form)
     float* da;
     GridSum sum;
     void* cublas;
@@ -70,7 +76,7 @@ struct NSTWorkspace {
     {
         out[0] = round_up(g.n * g.c * g.p * 4, 256);
         out[1] = round_up(g.n * g.c * 4, 256);
-        out[2] = round_up(g.n * g.c * g.c * 4, 256);
+        out[2] = round_up((g.positions ? 2 : 1) * g.n * g.m * g.m * 4, 256);
         out[3] = round_up(g.n * g.cs * g.p * 4, 256);
         out[4] = GridSum::bytes(g.blocks);
         out[5] = static_cast<int64_t>(kCublasWorkspaceBytes);
@@ -116,8 +122,9 @@ struct NSTArgs {
     bool allow_tf32;
 };
 
-// Two kernels and one (loss only) or three (with the gradient) strided-batched GEMMs, plus a 4-byte
-// memset of the ticket when the loss is requested.
-GramLaunchResult nst_launch(const NSTArgs& args, cudaStream_t stream);
+// Two kernels and strided-batched GEMMs, plus a 4-byte memset of the ticket when the loss is requested.
+// Channel form: 1 GEMM (G) + 2 with the gradient (dA). Position form: 2 (D) + 1 with the gradient (dA) + 1
+// when the loss is requested with full_loss = 0 (T, whose norm is subtracted).
+LaunchResult nst_launch(const NSTArgs& args, cudaStream_t stream);
 
 }  // namespace kdf::kernels

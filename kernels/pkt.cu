@@ -19,14 +19,15 @@
 //   row gets a zero gradient. Rows with a non-finite norm also get P row 0 (their loss terms are the
 //   seed's; their gradient is the seed's NaN -> 0 masking: 0).
 //
-// Fusion plan (per call): GEMM G_s = e_s e_s^T, GEMM G_t = e_t e_t^T (cuBLAS, caller's stream), then
+// Fusion plan (per call): GEMM G_s = e_s e_s^T, GEMM G_t = e_t e_t^T (cuBLAS, caller's stream; kdf::build_grams
+// splits D > 64 into column slices, common/gram_split.cuh), then
 //   kernel 1 (one block per row i): r_i of both networks (a row reduction), then s, t, the loss terms and,
 //            with the gradient, a, sum_k a_ik s_ik (a second row reduction) and B's row i. The loss is
 //            summed per block in row order and across blocks by kdf::grid_sum (same launch).
 //   kernel 2 (gradient only, one block per row i): P's row i needs H_ij = (B_ij + B_ji) / 2, i.e. column i
 //            of B, which other blocks of kernel 1 write: a grid-wide dependency, hence a second kernel.
 //   GEMM grad_s = P e_s (beta = 1 when accumulating, so the GEMM itself adds into grad_s).
-// Loss only: 2 GEMMs + 1 kernel; with the gradient: 3 GEMMs + 2 kernels.
+// Loss only: 2 GEMMs + 1 kernel; with the gradient: 3 GEMMs + 2 kernels; + the slice reduction for D > 64.
 // Bytes moved (fp32): the GEMMs read e_s twice and e_t once (4 N (2 D_s + D_t)) and write grad_s once
 // (4 N D_s; read as well when accumulating); the N x N matrices (G_s, G_t, B, P: 4 N^2 each) stay in L2
 // for the N of distillation batches. FLOPs: 2 N^2 (2 D_s + D_t) in the GEMMs, O(N^2) in the kernels.
@@ -41,6 +42,7 @@
 #include "pkt.h"
 
 #include "common/device.cuh"
+#include "common/gram_split.cuh"
 
 namespace kdf::kernels {
 namespace {
@@ -161,19 +163,16 @@ __global__ void __launch_bounds__(kBlock, 4) pkt_coef_kernel(PKTArgs a)
 
 }  // namespace
 
-PKTLaunchResult pkt_launch(const PKTArgs& a, cudaStream_t stream)
+LaunchResult pkt_launch(const PKTArgs& a, cudaStream_t stream)
 {
-    PKTLaunchResult r;
+    LaunchResult r;
     const int n = static_cast<int>(a.rows);
     const bool grad = a.grad_s != nullptr;
     r.cublas = gemm_bind(a.cublas, stream, a.ws.cublas, a.allow_tf32);
-    if (r.cublas == CUBLAS_STATUS_SUCCESS)
-        r.cublas = gemm_rm(a.cublas, false, true, n, n, static_cast<int>(a.dim_s), 1.0f, a.f_s, static_cast<int>(a.ld_s),
-                           a.f_s, static_cast<int>(a.ld_s), 0.0f, a.ws.gram_s, n);
-    if (r.cublas == CUBLAS_STATUS_SUCCESS)
-        r.cublas = gemm_rm(a.cublas, false, true, n, n, static_cast<int>(a.dim_t), 1.0f, a.f_t, static_cast<int>(a.ld_t),
-                           a.f_t, static_cast<int>(a.ld_t), 0.0f, a.ws.gram_t, n);
     if (r.cublas != CUBLAS_STATUS_SUCCESS) return r;
+    r = build_grams(a.cublas, stream, a.rows, {a.f_s, a.ld_s, a.dim_s, a.ws.gram_s, a.ws.partials.s, 0},
+                  {a.f_t, a.ld_t, a.dim_t, a.ws.gram_t, a.ws.partials.t, 0});
+    if (r.cublas || r.cuda) return r;
 
     const dim3 grid(static_cast<unsigned>(pkt_blocks(a.rows)));
     if (a.loss != nullptr)

@@ -3,6 +3,7 @@
 #pragma once
 
 #include "common/gemm.h"
+#include "common/gram_split.h"
 #include "common/grid_sum.h"
 
 #include <cstddef>
@@ -10,11 +11,6 @@
 
 namespace kdf::kernels {
 
-// Result of the PKT launcher: the first failure of a kernel launch or of a cuBLAS call.
-struct PKTLaunchResult {
-    cudaError_t cuda = cudaSuccess;
-    cublasStatus_t cublas = CUBLAS_STATUS_SUCCESS;
-};
 
 // Blocks of both kernels (one row of the N x N matrices per block, grid-stride beyond 65535).
 inline int64_t pkt_blocks(int64_t rows) { return rows < 65535 ? rows : 65535; }
@@ -27,13 +23,15 @@ struct PKTWorkspace {
     float* dsim;
     GridSum sum;
     void* cublas;
+    GramPartials partials;  // of the split Gram matrices (common/gram_split.h)
 
     static int64_t matrix_bytes(int64_t rows) { return round_up(rows * rows * int64_t(sizeof(float)), 256); }
-    static int64_t bytes(int64_t rows)
+    static int64_t bytes(int64_t rows, int64_t dim_s, int64_t dim_t)
     {
-        return 3 * matrix_bytes(rows) + GridSum::bytes(pkt_blocks(rows)) + static_cast<int64_t>(kCublasWorkspaceBytes);
+        return 3 * matrix_bytes(rows) + GridSum::bytes(pkt_blocks(rows)) + static_cast<int64_t>(kCublasWorkspaceBytes) +
+               GramPartials::bytes(rows, dim_s, dim_t);
     }
-    static PKTWorkspace carve(void* workspace, int64_t rows)
+    static PKTWorkspace carve(void* workspace, int64_t rows, int64_t dim_s, int64_t dim_t)
     {
         auto* b = static_cast<unsigned char*>(workspace);
         const int64_t m = matrix_bytes(rows);
@@ -43,6 +41,7 @@ struct PKTWorkspace {
         w.dsim = reinterpret_cast<float*>(b + 2 * m);
         w.sum = GridSum::carve(b + 3 * m, pkt_blocks(rows));
         w.cublas = b + 3 * m + GridSum::bytes(pkt_blocks(rows));
+        w.partials = GramPartials::carve(static_cast<unsigned char*>(w.cublas) + kCublasWorkspaceBytes, rows, dim_s, dim_t);
         return w;
     }
 };
@@ -65,6 +64,6 @@ struct PKTArgs {
 
 // Loss only: two GEMMs (the Gram matrices) and one kernel (plus a 4-byte memset of the ticket).
 // With the gradient: three GEMMs and two kernels (see pkt.cu for why).
-PKTLaunchResult pkt_launch(const PKTArgs& args, cudaStream_t stream);
+LaunchResult pkt_launch(const PKTArgs& args, cudaStream_t stream);
 
 }  // namespace kdf::kernels

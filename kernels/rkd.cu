@@ -29,7 +29,8 @@
 //   the seed's (those angles are 0 either way).
 //
 // Fusion plan (the N^3 angle values exist only in registers; memory is O(N^2), independent of D):
-//   GEMMs G_s = e_s e_s^T, G_t = e_t e_t^T.
+//   GEMMs G_s = e_s e_s^T, G_t = e_t e_t^T (kdf::build_grams, common/gram_split.cuh: above 64 columns a
+//     strided-batched GEMM over column slices and a slice-reduction kernel).
 //   kernel 1 (block per row r, thread per column c): the distance row sums of both networks; for anchor
 //     r, loop over k: the angle loss terms, Gamma_rc and T_rc; and Psi_rc, looping over the anchors.
 //   kernel 2 (block per row): mu_s, mu_t need every row's distance sum (a grid-wide dependency, hence a
@@ -37,17 +38,18 @@
 //   kernel 3 (gradient only, block per row): needs rho (grid-wide again): Delta, and M's row r (which
 //     reads column r of Gamma, Psi, T, written by other blocks of kernel 1).
 //   GEMM grad_s = M e_s (beta = 1 when accumulating).
-// Loss only: 2 GEMMs + 2 kernels; with the gradient: 3 GEMMs + 3 kernels.
+// Loss only: 2 GEMMs + 2 kernels; with the gradient: 3 GEMMs + 3 kernels; + the slice reduction for D > 64.
 // FLOPs: 2 N^2 (2 D_s + D_t) in the GEMMs; ~25 N^3 per network evaluation in kernel 1 (the anchor loop and
 // the Psi loop each evaluate both networks' angles: about 100 N^3 in all), O(N^2) elsewhere.
 // Bytes (fp32): 4 N (2 D_s + D_t) read, 4 N D_s written; N x N matrices (6 x 4 N^2) L2-resident.
 // Numerics: fp32. The Gram form subtracts G entries: the differences of rows that are close relative to
 // their norms lose digits (relative error ~ 1e-7 |e|^2 / |e_i - e_j|^2); rows that are exactly equal give
-// exactly 0 (the GEMM sums both entries in the same order), as in the seed. Grid size fixed by N, fixed
+// exactly 0 (both entries are summed in the same order), as in the seed. Grid size fixed by N, fixed
 // summation orders: bitwise reproducible for a given cuBLAS.
 #include "rkd.h"
 
 #include "common/device.cuh"
+#include "common/gram_split.cuh"
 
 namespace kdf::kernels {
 namespace {
@@ -238,19 +240,16 @@ __global__ void __launch_bounds__(kBlock) rkd_coef_kernel(RKDArgs a)
 
 }  // namespace
 
-RKDLaunchResult rkd_launch(const RKDArgs& a, cudaStream_t stream)
+LaunchResult rkd_launch(const RKDArgs& a, cudaStream_t stream)
 {
-    RKDLaunchResult r;
+    LaunchResult r;
     const int n = static_cast<int>(a.rows);
     const bool grad = a.grad_s != nullptr;
     r.cublas = gemm_bind(a.cublas, stream, a.ws.cublas, a.allow_tf32);
-    if (r.cublas == CUBLAS_STATUS_SUCCESS)
-        r.cublas = gemm_rm(a.cublas, false, true, n, n, static_cast<int>(a.dim_s), 1.0f, a.e_s, static_cast<int>(a.ld_s),
-                           a.e_s, static_cast<int>(a.ld_s), 0.0f, a.ws.gram_s, n);
-    if (r.cublas == CUBLAS_STATUS_SUCCESS)
-        r.cublas = gemm_rm(a.cublas, false, true, n, n, static_cast<int>(a.dim_t), 1.0f, a.e_t, static_cast<int>(a.ld_t),
-                           a.e_t, static_cast<int>(a.ld_t), 0.0f, a.ws.gram_t, n);
     if (r.cublas != CUBLAS_STATUS_SUCCESS) return r;
+    r = build_grams(a.cublas, stream, a.rows, {a.e_s, a.ld_s, a.dim_s, a.ws.gram_s, a.ws.partials.s, 0},
+                  {a.e_t, a.ld_t, a.dim_t, a.ws.gram_t, a.ws.partials.t, 0});
+    if (r.cublas || r.cuda) return r;
 
     const dim3 grid(static_cast<unsigned>(rkd_blocks(a.rows)));
     if (a.loss != nullptr)

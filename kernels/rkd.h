@@ -3,6 +3,7 @@
 #pragma once
 
 #include "common/gemm.h"
+#include "common/gram_split.h"
 #include "common/grid_sum.h"
 
 #include <cstddef>
@@ -10,11 +11,6 @@
 
 namespace kdf::kernels {
 
-// Result of the RKD launcher: the first failure of a kernel launch or of a cuBLAS call.
-struct RKDLaunchResult {
-    cudaError_t cuda = cudaSuccess;
-    cublasStatus_t cublas = CUBLAS_STATUS_SUCCESS;
-};
 
 // Blocks of every kernel (one row of the N x N matrices per block, grid-stride beyond 65535).
 inline int64_t rkd_blocks(int64_t rows) { return rows < 65535 ? rows : 65535; }
@@ -35,15 +31,16 @@ struct RKDWorkspace {
     float* rho;     // per row: sum_j h_ij d_ij (the gradient of the student's mean)
     GridSum sum;
     void* cublas;
+    GramPartials partials;  // of the split Gram matrices (common/gram_split.h)
 
     static int64_t matrix_bytes(int64_t rows) { return round_up(rows * rows * int64_t(sizeof(float)), 256); }
     static int64_t vector_bytes(int64_t rows) { return round_up(rows * int64_t(sizeof(float)), 256); }
-    static int64_t bytes(int64_t rows)
+    static int64_t bytes(int64_t rows, int64_t dim_s, int64_t dim_t)
     {
         return 6 * matrix_bytes(rows) + 5 * vector_bytes(rows) + GridSum::bytes(rkd_blocks(rows)) +
-               static_cast<int64_t>(kCublasWorkspaceBytes);
+               static_cast<int64_t>(kCublasWorkspaceBytes) + GramPartials::bytes(rows, dim_s, dim_t);
     }
-    static RKDWorkspace carve(void* workspace, int64_t rows)
+    static RKDWorkspace carve(void* workspace, int64_t rows, int64_t dim_s, int64_t dim_t)
     {
         auto* b = static_cast<unsigned char*>(workspace);
         const int64_t m = matrix_bytes(rows), v = vector_bytes(rows);
@@ -54,6 +51,7 @@ struct RKDWorkspace {
         for (float** p : vecs) *p = reinterpret_cast<float*>(b), b += v;
         w.sum = GridSum::carve(b, rkd_blocks(rows));
         w.cublas = b + GridSum::bytes(rkd_blocks(rows));
+        w.partials = GramPartials::carve(static_cast<unsigned char*>(w.cublas) + kCublasWorkspaceBytes, rows, dim_s, dim_t);
         return w;
     }
 };
@@ -74,8 +72,9 @@ struct RKDArgs {
     bool allow_tf32;
 };
 
-// Loss only: two GEMMs (the Gram matrices) and two kernels (plus a 4-byte memset of the ticket).
-// With the gradient: three GEMMs and three kernels (see rkd.cu for why).
-RKDLaunchResult rkd_launch(const RKDArgs& args, cudaStream_t stream);
+// Loss only: the Gram matrices (common/gram_split.cuh: two GEMMs, or more and a reduction kernel for wide
+// features) and two kernels (plus a 4-byte memset of the ticket). With the gradient: one more GEMM and one
+// more kernel (see rkd.cu for why).
+LaunchResult rkd_launch(const RKDArgs& args, cudaStream_t stream);
 
 }  // namespace kdf::kernels

@@ -10,8 +10,10 @@
 //   dL/df_s = (dG + dG^T) f_s                  (G = f f^T, so dG contributes through both factors)
 // <Q_i, P_i> = k <Q_i, d_i> is a row statistic that must be known before any dL/dG_ij of the row.
 //
-// Fusion plan (2 kernels, 3 GEMMs; loss only: 1 kernel, 2 GEMMs):
-//   GEMM 1, 2: G_s = f_s f_s^T, G_t = f_t f_t^T into the workspace (cuBLAS, fp32 or TF32 per handle).
+// Fusion plan (2 kernels, 3 GEMMs; loss only: 1 kernel, 2 GEMMs; + the slice reduction for D > 64):
+//   GEMM 1, 2: G_s = f_s f_s^T, G_t = f_t f_t^T into the workspace (cuBLAS, fp32 or TF32 per handle)
+//   (kdf::build_grams, common/gram_split.cuh: above 64 columns a strided-batched GEMM over column slices and
+//   a slice-reduction kernel).
 //   kernel 1 (sp_rows): one block per row i: both row norms (block reductions), then d_i, the row's
 //     sum d^2 (loss, summed in row order per block and by kdf::grid_sum across blocks) and <Q_i, d_i>,
 //     then dL/dG_i written over G_s row i (each thread overwrites only the entries it read).
@@ -27,6 +29,7 @@
 #include "sp.h"
 
 #include "common/gram_pair.cuh"
+#include "common/gram_split.cuh"
 
 namespace kdf::kernels {
 namespace {
@@ -114,18 +117,15 @@ __global__ void __launch_bounds__(BLOCK) sp_symmetrise_kernel(float* m, int64_t 
 
 int64_t sp_blocks(int64_t n) { return n < 65535 ? n : 65535; }
 
-GramCallResult sp_launch(const SPArgs& a, cudaStream_t stream)
+LaunchResult sp_launch(const SPArgs& a, cudaStream_t stream)
 {
-    GramCallResult r;
+    LaunchResult r;
     const int n = static_cast<int>(a.n);
     const bool want_grad = a.grad_s != nullptr;
     if ((r.cublas = gemm_bind(a.cublas, stream, a.ws.cublas, a.allow_tf32))) return r;
-    if ((r.cublas = gemm_rm(a.cublas, false, true, n, n, static_cast<int>(a.ds), 1.0f, a.f_s, static_cast<int>(a.ld_s),
-                            a.f_s, static_cast<int>(a.ld_s), 0.0f, a.ws.gram_s, n)))
-        return r;
-    if ((r.cublas = gemm_rm(a.cublas, false, true, n, n, static_cast<int>(a.dt), 1.0f, a.f_t, static_cast<int>(a.ld_t),
-                            a.f_t, static_cast<int>(a.ld_t), 0.0f, a.ws.gram_t, n)))
-        return r;
+    r = build_grams(a.cublas, stream, a.n, {a.f_s, a.ld_s, a.ds, a.ws.gram_s, a.ws.partials.s, 0},
+                  {a.f_t, a.ld_t, a.dt, a.ws.gram_t, a.ws.partials.t, 0});
+    if (r.cublas || r.cuda) return r;
     if (a.loss)
         if ((r.cuda = a.ws.prepare(stream))) return r;
     const LaunchConfig rows{dim3(static_cast<unsigned>(sp_blocks(a.n))), dim3(kRowBlock), 0, stream};

@@ -3,33 +3,31 @@
 #pragma once
 
 #include "common/gemm.h"
+#include "common/gram_split.h"
 #include "common/grid_sum.h"
 
 namespace kdf::kernels {
 
-// Result of a launcher that issues kernels and cuBLAS calls: the first failure of either kind.
-struct GramCallResult {
-    cudaError_t cuda = cudaSuccess;
-    cublasStatus_t cublas = CUBLAS_STATUS_SUCCESS;
-};
 
 // Workspace of the N x N Gram losses (SP, CC): the cuBLAS slice, G_s and G_t (N x N each; the backward
 // overwrites G_s with dL/dG + (dL/dG)^T), 4 scalar statistics, two grid sums (partials for `blocks`
-// blocks each) and their tickets (adjacent: one 8-byte memset zeroes both).
+// blocks each) and their tickets (adjacent: one 8-byte memset zeroes both), the split Grams' partials.
 struct GramWorkspace {
     void* cublas;
     float* gram_s;
     float* gram_t;
     float* stats;
     GridSum sum[2];
+    GramPartials partials;
 
     static int64_t matrix_bytes(int64_t n) { return round_up(n * n * int64_t(sizeof(float)), 256); }
     static int64_t partial_bytes(int64_t blocks) { return round_up(blocks * int64_t(sizeof(float)), 256); }
-    static int64_t bytes(int64_t n, int64_t blocks)
+    static int64_t bytes(int64_t n, int64_t ds, int64_t dt, int64_t blocks)
     {
-        return int64_t(kCublasWorkspaceBytes) + 2 * matrix_bytes(n) + 256 + 2 * partial_bytes(blocks) + 256;
+        return int64_t(kCublasWorkspaceBytes) + 2 * matrix_bytes(n) + 256 + 2 * partial_bytes(blocks) + 256 +
+               GramPartials::bytes(n, ds, dt);
     }
-    static GramWorkspace carve(void* workspace, int64_t n, int64_t blocks)
+    static GramWorkspace carve(void* workspace, int64_t n, int64_t ds, int64_t dt, int64_t blocks)
     {
         auto* p = static_cast<unsigned char*>(workspace);
         GramWorkspace w{};
@@ -48,6 +46,7 @@ struct GramWorkspace {
         auto* tickets = reinterpret_cast<unsigned*>(p);
         w.sum[0] = {partials0, tickets};
         w.sum[1] = {partials1, tickets + 1};
+        w.partials = GramPartials::carve(p + 256, n, ds, dt);
         return w;
     }
     // Zeroes both tickets on `stream` (one 8-byte memset).
@@ -73,8 +72,9 @@ struct SPArgs {
 // Blocks of SP's row kernel (one block per Gram row, grid-stride beyond 65535); the grid sums hold one
 // partial per block.
 int64_t sp_blocks(int64_t n);
-inline int64_t sp_workspace_bytes(int64_t n) { return GramWorkspace::bytes(n, sp_blocks(n)); }
-// 2 GEMMs (G_s, G_t), the row kernel (loss, dL/dG), and with grad_s the symmetrising kernel and 1 GEMM.
-GramCallResult sp_launch(const SPArgs& args, cudaStream_t stream);
+inline int64_t sp_workspace_bytes(int64_t n, int64_t ds, int64_t dt) { return GramWorkspace::bytes(n, ds, dt, sp_blocks(n)); }
+// The Gram matrices (common/gram_split.cuh: 2 GEMMs, or more and a reduction kernel for wide features),
+// the row kernel (loss, dL/dG), and with grad_s the symmetrising kernel and 1 GEMM.
+LaunchResult sp_launch(const SPArgs& args, cudaStream_t stream);
 
 }  // namespace kdf::kernels

@@ -157,10 +157,11 @@ TEST_F(CC, KernelAndGemmCountsNoSyncAndBitwiseReproducible)
         bool loss, grad;
         uint64_t kernels, gemms;
     };
-    // Seed: G_s, G_t GEMMs; norms and diff kernels; with the gradient the symmetrising kernel and one GEMM.
+    // Seed: G_s, G_t (common/gram_split.h: one strided-batched GEMM each over 2 slices of 64 columns, then
+    // the reduction kernel); norms and diff kernels; with the gradient the symmetrising kernel and one GEMM.
     // Shipped: one kernel, no GEMM, whatever is requested.
-    for (const Want w : {Want{"seed_64x128", true, true, 3, 3}, Want{"seed_64x128", true, false, 2, 2},
-                         Want{"seed_64x128", false, true, 3, 3}, Want{"ship_64x128", true, true, 1, 0},
+    for (const Want w : {Want{"seed_64x128", true, true, 4, 3}, Want{"seed_64x128", true, false, 3, 2},
+                         Want{"seed_64x128", false, true, 4, 3}, Want{"ship_64x128", true, true, 1, 0},
                          Want{"ship_64x128", false, true, 1, 0}}) {
         SCOPED_TRACE(std::string(w.name) + ": loss " + (w.loss ? "on" : "off") + ", grad " + (w.grad ? "on" : "off"));
         const Case c = load(kdftest::find_case("cc", w.name));
@@ -216,14 +217,14 @@ TEST_F(CC, MultiLayerSumIntoOneLoss)
             << kdfGetLastErrorString();
     }
     EXPECT_CLOSE(loss.download(), g.load("loss").values, "summed loss");
-    // The gradients are checked at atol 1e-4 x max, rtol 1e-2: the seed gradient is a small difference of
-    // Gram-sized terms, and the SIMT cuBLAS shim sums the D = 65536 products of each Gram entry sequentially
-    // in fp32 (errors up to ~5e-5 x max; PyTorch's own fp32 CC gets 5e-5 x max on this case as well).
+    // The gradients are checked at rtol 1e-4 with a floor of 2e-5 x max (not 1e-6): the seed gradient is a
+    // small difference of Gram-sized terms over D up to 65536 (docs/losses/cc.md, Numerics; PyTorch's own
+    // fp32 CC is off by up to 1.4e-5 x max at these widths).
     for (int i = 0; i < 3; ++i) {
         const auto want = g.load("grad_f_s" + std::to_string(i)).values;
         double scale = 0.0;
         for (double v : want) scale = std::max(scale, std::abs(v));
-        EXPECT_EQ(kdftest::compare(keep[3 * i + 2]->download(), want, 1e-2, 1e-4 * scale), "") << "grad_s of layer " << i;
+        EXPECT_EQ(kdftest::compare(keep[3 * i + 2]->download(), want, 1e-4, 2e-5 * scale), "") << "grad_s of layer " << i;
     }
 }
 
@@ -252,14 +253,15 @@ TEST_F(CC, SeedAndShippedQuirks)
 TEST_F(CC, WorkspaceAtResnet32x4Shapes)
 {
     // N = 64 (resnet32x4 -> resnet8x4): the seed variant needs the cuBLAS slice, two 64 x 64 Gram matrices,
-    // the statistics and two grid sums of 16 partials (64^2 / 1024 blocks), independent of D.
+    // the statistics, two grid sums of 16 partials (64^2 / 1024 blocks) and the 64 slices of each split Gram
+    // matrix (common/gram_split.h: 1 MiB each), independent of D from D = 16384 on.
     kdfCCParams_t p = KDF_CC_PARAMS_INIT;
     p.rows = 64;
     for (const auto& [ds, dt] : {std::pair<int64_t, int64_t>{256 * 8 * 8, 256 * 8 * 8}, {32 * 32 * 32, 64 * 32 * 32},
                                  {128 * 16 * 16, 128 * 16 * 16}}) {
         p.dim_student = ds;
         p.dim_teacher = dt;
-        EXPECT_EQ(workspace(p), (size_t(4) << 20) + 2 * 16384 + 256 + 2 * 256 + 256);
+        EXPECT_EQ(workspace(p), (size_t(4) << 20) + 2 * 16384 + 256 + 2 * 256 + 256 + 2 * 64 * 16384);
     }
     // Shipped variant on RepDistiller's 128-wide CC embeddings: one grid sum of (2 chunks x 128) / 256 = 1 block.
     p.variant = KDF_CC_REPDISTILLER, p.dim_student = 128, p.dim_teacher = 128;

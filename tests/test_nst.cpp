@@ -66,7 +66,7 @@ protected:
 TEST_F(NST, GoldenCasesFromTheReference)
 {
     const auto cases = kdftest::golden_cases("nst");
-    ASSERT_GE(cases.size(), 13u) << "golden data missing under " << kdftest::golden_root();
+    ASSERT_GE(cases.size(), 20u) << "golden data missing under " << kdftest::golden_root();
     for (const auto& g : cases) {
         if (g.has("f_s0")) continue;  // the multi-layer case (below)
         SCOPED_TRACE("case " + g.name);
@@ -152,23 +152,74 @@ TEST_F(NST, TwoLaunchesThreeGemmsNoSyncAndBitwiseReproducible)
     EXPECT_EQ(kdfuse::simt::counters().cublas_calls, 0u);
 }
 
+TEST_F(NST, PositionFormGemmCountsAndDeterminism)
+{
+    // 2 x (2x3)^2 <= (10 + 8)^2: D = S - T takes two GEMMs, T a third only for a loss without the teacher
+    // term, dA one more.
+    const Case c = load(kdftest::find_case("nst", "2x10x4x6_vs_2x8x2x3_positions_student_pooled"));
+    DeviceBuffer<float> fs(c.f_s), ft(c.f_t), loss(1), grad(c.f_s.size());
+    DeviceBuffer<unsigned char> ws(workspace(c.params));
+    struct Expect {
+        bool loss, grad;
+        int full_loss;
+        unsigned gemms;
+    };
+    for (const Expect e : {Expect{true, true, 1, 3}, Expect{true, false, 1, 2}, Expect{false, true, 1, 3},
+                           Expect{true, true, 0, 4}, Expect{true, false, 0, 3}, Expect{false, true, 0, 3}}) {
+        SCOPED_TRACE("loss " + std::to_string(e.loss) + " grad " + std::to_string(e.grad) + " full_loss " +
+                     std::to_string(e.full_loss));
+        kdfNSTParams_t p = c.params;
+        p.full_loss = e.full_loss;
+        std::vector<std::vector<float>> runs;
+        const auto saved = kdfuse::simt::schedule();
+        for (auto schedule : {kdfuse::simt::Schedule::Forward, kdfuse::simt::Schedule::Reverse,
+                              kdfuse::simt::Schedule::Random}) {
+            kdfuse::simt::set_schedule(schedule, 5);
+            kdfuse::simt::reset_counters();
+            ASSERT_EQ(kdfNST(handle, &p, fs.get(), ft.get(), e.loss ? loss.get() : nullptr, e.grad ? grad.get() : nullptr,
+                             nullptr, 1.0f, 0, ws.get(), ws.size(), stream),
+                      KDF_STATUS_SUCCESS);
+            const auto counters = kdfuse::simt::counters();
+            EXPECT_EQ(counters.kernel_launches, 2u);
+            EXPECT_EQ(counters.cublas_calls, e.gemms);
+            EXPECT_EQ(counters.synchronizations, 0u);
+            EXPECT_EQ(counters.null_stream_ops, 0u);
+            runs.push_back(e.loss ? loss.download() : grad.download());
+        }
+        kdfuse::simt::set_schedule(saved, 1);
+        EXPECT_TRUE(kdftest::bitwise_equal(runs[0], runs[1]));
+        EXPECT_TRUE(kdftest::bitwise_equal(runs[0], runs[2]));
+    }
+}
+
 TEST_F(NST, WorkspaceAtResnet32x4Shapes)
 {
-    // resnet32x4 -> resnet8x4, N = 64, the last NST layer 256x8x8 vs 256x8x8: X = [a; b] (64 x 512 x 64),
-    // the norms (64 x 512), G (64 x 512 x 512), dA (64 x 256 x 64), 32768 grid-sum partials + the ticket,
-    // and the 4 MiB cuBLAS slice: about 80 MiB, where the seed's broadcast needs 64 x 256 x 256 x 64 floats
-    // (1 GiB) per poly_kernel.
-    kdfNSTParams_t p = KDF_NST_PARAMS_INIT;
-    p.student = {64, 256, 8, 8, 0, 0};
-    p.teacher = p.student;
-    const size_t expected = 64u * 512 * 64 * 4 + 64u * 512 * 4 + 64u * 512 * 512 * 4 + 64u * 256 * 64 * 4 +
-                            (32768u * 4 + 256) + (size_t(4) << 20);
-    EXPECT_EQ(workspace(p), expected);
-    // The first layer, 64x32x32 on both sides: G is 64 x 128 x 128, X 64 x 128 x 1024.
-    p.student = {64, 64, 32, 32, 0, 0};
-    p.teacher = p.student;
-    EXPECT_EQ(workspace(p), 64u * 128 * 1024 * 4 + 64u * 128 * 4 + 64u * 128 * 128 * 4 + 64u * 64 * 1024 * 4 +
-                                (8192u * 4 + 256) + (size_t(4) << 20));
+    // RepDistiller's three NST layers for resnet32x4 -> resnet8x4 at N = 64 (feat[1:-1], the same shapes on
+    // both sides). Each call's workspace: X = [a; b] (N x c x P, c = C_s + C_t), the norms (N x c), the
+    // per-sample matrices (G: N x c x c, or D and T: 2 x N x P x P in the position form), dA (N x C_s x P),
+    // one grid-sum partial per row of X + the ticket, and the 4 MiB cuBLAS slice. Calls on one stream can
+    // share one workspace, so the three layers need the largest of the three: under 64 MB, where the seed's
+    // broadcast needs N x C x C x P floats per poly_kernel (1 GiB at 256x8x8).
+    struct Layer {
+        int64_t c, hw;
+        bool positions;
+    };
+    size_t largest = 0;
+    for (const Layer l : {Layer{64, 32, false}, Layer{128, 16, false}, Layer{256, 8, true}}) {
+        kdfNSTParams_t p = KDF_NST_PARAMS_INIT;
+        p.student = {64, l.c, l.hw, l.hw, 0, 0};
+        p.teacher = p.student;
+        const size_t n = 64, c = 2 * size_t(l.c), hw = size_t(l.hw * l.hw);
+        const size_t matrices = l.positions ? 2 * n * hw * hw : n * c * c;
+        const size_t expected = n * c * hw * 4 + n * c * 4 + matrices * 4 + n * size_t(l.c) * hw * 4 +
+                                (n * c * 4 + 256) + (size_t(4) << 20);
+        SCOPED_TRACE("layer " + std::to_string(l.c) + "x" + std::to_string(l.hw) + "x" + std::to_string(l.hw));
+        EXPECT_EQ(workspace(p), expected);
+        largest = std::max(largest, workspace(p));
+    }
+    EXPECT_LT(largest, size_t(64'000'000));
+    EXPECT_EQ(largest, 64u * 128 * 1024 * 4 + 64u * 128 * 4 + 64u * 128 * 128 * 4 + 64u * 64 * 1024 * 4 +
+                           (8192u * 4 + 256) + (size_t(4) << 20));  // the first layer: about 56 MiB
 }
 
 TEST_F(NST, ThreeLayersSummedIntoOneLoss)

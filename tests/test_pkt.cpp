@@ -122,8 +122,10 @@ TEST_F(PKT, LaunchAndGemmCountsNoSyncAndBitwiseReproducible)
                          ws.size(), stream),
                   KDF_STATUS_SUCCESS);
         auto counters = kdfuse::simt::counters();
-        EXPECT_EQ(counters.kernel_launches, 2u);  // rows kernel + coefficient kernel
-        EXPECT_EQ(counters.cublas_calls, 3u);     // G_s, G_t, grad_s = P f_s
+        // G_s, G_t: one strided-batched GEMM each over 4 slices of 64 columns (common/gram_split.h), the
+        // slice reduction; rows and coefficient kernels; grad_s = P f_s.
+        EXPECT_EQ(counters.kernel_launches, 3u);
+        EXPECT_EQ(counters.cublas_calls, 3u);
         EXPECT_EQ(counters.null_stream_ops, 0u);
         EXPECT_EQ(counters.synchronizations, 0u);
         kdfuse::simt::reset_counters();
@@ -131,7 +133,7 @@ TEST_F(PKT, LaunchAndGemmCountsNoSyncAndBitwiseReproducible)
                          stream),
                   KDF_STATUS_SUCCESS);
         counters = kdfuse::simt::counters();
-        EXPECT_EQ(counters.kernel_launches, 1u);  // loss only: the rows kernel
+        EXPECT_EQ(counters.kernel_launches, 2u);  // loss only: the slice reduction, the rows kernel
         EXPECT_EQ(counters.cublas_calls, 2u);
         EXPECT_EQ(counters.null_stream_ops, 0u);
         EXPECT_EQ(counters.synchronizations, 0u);
@@ -151,13 +153,17 @@ TEST_F(PKT, LaunchAndGemmCountsNoSyncAndBitwiseReproducible)
 TEST_F(PKT, WorkspaceAtResnet32x4Shapes)
 {
     // N = 64: three 64 x 64 float matrices (16 KiB each), the grid sum (64 partials: 256 + 256 bytes) and the
-    // 4 MiB cuBLAS slice, whatever D is: the pooled 256-d embeddings or any flattened feature map.
+    // 4 MiB cuBLAS slice; flattened feature maps (D >= 16384) add the 64 slices of each split Gram matrix
+    // (common/gram_split.h: 64 x 16 KiB per network), the pooled 256-d
+    // embeddings 4 slices per network.
     kdfPKTParams_t p = KDF_PKT_PARAMS_INIT;
     p.rows = 64;
     const size_t want = 3u * 16384u + 512u + (4u << 20);
-    for (int64_t d : {256, 32 * 32 * 32, 64 * 32 * 32, 128 * 16 * 16, 256 * 8 * 8}) {
+    p.dim_student = p.dim_teacher = 256;
+    EXPECT_EQ(workspace(p), want + 2 * 4 * 16384);
+    for (int64_t d : {32 * 32 * 32, 64 * 32 * 32, 128 * 16 * 16, 256 * 8 * 8}) {
         p.dim_student = p.dim_teacher = d;
-        EXPECT_EQ(workspace(p), want) << "D = " << d;
+        EXPECT_EQ(workspace(p), want + 2 * 64 * 16384) << "D = " << d;
     }
 }
 

@@ -13,7 +13,8 @@ using kdftest::DeviceBuffer;
 using kdftest::GoldenCase;
 using ::testing::HasSubstr;
 
-// |got - want| <= 1e-4 |want| + floor * max|want|: the gradient tolerance of the Gram form.
+// |got - want| <= 1e-4 |want| + floor * max|want|: for gradients that are small residuals (a floor above the
+// shared 1e-6).
 std::string grad_close(const std::vector<float>& got, const std::vector<double>& want, double floor)
 {
     double m = 0.0;
@@ -83,14 +84,7 @@ TEST_F(RKD, GoldenCasesFromTheReference)
         const auto call = [&](float* loss_ptr, float* grad_ptr, int acc) {
             return run(c, c.params, fs.get(), ft.get(), loss_ptr, grad_ptr, acc);
         };
-        // The Gram form's fp32 conditioning (docs/losses/rkd.md, Numerics): loss at the shared tolerance,
-        // the gradient at rtol 1e-4 with an absolute floor of 1e-5 (not 1e-6) of its largest magnitude.
-        ASSERT_EQ(call(loss.get(), grad.get(), 0), KDF_STATUS_SUCCESS) << kdfGetLastErrorString();
-        EXPECT_CLOSE(loss.download(), c.loss, "loss");
-        EXPECT_TRUE(grad_close(grad.download(), c.grad, 1e-5).empty()) << grad_close(grad.download(), c.grad, 1e-5);
-        // The output contract (accumulate, NULL outputs) on the cases the shared tolerance covers.
-        if (c.params.rows * (c.params.dim_student + c.params.dim_teacher) < 4096)
-            kdftest::check_outputs(call, loss, grad, c.loss, c.grad);
+        kdftest::check_outputs(call, loss, grad, c.loss, c.grad);
     }
     EXPECT_GE(n, 8u) << "golden data missing under " << kdftest::golden_root();
 }
@@ -147,8 +141,10 @@ TEST_F(RKD, LaunchAndGemmCountsNoSyncAndBitwiseReproducible)
                          ws.size(), stream),
                   KDF_STATUS_SUCCESS);
         auto counters = kdfuse::simt::counters();
-        EXPECT_EQ(counters.kernel_launches, 3u);  // angle, distance and coefficient kernels
-        EXPECT_EQ(counters.cublas_calls, 3u);     // G_s, G_t, grad_s = M e_s
+        // G_s, G_t: one strided-batched GEMM each over 4 slices of 64 columns (common/gram_split.h), the
+        // slice reduction; angle, distance and coefficient kernels; grad_s = M e_s.
+        EXPECT_EQ(counters.kernel_launches, 4u);
+        EXPECT_EQ(counters.cublas_calls, 3u);
         EXPECT_EQ(counters.null_stream_ops, 0u);
         EXPECT_EQ(counters.synchronizations, 0u);
         kdfuse::simt::reset_counters();
@@ -156,7 +152,7 @@ TEST_F(RKD, LaunchAndGemmCountsNoSyncAndBitwiseReproducible)
                          stream),
                   KDF_STATUS_SUCCESS);
         counters = kdfuse::simt::counters();
-        EXPECT_EQ(counters.kernel_launches, 2u);  // loss only: angle and distance kernels
+        EXPECT_EQ(counters.kernel_launches, 3u);  // loss only: the slice reduction, angle and distance kernels
         EXPECT_EQ(counters.cublas_calls, 2u);
         EXPECT_EQ(counters.null_stream_ops, 0u);
         EXPECT_EQ(counters.synchronizations, 0u);
@@ -167,7 +163,7 @@ TEST_F(RKD, LaunchAndGemmCountsNoSyncAndBitwiseReproducible)
     }
     kdfuse::simt::set_schedule(saved, 1);
     EXPECT_CLOSE(std::vector<float>(runs[0].begin(), runs[0].begin() + 1), c.loss, "loss");
-    EXPECT_TRUE(grad_close(std::vector<float>(runs[0].begin() + 1, runs[0].end()), c.grad, 1e-5).empty());
+    EXPECT_CLOSE(std::vector<float>(runs[0].begin() + 1, runs[0].end()), c.grad, "grad_s");
     EXPECT_TRUE(kdftest::bitwise_equal(runs[0], runs[1]));
     EXPECT_TRUE(kdftest::bitwise_equal(runs[0], runs[2]));
 }
@@ -175,14 +171,17 @@ TEST_F(RKD, LaunchAndGemmCountsNoSyncAndBitwiseReproducible)
 TEST_F(RKD, WorkspaceAtResnet32x4Shapes)
 {
     // N = 64: six 64 x 64 float matrices (16 KiB each), five 64-float row vectors (256 bytes each), the grid
-    // sum (64 partials: 256 + 256 bytes) and the 4 MiB cuBLAS slice, whatever D is: the pooled 256-d
-    // embeddings or any flattened feature map. No N x N x D or N^3 buffer.
+    // sum (64 partials: 256 + 256 bytes) and the 4 MiB cuBLAS slice; flattened feature maps (D >= 16384) add
+    // the 64 slices of each split Gram matrix (common/gram_split.h: 64 x 16 KiB per network), the pooled 256-d
+    // embeddings 4 slices per network. No N x N x D or N^3 buffer.
     kdfRKDParams_t p = KDF_RKD_PARAMS_INIT;
     p.rows = 64;
     const size_t want = 6u * 16384u + 5u * 256u + 512u + (4u << 20);
-    for (int64_t d : {256, 32 * 32 * 32, 64 * 32 * 32, 128 * 16 * 16, 256 * 8 * 8}) {
+    p.dim_student = p.dim_teacher = 256;
+    EXPECT_EQ(workspace(p), want + 2 * 4 * 16384);
+    for (int64_t d : {32 * 32 * 32, 64 * 32 * 32, 128 * 16 * 16, 256 * 8 * 8}) {
         p.dim_student = p.dim_teacher = d;
-        EXPECT_EQ(workspace(p), want) << "D = " << d;
+        EXPECT_EQ(workspace(p), want + 2 * 64 * 16384) << "D = " << d;
     }
 }
 
@@ -210,9 +209,10 @@ TEST_F(RKD, MultiLayerSumWithAccumulateAndWeights)
                   KDF_STATUS_SUCCESS)
             << kdfGetLastErrorString();
         // Flattened maps of up to 65536 values at N = 3: nearly equidistant random points, whose gradient is
-        // a small residual of the Gram entries' fp32 rounding (docs/losses/rkd.md): floor 1e-2 of the max.
-        EXPECT_TRUE(grad_close(grad.download(), g.load("grad_e_s" + k).values, 1e-2).empty())
-            << "layer " << k << ": " << grad_close(grad.download(), g.load("grad_e_s" + k).values, 1e-2);
+        // a small residual of the angles (docs/losses/rkd.md, Numerics): floor 2e-4 of the max (PyTorch's own
+        // fp32 RKD is off by 8e-5 of the max on the first layer).
+        EXPECT_TRUE(grad_close(grad.download(), g.load("grad_e_s" + k).values, 2e-4).empty())
+            << "layer " << k << ": " << grad_close(grad.download(), g.load("grad_e_s" + k).values, 2e-4);
     }
     EXPECT_CLOSE(loss.download(), g.load("loss").values, "summed loss");
 }

@@ -3,6 +3,7 @@
 // strided and misaligned rows, kernel-launch and cuBLAS-call counts, determinism, three resnet8x4 layers
 // summed into one loss, the workspace at the resnet32x4 shapes, bad inputs.
 #include "common/loss_test.h"
+#include "../kernels/common/gram_split.h"
 #include "simt/simt_expect.h"
 
 #include <gmock/gmock.h>
@@ -126,17 +127,22 @@ TEST_F(SP, StridedMisalignedRows)
 
 TEST_F(SP, KernelAndGemmCountsNoSyncAndBitwiseReproducible)
 {
-    const Case c = load(kdftest::find_case("sp", "64x256"));
-    DeviceBuffer<float> fs(c.f_s), ft(c.f_t), loss(1), grad(c.f_s.size());
-    DeviceBuffer<unsigned char> ws(workspace(c.params));
-    // (loss, grad) -> kernels, GEMMs: G_s and G_t always; the row kernel; with the gradient the
+    // (loss, grad) -> kernels, GEMMs: G_s and G_t always (common/gram_split.h: at 64 x 256 each is one
+    // strided-batched GEMM over 4 slices of 64 columns; at 5 x 130 and 5 x 67 one over the full slices and
+    // one for the shorter last slice; then one reduction kernel); the row kernel; with the gradient the
     // symmetrising kernel and the gradient GEMM.
     struct Want {
+        const char* name;
         bool loss, grad;
         uint64_t kernels, gemms;
     };
-    for (const Want w : {Want{true, true, 2, 3}, Want{true, false, 1, 2}, Want{false, true, 2, 3}}) {
-        SCOPED_TRACE(std::string("loss ") + (w.loss ? "on" : "off") + ", grad " + (w.grad ? "on" : "off"));
+    for (const Want w : {Want{"64x256", true, true, 3, 3}, Want{"64x256", true, false, 2, 2},
+                         Want{"64x256", false, true, 3, 3}, Want{"5x130_vs_5x67_split", true, true, 3, 5},
+                         Want{"5x130_vs_5x67_split", true, false, 2, 4}}) {
+        SCOPED_TRACE(std::string(w.name) + ": loss " + (w.loss ? "on" : "off") + ", grad " + (w.grad ? "on" : "off"));
+        const Case c = load(kdftest::find_case("sp", w.name));
+        DeviceBuffer<float> fs(c.f_s), ft(c.f_t), loss(1), grad(c.f_s.size());
+        DeviceBuffer<unsigned char> ws(workspace(c.params));
         std::vector<std::vector<float>> runs;
         const auto saved = kdfuse::simt::schedule();
         for (auto schedule : {kdfuse::simt::Schedule::Forward, kdfuse::simt::Schedule::Reverse, kdfuse::simt::Schedule::Random}) {
@@ -159,6 +165,24 @@ TEST_F(SP, KernelAndGemmCountsNoSyncAndBitwiseReproducible)
         EXPECT_TRUE(kdftest::bitwise_equal(runs[0], runs[1]));
         EXPECT_TRUE(kdftest::bitwise_equal(runs[0], runs[2]));
     }
+}
+
+TEST(GramSplit, SlicesCoverEveryColumnOnce)
+{
+    // The column slices of the N x N losses' Gram matrices (SP, CC, RKD, PKT): one GEMM up to 64 columns,
+    // then at most 64 slices of at least 64 columns (the last one shorter, never empty).
+    for (int64_t dim = 1; dim <= 70000; dim += dim < 600 ? 1 : 997) {
+        const kdf::GramSplit s = kdf::GramSplit::of(dim);
+        SCOPED_TRACE("dim " + std::to_string(dim));
+        ASSERT_EQ(s.full * s.columns + s.rest, dim);
+        EXPECT_EQ(s.split(), dim > 64);
+        EXPECT_LE(s.slices(), 64);
+        EXPECT_LT(s.rest, s.columns);
+        if (s.split()) EXPECT_GE(s.columns, 33) << "slices of about dim / ceil(dim / 64) columns";
+    }
+    EXPECT_EQ(kdf::GramSplit::of(65536).columns, 1024);
+    EXPECT_EQ(kdf::GramSplit::of(65536).slices(), 64);
+    EXPECT_EQ(kdf::GramSplit::of(130).rest, 42);
 }
 
 TEST_F(SP, MultiLayerSumIntoOneLoss)
@@ -194,9 +218,10 @@ TEST_F(SP, MultiLayerSumIntoOneLoss)
 TEST_F(SP, WorkspaceAtResnet32x4Shapes)
 {
     // RepDistiller's SP layer at resnet32x4 -> resnet8x4, N = 64: 256 x 8 x 8 features (D = 16384) on both
-    // sides. The workspace is the cuBLAS slice, two 64 x 64 Gram matrices, the statistics and two grid
-    // sums of 64 partials: 4 MiB + 2 x 16 KiB + 256 + 2 x 256 + 256, independent of D.
-    const size_t want = (size_t(4) << 20) + 2 * 16384 + 256 + 2 * 256 + 256;
+    // sides. The workspace is the cuBLAS slice, two 64 x 64 Gram matrices, the statistics, two grid sums of
+    // 64 partials and, per network, the 64 slices of its split Gram matrix (common/gram_split.h, 64 x 16 KiB):
+    // 4 MiB + 2 x 16 KiB + 256 + 2 x 256 + 256 + 2 MiB, independent of D from D = 16384 on.
+    const size_t want = (size_t(4) << 20) + 2 * 16384 + 256 + 2 * 256 + 256 + 2 * 64 * 16384;
     kdfSPParams_t p = KDF_SP_PARAMS_INIT;
     p.rows = 64;
     for (const auto& [ds, dt] : {std::pair<int64_t, int64_t>{256 * 8 * 8, 256 * 8 * 8}, {32 * 32 * 32, 64 * 32 * 32},

@@ -17,6 +17,12 @@ namespace kdf {
 // size query depends only on the params).
 inline constexpr size_t kCublasWorkspaceBytes = size_t(4) << 20;
 
+// Result of a launcher that issues kernels and cuBLAS calls: the first failure of either kind.
+struct LaunchResult {
+    cudaError_t cuda = cudaSuccess;
+    cublasStatus_t cublas = CUBLAS_STATUS_SUCCESS;
+};
+
 inline cublasStatus_t gemm_bind(cublasHandle_t h, cudaStream_t stream, void* cublas_workspace, bool allow_tf32)
 {
     cublasStatus_t s = cublasSetStream(h, stream);

@@ -42,5 +42,15 @@ def cases(root):
         f_t[1, 3] = f_t[1, 1]
     case("2x4x5x3_vs_2x5x5x3_zero_duplicate", (2, 4, 5, 3), (2, 5, 5, 3), seed=11, edit=zero_and_duplicate)
     case("8x64x16x16_vs_8x32x16x16", (8, 64, 16, 16), (8, 32, 16, 16), seed=12)
+
+    # kdfuse's position form (2 (h w)^2 <= (C_s + C_t)^2; kernels/nst.cu): deep, small maps.
+    case("3x9x2x3_vs_3x7x2x3_positions", (3, 9, 2, 3), (3, 7, 2, 3), seed=14)
+    case("1x12x1x1_vs_1x3x1x1_positions", (1, 12, 1, 1), (1, 3, 1, 1), seed=15)
+    case("2x10x4x6_vs_2x8x2x3_positions_student_pooled", (2, 10, 4, 6), (2, 8, 2, 3), seed=16, pool="hw")
+    case("2x6x2x2_vs_2x11x5x5_positions_teacher_pooled", (2, 6, 2, 2), (2, 11, 5, 5), seed=17)
+    case("2x9x2x2_vs_2x6x2x2_positions_no_teacher_term", (2, 9, 2, 2), (2, 6, 2, 2), seed=18, full_loss=False,
+         weight=50.0, grad_loss=-0.75, grad_scale=1024.0)
+    case("2x8x2x2_vs_2x9x2x2_positions_zero_duplicate", (2, 8, 2, 2), (2, 9, 2, 2), seed=19, edit=zero_and_duplicate)
+    case("64x12x2x2_vs_64x10x2x2_positions", (64, 12, 2, 2), (64, 10, 2, 2), seed=20)
     multilayer_case(root, "nst", "multilayer_resnet8x4_n2", nst_loss, resnet8x4_pairs(13), [50.0, 25.0, 10.0],
                     grad_scale=2.0 ** 16)

@@ -23,6 +23,9 @@ def cases(root):
     feature_case(root, "sp", "17x13_vs_17x30_weighted", fn, {"f_s": (17, 13), "f_t": (17, 30)}, seed=3,
                  weight=3000.0, grad_loss=0.5, grad_scale=-2.0)
     feature_case(root, "sp", "64x256", fn, {"f_s": (64, 256), "f_t": (64, 256)}, seed=4)
+    # Gram matrices split into column slices with a shorter last one (common/gram_split.h): 130 = 2 x 44 + 42,
+    # 67 = 34 + 33.
+    feature_case(root, "sp", "5x130_vs_5x67_split", fn, {"f_s": (5, 130), "f_t": (5, 67)}, seed=6)
     feature_case(root, "sp", "8x32x8x8_vs_8x64x8x8", fn, {"f_s": (8, 32, 8, 8), "f_t": (8, 64, 8, 8)}, seed=5)
     g = torch.Generator().manual_seed(6)
     f_s, f_t = torch.randn(5, 9, generator=g), torch.randn(5, 6, generator=g)
