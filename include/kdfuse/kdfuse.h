@@ -478,6 +478,74 @@ KDFUSE_API kdfStatus_t kdfFSP(kdfHandle_t handle, const kdfFSPParams_t* params, 
                               const float* grad_loss, float grad_scale, int accumulate, void* workspace,
                               size_t workspace_bytes, kdfStream_t stream);
 
+/* ---- CRD (Tian et al., contrastive representation distillation; RepDistiller's CRDLoss) ---------------
+ * State owned by the caller, on the device: the memory banks memory_s (student features) and memory_t
+ * (teacher features), n_data x D each (rows D elements apart), and z = {Z_s, Z_t} (2 floats; < 0 = unset).
+ * With v_s, v_t the N x D embeddings (L2-normalised here, without eps as the seed's Normalize, when
+ * normalize_inputs = 1; then gradients are w.r.t. the raw rows) and c[i, k] the contrast indices (column 0
+ * the positive), with the PRE-update banks:
+ *   out_s[i, k] = exp(<memory_t[c[i, k]], v_s[i]> / T) / Z_s,   out_t[i, k] = exp(<memory_s[c[i, k]], v_t[i]> / T) / Z_t
+ *   loss = weight * (nce(out_s) + nce(out_t)),  nce(x) = -(sum_i log(x_i0 / (x_i0 + K/n_data + 1e-7))
+ *                                                   + sum_{i, k >= 1} log((K/n_data) / (x_ik + K/n_data + 1e-7))) / N
+ * Z: unset -> mean(exp(s)) * n_data from this batch (the seed); KDF_CRD_Z_ONCE keeps it from then on;
+ * KDF_CRD_Z_EMA updates it on every later call, Z = z_momentum Z + (1 - z_momentum) mean(exp(s)) n_data,
+ * before using it. The new Z is written back to z. Then, with update_memory = 1, for every row i:
+ * memory[idx[i]] = normalize(momentum * memory[idx[i]] + (1 - momentum) * v[i]) (memory_s with v_s,
+ * memory_t with v_t; from the pre-update rows; when idx holds a value twice the LAST row wins).
+ * Contrast indices: given (draw_contrast = 0; N x (K+1), any values in [0, n_data)) or drawn on the
+ * device (draw_contrast = 1): c[i, 0] = idx[i], c[i, k >= 1] uniform in [0, n_data) from Philox4x64-10
+ * with key (seed, 0) and counter (i (K+1) + k, offset, 0, 0): use a new offset every step. An index
+ * outside [0, n_data) is never read: it makes the loss and its row's gradient NaN and skips its update.
+ * No N x (K+1) x D tensor exists; nothing is synchronised. docs/losses/crd.md. */
+typedef enum kdfIndexType_t {
+    KDF_INDEX_INT32 = 0,
+    KDF_INDEX_INT64 = 1
+} kdfIndexType_t;
+
+typedef enum kdfCRDZMode_t {
+    KDF_CRD_Z_ONCE = 0, /* the seed: set from the first batch, then fixed (default) */
+    KDF_CRD_Z_EMA = 1   /* updated with z_momentum on every call (CMC issue #23) */
+} kdfCRDZMode_t;
+
+typedef struct kdfCRDParams_t {
+    size_t struct_size;
+    int64_t rows;             /* N >= 1 */
+    int64_t dim;              /* D, 1 .. 1024 (RepDistiller's feat_dim: 128) */
+    int64_t ld_student;       /* elements between rows of v_s and grad_s (0 = dim) */
+    int64_t ld_teacher;       /* elements between rows of v_t and grad_t (0 = dim) */
+    int64_t n_data;           /* rows of each bank, the dataset size (Pn = 1 / n_data) */
+    int64_t k;                /* negatives per row, K >= 1 (RepDistiller's nce_k: 16384) */
+    kdfDataType_t dtype;      /* of v_s, v_t, grad_s, grad_t, the banks */
+    kdfIndexType_t index_type;/* of idx and contrast_idx */
+    float temperature;        /* T, 1/64 <= T, default 0.07 (a smaller T could overflow the fp32 Z) */
+    float momentum;           /* bank momentum in [0, 1], default 0.5 */
+    kdfCRDZMode_t z_mode;     /* default KDF_CRD_Z_ONCE */
+    float z_momentum;         /* in [0, 1], default 0.99 (KDF_CRD_Z_EMA only) */
+    int normalize_inputs;     /* 0 (default): v_s, v_t are normalised already; 1: normalise them here */
+    int update_memory;        /* 1 (default): update the banks at idx; 0: evaluation, banks untouched */
+    int draw_contrast;        /* 0 (default): contrast_idx given; 1: drawn on the device (contrast_idx NULL) */
+    uint64_t seed;            /* Philox key of the draw */
+    uint64_t offset;          /* Philox counter offset of the draw (a new one per step) */
+    float weight;             /* default 1 (RepDistiller's beta: 0.8) */
+} kdfCRDParams_t;
+
+#define KDF_CRD_PARAMS_INIT {sizeof(kdfCRDParams_t), 0, 128, 0, 0, 0, 16384, KDF_DTYPE_FP32, KDF_INDEX_INT64, 0.07f, \
+                             0.5f, KDF_CRD_Z_ONCE, 0.99f, 0, 1, 0, 0, 0, 1.0f}
+
+KDFUSE_API kdfStatus_t kdfCRDWorkspaceSize(const kdfCRDParams_t* params, size_t* bytes);
+/* v_s, v_t: N x D. memory_s, memory_t: n_data x D, read and (update_memory) written. idx: N dataset indices
+ * (required when update_memory or draw_contrast is set, else may be NULL). contrast_idx: N x (K+1) or NULL
+ * (draw_contrast). z: 2 device floats {Z_s, Z_t}, read and written. loss: 1 float or NULL; grad_s, grad_t:
+ * layouts of v_s, v_t, or NULL; grad_loss: device scalar or NULL (= 1). */
+KDFUSE_API kdfStatus_t kdfCRD(kdfHandle_t handle, const kdfCRDParams_t* params, const void* v_s, const void* v_t,
+                              void* memory_s, void* memory_t, const void* idx, const void* contrast_idx, float* z,
+                              float* loss, void* grad_s, void* grad_t, const float* grad_loss, float grad_scale,
+                              int accumulate, void* workspace, size_t workspace_bytes, kdfStream_t stream);
+/* Writes the N x (K+1) contrast indices a draw_contrast = 1 call with these params uses (params->index_type;
+ * column 0 = idx), for inspection and tests. One kernel on `stream`. */
+KDFUSE_API kdfStatus_t kdfCRDDrawContrast(kdfHandle_t handle, const kdfCRDParams_t* params, const void* idx,
+                                          void* contrast_idx, kdfStream_t stream);
+
 #ifdef __cplusplus
 }
 #endif

@@ -64,29 +64,53 @@ def check_shape(t, shape, name, fn):
         raise binding_error(KDF_STATUS_SHAPE_MISMATCH, f"{name} has shape {tuple(t.shape)}, expected {tuple(shape)}", fn)
 
 
-def call(entry, size_entry, params, args_before_workspace, device, backend):
-    """lib.<entry>(handle, &params, *args_before_workspace, workspace, bytes, stream) with a workspace of
-    lib.<size_entry>(&params) bytes allocated on `device`. Pointers in args: use ptr() / fptr()."""
+def _entry(backend, entry):
+    """The loaded library of `backend`, which must export `entry`."""
     lib = _lib.load(backend)
     if not _lib.has(lib, entry):
         raise binding_error(KDF_STATUS_NOT_SUPPORTED, f"{lib.kdfuse_path} does not export {entry}", entry)
+    return lib
 
-    def run(device_index):
-        handle = _lib.handle(backend, device_index)
-        size = ctypes.c_size_t()
-        getattr(lib, size_entry)(ctypes.byref(params), ctypes.byref(size))
-        ws_keep, ws_ptr, ws_size = _alloc_workspace(size.value, device)
+
+def _on_device(backend, device, run):
+    """run(handle, stream) with the backend's handle for `device` and, for CUDA, PyTorch's current stream
+    (None on the simt backend), with `device` current."""
+    def go(device_index):
         stream = torch.cuda.current_stream(device).cuda_stream if backend == "cuda" else None
-        with _lib.CALL_LOCK:
-            getattr(lib, entry)(handle, ctypes.byref(params), *args_before_workspace, ws_ptr, ws_size,
-                                ctypes.c_void_p(stream) if stream else None)
-        del ws_keep  # stream-ordered reuse on the CUDA caching allocator
+        run(_lib.handle(backend, device_index), ctypes.c_void_p(stream) if stream else None)
 
     if backend == "cuda":
         with torch.cuda.device(device):
-            run(device.index if device.index is not None else torch.cuda.current_device())
+            go(device.index if device.index is not None else torch.cuda.current_device())
     else:
-        run(None)
+        go(None)
+
+
+def call(entry, size_entry, params, args_before_workspace, device, backend):
+    """lib.<entry>(handle, &params, *args_before_workspace, workspace, bytes, stream) with a workspace of
+    lib.<size_entry>(&params) bytes allocated on `device`. Pointers in args: use ptr() / fptr()."""
+    lib = _entry(backend, entry)
+
+    def run(handle, stream):
+        size = ctypes.c_size_t()
+        getattr(lib, size_entry)(ctypes.byref(params), ctypes.byref(size))
+        ws_keep, ws_ptr, ws_size = _alloc_workspace(size.value, device)
+        with _lib.CALL_LOCK:
+            getattr(lib, entry)(handle, ctypes.byref(params), *args_before_workspace, ws_ptr, ws_size, stream)
+        del ws_keep  # stream-ordered reuse on the CUDA caching allocator
+
+    _on_device(backend, device, run)
+
+
+def call_without_workspace(entry, args, device, backend):
+    """lib.<entry>(handle, *args, stream) for the entry points that take no workspace."""
+    lib = _entry(backend, entry)
+
+    def run(handle, stream):
+        with _lib.CALL_LOCK:
+            getattr(lib, entry)(handle, *args, stream)
+
+    _on_device(backend, device, run)
 
 
 ptr = _vptr

@@ -97,21 +97,6 @@ def ofd_margin_from_bn(gamma, beta):
     gamma = _channel_vector(gamma.detach(), "gamma", channels, device)
     beta = _channel_vector(beta.detach(), "beta", channels, device)
     margin = torch.empty(channels, dtype=torch.float32, device=device)
-    lib = _lib.load(backend)
-    if not _lib.has(lib, "kdfOFDMarginFromBN"):
-        raise _lib.binding_error(_lib.KDF_STATUS_NOT_SUPPORTED, f"{lib.kdfuse_path} does not export kdfOFDMarginFromBN",
-                                 _FN)
-
-    def run(device_index):
-        handle = _lib.handle(backend, device_index)
-        stream = torch.cuda.current_stream(device).cuda_stream if backend == "cuda" else None
-        with _lib.CALL_LOCK:
-            lib.kdfOFDMarginFromBN(handle, channels, _feature.fptr(gamma), _feature.fptr(beta), _feature.fptr(margin),
-                                   ctypes.c_void_p(stream) if stream else None)
-
-    if backend == "cuda":
-        with torch.cuda.device(device):
-            run(device.index if device.index is not None else torch.cuda.current_device())
-    else:
-        run(None)
+    _feature.call_without_workspace("kdfOFDMarginFromBN", [channels, _feature.fptr(gamma), _feature.fptr(beta),
+                                                           _feature.fptr(margin)], device, backend)
     return margin

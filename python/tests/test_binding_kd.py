@@ -8,12 +8,9 @@ import torch
 from kdfuse import KdfuseError, _lib, kd
 from kdfuse_ref.kd import kd_loss
 
-try:
-    LIB = _lib.load("simt")
-except OSError as e:  # not built
-    pytest.skip(f"SIMT library not available: {e}", allow_module_level=True)
-if not _lib.has(LIB, "kdfKD"):
-    pytest.skip("the SIMT library does not export kdfKD", allow_module_level=True)
+from simt_library import load_or_skip
+
+LIB = load_or_skip("kdfKD")
 
 RTOL = 1e-4
 
