@@ -99,7 +99,7 @@ cublasStatus_t gemm(cublasHandle_t h, Gemm g, const float* alpha, const float* b
     g.alpha = *alpha;  // host and device pointer modes read the same memory on the emulator
     g.beta = *beta;
     detail::count_cublas_call();
-    if (g.m == 0 || g.n == 0 || g.batch == 0) return CUBLAS_STATUS_SUCCESS;
+    if (g.m == 0 || g.n == 0 || g.batch == 0 || count_only()) return CUBLAS_STATUS_SUCCESS;
     if ((g.alpha != 0.0f && g.k > 0 && (g.A == nullptr || g.B == nullptr)) || g.C == nullptr)
         return CUBLAS_STATUS_INVALID_VALUE;
     run(g);

@@ -137,7 +137,17 @@ void count_cublas_call() { counter_state().cublas_calls.fetch_add(1); }
 
 void count_cub_call() { counter_state().cub_calls.fetch_add(1); }
 
+std::atomic<bool>& count_only_state()
+{
+    static std::atomic<bool> on{false};
+    return on;
+}
+
 }  // namespace detail
+
+void set_count_only(bool on) { detail::count_only_state() = on; }
+
+bool count_only() { return detail::count_only_state(); }
 
 Counters counters()
 {
@@ -187,7 +197,7 @@ cudaError_t cudaMalloc(void** ptr, size_t bytes)
     void* p = nullptr;
     // Exact size, so AddressSanitizer sees any overrun; 256-byte alignment as cudaMalloc guarantees.
     if (posix_memalign(&p, 256, bytes) != 0) return set_last(cudaErrorMemoryAllocation);
-    std::memset(p, 0xFF, bytes);  // stale reads of uninitialised device memory show up as NaN / -1
+    if (!count_only()) std::memset(p, 0xFF, bytes);  // stale reads of uninitialised device memory show up as NaN / -1
     auto& r = registry();
     std::lock_guard<std::mutex> lock(r.mutex);
     r.allocations[reinterpret_cast<uintptr_t>(p)] = bytes;

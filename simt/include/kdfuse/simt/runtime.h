@@ -211,6 +211,12 @@ struct Counters {
 KDFUSE_SIMT_API Counters counters();
 KDFUSE_SIMT_API void reset_counters();
 
+// Count-only mode, for exact launch counts at sizes too large to emulate (bench/): launches and cuBLAS
+// GEMMs are validated and counted but not executed, and cudaMalloc does not poison (so untouched pages
+// stay unallocated). Memory contents are meaningless while it is on.
+KDFUSE_SIMT_API void set_count_only(bool on);
+KDFUSE_SIMT_API bool count_only();
+
 // Schedule of the fibers between synchronisation points and of the blocks of a grid. The initial
 // value comes from KDFUSE_SIMT_SCHEDULE; tests may switch it.
 KDFUSE_SIMT_API void set_schedule(Schedule schedule, uint64_t seed = 1);
