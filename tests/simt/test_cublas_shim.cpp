@@ -163,6 +163,19 @@ TEST_F(CublasShim, CountsCallsAndUsesTheStream)
     EXPECT_EQ(cudaStreamDestroy(stream), cudaSuccess);
 }
 
+TEST_F(CublasShim, CountOnlyModeCountsWithoutComputing)
+{
+    DeviceBuffer<float> a(std::vector<float>(4, 1.0f)), c(std::vector<float>(4, 5.0f));
+    const float one = 1.0f, zero = 0.0f;
+    kdfuse::simt::set_count_only(true);
+    kdfuse::simt::reset_counters();
+    EXPECT_EQ(cublasSgemm(handle, CUBLAS_OP_N, CUBLAS_OP_N, 2, 2, 2, &one, a.get(), 2, a.get(), 2, &zero, c.get(), 2),
+              CUBLAS_STATUS_SUCCESS);
+    kdfuse::simt::set_count_only(false);
+    EXPECT_EQ(kdfuse::simt::counters().cublas_calls, 1u);
+    EXPECT_EQ(c.download(), std::vector<float>(4, 5.0f)) << "nothing computed";
+}
+
 }  // namespace
 
 // kdf::gemm_rm / gemm_rm_batched (kernels/common/gemm.h): row-major products through the column-major API.

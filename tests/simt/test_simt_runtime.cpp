@@ -154,6 +154,28 @@ TEST(SimtRuntime, CountersStreamsAndEvents)
     EXPECT_EQ(cudaStreamDestroy(stream), cudaSuccess);
 }
 
+TEST(SimtRuntime, CountOnlyModeValidatesAndCountsWithoutRunning)
+{
+    // bench/'s full-size launch counts: launches are checked and counted, kernels do not run.
+    DeviceBuffer<unsigned> out(64);
+    ASSERT_EQ(cudaMemset(out.get(), 0, 64 * sizeof(unsigned)), cudaSuccess);
+    kdfuse::simt::set_count_only(true);
+    EXPECT_TRUE(kdfuse::simt::count_only());
+    kdfuse::simt::reset_counters();
+    EXPECT_EQ(kdf::launch(write_indices, {dim3(1), dim3(16)}, out.get()), cudaSuccess);  // 4 values per thread
+    {
+        kdftest::ExpectSimtError expect;
+        EXPECT_EQ(kdf::launch(write_indices, {dim3(1), dim3(2048)}, out.get()), cudaErrorInvalidConfiguration);
+        EXPECT_NE(expect.only().find("invalid launch configuration"), std::string::npos) << "still validated";
+    }
+    (void)cudaGetLastError();
+    EXPECT_EQ(kdfuse::simt::counters().kernel_launches, 1u);
+    kdfuse::simt::set_count_only(false);
+    EXPECT_EQ(out.download(), std::vector<unsigned>(64, 0u)) << "the kernel did not run";
+    ASSERT_EQ(kdf::launch(write_indices, {dim3(1), dim3(16)}, out.get()), cudaSuccess);
+    EXPECT_EQ(out.download()[60], 15u) << "and runs again once the mode is off";
+}
+
 TEST(SimtRuntime, MallocIsExactAndPoisoned)
 {
     const size_t before = kdfuse::simt::bytes_allocated();
