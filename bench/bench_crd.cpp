@@ -4,22 +4,13 @@
 // the gathered bank rows (4 D bytes per contrast and side, per pass; docs/losses/crd.md), the indices, the
 // embeddings and gradients, the updated bank rows read and written.
 #include "common/harness.h"
+#include "common/presets.h"
 
 namespace {
 
 using kdfbench::Array;
 using kdfbench::Case;
-
-struct CRDPreset {
-    const char* name;
-    int64_t n_data, n, k, d;
-    CRDPreset smoke() const { return {name, 1000, 2, 255, d}; }
-};
-
-const CRDPreset kPresets[] = {
-    {"cifar100_n64_k16384", 50000, 64, 16384, 128},
-    {"imagenet_n256_k16384", 1281167, 256, 16384, 128},
-};
+using kdfbench::CRDPreset;
 
 Case crd_case(const CRDPreset& p, bool ema)
 {
@@ -65,7 +56,7 @@ Case crd_case(const CRDPreset& p, bool ema)
 }
 
 const bool registered = [] {
-    for (const CRDPreset& preset : kPresets)
+    for (const CRDPreset& preset : kdfbench::crd_presets())
         for (const bool ema : {false, true})
             kdfbench::register_case(ema ? "crd_ema" : "crd", preset.name,
                                     [preset, ema](bool smoke) { return crd_case(smoke ? preset.smoke() : preset, ema); });

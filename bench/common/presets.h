@@ -73,4 +73,21 @@ inline const std::vector<LogitPreset>& logit_presets()
     return presets;
 }
 
+// CRD: the memory banks of CIFAR-100 (RepDistiller: n_data 50,000, N 64) and ImageNet (n_data 1,281,167,
+// N 256), K = 16384 negatives, 128-d embeddings.
+struct CRDPreset {
+    std::string name;
+    int64_t n_data, n, k, d;
+    CRDPreset smoke() const { return {name, 1000, 2, 255, d}; }
+};
+
+inline const std::vector<CRDPreset>& crd_presets()
+{
+    static const std::vector<CRDPreset> presets = {
+        {"cifar100_n64_k16384", 50000, 64, 16384, 128},
+        {"imagenet_n256_k16384", 1281167, 256, 16384, 128},
+    };
+    return presets;
+}
+
 }  // namespace kdfbench
