@@ -33,15 +33,9 @@ protected:
         c.params.weight = static_cast<float>(g.number("weight"));
         c.params.margin = static_cast<float>(g.number("margin"));
         c.params.seed_scaling = static_cast<int>(g.number("seed_scaling"));
-        c.grad_scale = static_cast<float>(g.number("grad_scale"));
         c.s = s.as_float();
         c.t = g.load("t").as_float();
-        if (g.has("grad_loss")) {
-            c.grad_loss = g.load("grad_loss").as_float()[0];
-            c.has_grad_loss = true;
-        }
-        c.loss = g.load("loss").values;
-        c.grad = g.load("grad_s").values;
+        kdftest::load_expected(c, g, "grad_s");
         return c;
     }
 

@@ -2,332 +2,74 @@
 // the seed, p1 != 2, pooled teacher or student, overlapping windows, non-square maps, N = 1, the
 // normalisation's eps branch), accumulate/weights/grad_loss/grad_scale, NULL outputs, strided and
 // misaligned layouts, two launches and determinism, the workspace, three layers into one loss, bad inputs.
-// FT shares AT's kernels (kernels/common/attention_map.cuh); tests/test_at.cpp covers the same paths.
-#include "common/loss_test.h"
-#include "simt/simt_expect.h"
+// FT runs AT's kernels (kernels/common/attention_map.cuh); the suite both share is
+// tests/attention_loss_test.h.
+#include "attention_loss_test.h"
 
-#include <gmock/gmock.h>
-
-#include <cmath>
+#include <algorithm>
 
 namespace {
 
 using kdftest::DeviceBuffer;
-using kdftest::GoldenCase;
-using ::testing::HasSubstr;
+using kdftest::find_case;
 
-class FT : public kdftest::LossTest {
-protected:
-    struct Case {
-        kdfFTParams_t params = KDF_FT_PARAMS_INIT;
-        std::vector<float> f_s, f_t;
-        float grad_loss = 1.0f;
-        bool has_grad_loss = false;
-        float grad_scale = 1.0f;
-        std::vector<double> loss, grad;
-    };
-
-    static Case load(const GoldenCase& g)
+struct FTTraits {
+    using Params = kdfFTParams_t;
+    static constexpr const char* kName = "ft";
+    static constexpr const char* kInit = "KDF_FT_PARAMS_INIT";
+    static constexpr const char* kSizeName = "kdfFTWorkspaceSize";
+    static constexpr size_t kMinGoldenCases = 17;
+    static Params init() { return KDF_FT_PARAMS_INIT; }
+    static void load_powers(Params& p, const kdftest::GoldenCase& g)
     {
-        Case c;
-        const auto fs = g.load("f_s"), ft = g.load("f_t");
-        c.params.student = kdftest::dense_map(fs);
-        c.params.teacher = kdftest::dense_map(ft);
-        c.params.p1 = static_cast<float>(g.number("p1"));
-        c.params.p2 = static_cast<float>(g.number("p2"));
-        c.params.weight = static_cast<float>(g.number("weight"));
-        c.grad_scale = static_cast<float>(g.number("grad_scale"));
-        c.f_s = fs.as_float();
-        c.f_t = ft.as_float();
-        if (g.has("grad_loss")) {
-            c.grad_loss = g.load("grad_loss").as_float()[0];
-            c.has_grad_loss = true;
-        }
-        c.loss = g.load("loss").values;
-        c.grad = g.load("grad_f_s").values;
-        return c;
+        p.p1 = static_cast<float>(g.number("p1"));
+        p.p2 = static_cast<float>(g.number("p2"));
     }
-
-    size_t workspace(const kdfFTParams_t& p)
+    static std::vector<std::pair<float Params::*, const char*>> powers()
     {
-        size_t bytes = 0;
-        EXPECT_EQ(kdfFTWorkspaceSize(&p, &bytes), KDF_STATUS_SUCCESS) << kdfGetLastErrorString();
-        return bytes;
+        return {{&Params::p1, "params->p1"}, {&Params::p2, "params->p2"}};
     }
-
-    kdfStatus_t run(const Case& c, const kdfFTParams_t& p, const float* f_s, const float* f_t, float* loss, float* grad,
-                    int accumulate)
+    static kdfStatus_t size(const Params* p, size_t* bytes) { return kdfFTWorkspaceSize(p, bytes); }
+    static kdfStatus_t call(kdfHandle_t h, const Params* p, const void* f_s, const void* f_t, float* loss, void* grad,
+                            const float* grad_loss, float grad_scale, int accumulate, void* ws, size_t bytes, cudaStream_t s)
     {
-        DeviceBuffer<float> gl(std::vector<float>{c.grad_loss});
-        DeviceBuffer<unsigned char> ws(std::max<size_t>(1, workspace(p)));
-        return kdfFT(handle, &p, f_s, f_t, loss, grad, c.has_grad_loss ? gl.get() : nullptr, c.grad_scale, accumulate,
-                     ws.get(), ws.size(), stream);
+        return kdfFT(h, p, f_s, f_t, loss, grad, grad_loss, grad_scale, accumulate, ws, bytes, s);
     }
 };
 
-TEST_F(FT, GoldenCasesFromTheReference)
-{
-    const auto cases = kdftest::golden_cases("ft");
-    ASSERT_GE(cases.size(), 17u) << "golden data missing under " << kdftest::golden_root();
-    for (const auto& g : cases) {
-        if (!g.has("f_s")) continue;  // the multi-layer case (MultiLayerSumIntoOneLoss)
-        SCOPED_TRACE("case " + g.name);
-        const Case c = load(g);
-        DeviceBuffer<float> fs(c.f_s), ft(c.f_t), loss(1), grad(c.f_s.size());
-        const auto call = [&](float* loss_ptr, float* grad_ptr, int acc) {
-            return run(c, c.params, fs.get(), ft.get(), loss_ptr, grad_ptr, acc);
-        };
-        kdftest::check_outputs(call, loss, grad, c.loss, c.grad);
-    }
-}
+using FTCases = kdftest::AttentionLoss<FTTraits>;
 
-TEST_F(FT, EqualMapsGiveExactlyZero)
+TEST_F(FTCases, EqualMapsGiveExactlyZero)
 {
     // L1 at d = 0: autograd's sign(0) = 0, so identical maps give a zero loss and an exactly zero gradient
     // (not +-1/M): both maps go through the same arithmetic, so d is exactly 0.
-    const Case c = load(kdftest::find_case("ft", "2x3x4x4_equal_maps"));
+    const Case c = load(find_case("ft", "2x3x4x4_equal_maps"));
     DeviceBuffer<float> fs(c.f_s), ft(c.f_t), loss(1), grad(c.f_s.size());
-    ASSERT_EQ(run(c, c.params, fs.get(), ft.get(), loss.get(), grad.get(), 0), KDF_STATUS_SUCCESS) << kdfGetLastErrorString();
+    ASSERT_EQ(this->run(c, c.params, fs.get(), ft.get(), loss.get(), grad.get(), 0), KDF_STATUS_SUCCESS) << kdfGetLastErrorString();
     EXPECT_EQ(loss.download()[0], 0.0f);
     const auto g = grad.download();
     EXPECT_TRUE(std::all_of(g.begin(), g.end(), [](float v) { return v == 0.0f; }));
 }
 
-TEST_F(FT, SpecialPathCasesArePresent)
+TEST_F(FTCases, SpecialPathCasesArePresent)
 {
     // The golden cases that exercise FT's terms and the kernels' special paths (checked by
     // GoldenCasesFromTheReference): p2 = 2, the seed's signed p2 = 3 (a negative loss), p1 = 1.5 on positive
     // inputs, the eps branch with a non-zero map and with zero maps, a pooled student with overlapping
     // windows and one pooled in two row tiles.
-    EXPECT_EQ(load(kdftest::find_case("ft", "3x4x6x5_p2_2")).params.p2, 2.0f);
-    const Case odd = load(kdftest::find_case("ft", "3x4x6x5_p2_3_odd"));
+    EXPECT_EQ(load(find_case("ft", "3x4x6x5_p2_2")).params.p2, 2.0f);
+    const Case odd = load(find_case("ft", "3x4x6x5_p2_3_odd"));
     EXPECT_EQ(odd.params.p2, 3.0f);
     EXPECT_LT(odd.loss[0], 0.0);
-    EXPECT_EQ(load(kdftest::find_case("ft", "3x4x12x10_p1_1.5_positive")).params.p1, 1.5f);
-    EXPECT_EQ(load(kdftest::find_case("ft", "2x3x4x4_tiny_norm_eps")).params.p1, 2.0f);
-    EXPECT_EQ(load(kdftest::find_case("ft", "2x3x4x4_p1_1_eps")).params.p1, 1.0f);
-    EXPECT_EQ(load(kdftest::find_case("ft", "2x3x11x13_vs_2x5x4x5")).params.teacher.h, 4);
-    EXPECT_EQ(load(kdftest::find_case("ft", "1x2x9x2050_vs_1x1x4x1025_tiles")).params.teacher.w, 1025);  // 2 row tiles
-}
-
-TEST_F(FT, StridedMisalignedAndMixedLayouts)
-{
-    // Teacher pooled (non-square, 14x18 -> 7x9), then student pooled (14x18 -> 7x9).
-    for (const char* name : {"3x5x7x9_vs_3x6x14x18", "3x6x14x18_vs_3x5x7x9"}) {
-        const Case c = load(kdftest::find_case("ft", name));
-        // Student strided and misaligned, teacher dense; then both strided (aligned).
-        for (int64_t offset : {1, 0}) {
-            SCOPED_TRACE(std::string(name) + ", offset " + std::to_string(offset));
-            kdftest::Strided s(c.f_s, c.params.student, 3, 5, offset);
-            kdftest::Strided t(c.f_t, c.params.teacher, offset ? 0 : 2, offset ? 0 : 1, 0);
-            kdfFTParams_t p = c.params;
-            p.student = s.map;
-            p.teacher = offset ? c.params.teacher : t.map;
-            DeviceBuffer<float> fs(s.buffer), ft(offset ? c.f_t : t.buffer), loss(1), grad(s.buffer.size());
-            ASSERT_EQ(cudaMemset(grad.get(), 0, grad.size() * 4), cudaSuccess);
-            ASSERT_EQ(run(c, p, fs.get() + s.offset, ft.get(), loss.get(), grad.get() + s.offset, 0), KDF_STATUS_SUCCESS)
-                << kdfGetLastErrorString();
-            EXPECT_CLOSE(loss.download(), c.loss, "loss");
-            const auto g = grad.download();
-            EXPECT_CLOSE(s.extract(g), c.grad, "grad_s");
-            EXPECT_EQ(g[s.offset + s.map.h * s.map.w], 0.0f) << "channel padding of grad_s untouched";
-            EXPECT_EQ(g[s.offset + s.map.stride_n - 1], 0.0f) << "sample padding of grad_s untouched";
-        }
-    }
-}
-
-TEST_F(FT, TwoLaunchesNoSyncAndBitwiseReproducible)
-{
-    // Unpooled student (teacher with more channels) and pooled student.
-    for (const char* name : {"8x64x16x16_vs_8x128x16x16", "3x6x14x18_vs_3x5x7x9"}) {
-        SCOPED_TRACE(name);
-        const Case c = load(kdftest::find_case("ft", name));
-        DeviceBuffer<float> fs(c.f_s), ft(c.f_t), loss(1), grad(c.f_s.size());
-        DeviceBuffer<unsigned char> ws(workspace(c.params));
-        std::vector<std::vector<float>> runs;
-        const auto saved = kdfuse::simt::schedule();
-        for (auto schedule : {kdfuse::simt::Schedule::Forward, kdfuse::simt::Schedule::Reverse, kdfuse::simt::Schedule::Random}) {
-            kdfuse::simt::set_schedule(schedule, 3);
-            kdfuse::simt::reset_counters();
-            ASSERT_EQ(kdfFT(handle, &c.params, fs.get(), ft.get(), loss.get(), grad.get(), nullptr, 1.0f, 0, ws.get(),
-                            ws.size(), stream),
-                      KDF_STATUS_SUCCESS);
-            const auto counters = kdfuse::simt::counters();
-            EXPECT_EQ(counters.kernel_launches, 2u) << "attention maps, then loss and gradient";
-            EXPECT_EQ(counters.synchronizations, 0u);
-            EXPECT_EQ(counters.null_stream_ops, 0u);
-            EXPECT_EQ(counters.cub_calls + counters.cublas_calls, 0u);
-            auto r = loss.download();
-            auto g = grad.download();
-            r.insert(r.end(), g.begin(), g.end());
-            runs.push_back(r);
-        }
-        kdfuse::simt::set_schedule(saved, 1);
-        EXPECT_TRUE(kdftest::bitwise_equal(runs[0], runs[1]));
-        EXPECT_TRUE(kdftest::bitwise_equal(runs[0], runs[2]));
-
-        // Loss only and gradient only: the same two launches, and the same bits.
-        kdfuse::simt::reset_counters();
-        ASSERT_EQ(kdfFT(handle, &c.params, fs.get(), ft.get(), loss.get(), nullptr, nullptr, 1.0f, 0, ws.get(), ws.size(),
-                        stream),
-                  KDF_STATUS_SUCCESS);
-        EXPECT_EQ(kdfuse::simt::counters().kernel_launches, 2u);
-        EXPECT_EQ(kdfuse::simt::counters().synchronizations, 0u);
-        EXPECT_TRUE(kdftest::bitwise_equal(loss.download(), {runs[0][0]}));
-        ASSERT_EQ(cudaMemset(grad.get(), 0, grad.size() * 4), cudaSuccess);
-        kdfuse::simt::reset_counters();
-        ASSERT_EQ(kdfFT(handle, &c.params, fs.get(), ft.get(), nullptr, grad.get(), nullptr, 1.0f, 0, ws.get(), ws.size(),
-                        stream),
-                  KDF_STATUS_SUCCESS);
-        EXPECT_EQ(kdfuse::simt::counters().kernel_launches, 2u);
-        EXPECT_EQ(kdfuse::simt::counters().synchronizations, 0u);
-        EXPECT_TRUE(kdftest::bitwise_equal(grad.download(), std::vector<float>(runs[0].begin() + 1, runs[0].end())));
-
-        // Neither output: nothing to do, nothing launched.
-        kdfuse::simt::reset_counters();
-        ASSERT_EQ(kdfFT(handle, &c.params, fs.get(), ft.get(), nullptr, nullptr, nullptr, 1.0f, 0, ws.get(), ws.size(),
-                        stream),
-                  KDF_STATUS_SUCCESS);
-        EXPECT_EQ(kdfuse::simt::counters().kernel_launches, 0u);
-    }
-}
-
-TEST_F(FT, WorkspaceAtResnet32x4Shapes)
-{
-    // FT's factors at resnet32x4 -> resnet8x4's shapes, N = 64 (equal sizes for student and teacher): the
-    // workspace holds v_s and v_t (N x h*w floats each) and one grid-sum partial per gradient block (N x
-    // chunks of about 8192 student elements) plus the ticket: O(N * h * w), independent of C.
-    struct Layer {
-        int64_t c, h, w;
-        size_t chunks;
-    };
-    for (const Layer& l : {Layer{32, 32, 32, 4}, Layer{64, 32, 32, 8}, Layer{128, 16, 16, 4}, Layer{256, 8, 8, 2}}) {
-        SCOPED_TRACE(std::to_string(l.c) + "x" + std::to_string(l.h) + "x" + std::to_string(l.w));
-        kdfFTParams_t p = KDF_FT_PARAMS_INIT;
-        p.student = {64, l.c, l.h, l.w, 0, 0};
-        p.teacher = p.student;
-        const size_t maps = 2 * 64 * static_cast<size_t>(l.h * l.w) * 4;
-        const size_t partials = (64 * l.chunks * 4 + 255) / 256 * 256 + 256;
-        EXPECT_EQ(workspace(p), maps + partials);
-    }
-    // A pooled pair (student 64x32x32 against teacher 128x16x16): maps of the teacher's 16x16.
-    kdfFTParams_t p = KDF_FT_PARAMS_INIT;
-    p.student = {64, 64, 32, 32, 0, 0};
-    p.teacher = {64, 128, 16, 16, 0, 0};
-    EXPECT_EQ(workspace(p), 2u * 64 * 256 * 4 + 512 * 4 + 256);
-}
-
-TEST_F(FT, MultiLayerSumIntoOneLoss)
-{
-    // resnet32x4 -> resnet8x4's layers (64x32x32, 128x16x16, 256x8x8) at N = 2, with per-layer weights,
-    // summed into one loss buffer with accumulate (FT itself is single-layer in RepDistiller; several
-    // factor pairs sum the same way).
-    const GoldenCase g = kdftest::find_case("ft", "multilayer_resnet8x4_n2");
-    const int layers = static_cast<int>(g.number("layers"));
-    ASSERT_EQ(layers, 3);
-    const float grad_scale = static_cast<float>(g.number("grad_scale"));
-    DeviceBuffer<float> loss(std::vector<float>{0.0f});
-    for (int l = 0; l < layers; ++l) {
-        SCOPED_TRACE("layer " + std::to_string(l));
-        const auto fs = g.load("f_s" + std::to_string(l)), ft = g.load("f_t" + std::to_string(l));
-        kdfFTParams_t p = KDF_FT_PARAMS_INIT;
-        p.student = kdftest::dense_map(fs);
-        p.teacher = kdftest::dense_map(ft);
-        p.weight = static_cast<float>(g.number("weight" + std::to_string(l)));
-        DeviceBuffer<float> d_fs(fs.as_float()), d_ft(ft.as_float()), grad(std::vector<float>(fs.values.size(), 0.0f));
-        DeviceBuffer<unsigned char> ws(workspace(p));
-        ASSERT_EQ(kdfFT(handle, &p, d_fs.get(), d_ft.get(), loss.get(), grad.get(), nullptr, grad_scale, 1, ws.get(), ws.size(),
-                        stream),
-                  KDF_STATUS_SUCCESS)
-            << kdfGetLastErrorString();
-        EXPECT_CLOSE(grad.download(), g.load("grad_f_s" + std::to_string(l)).values, "grad_s");
-    }
-    EXPECT_CLOSE(loss.download(), g.load("loss").values, "sum of the weighted layer losses");
-}
-
-TEST_F(FT, BadInputs)
-{
-    kdfFTParams_t good = KDF_FT_PARAMS_INIT;
-    good.student = {2, 3, 4, 5, 0, 0};
-    good.teacher = {2, 6, 8, 10, 0, 0};
-    DeviceBuffer<float> fs(120), ft(960), loss(1), grad(120), gl(std::vector<float>{1.0f});
-    DeviceBuffer<unsigned char> ws(workspace(good) + 16);
-    auto call = [&](const kdfFTParams_t& p, const void* a = nullptr, void* g = nullptr, size_t bytes = SIZE_MAX) {
-        return kdfFT(handle, &p, a ? a : fs.get(), ft.get(), loss.get(), g ? g : grad.get(), nullptr, 1.0f, 0, ws.get(),
-                     bytes == SIZE_MAX ? ws.size() : bytes, stream);
-    };
-    size_t bytes = 0;
-    kdfFTParams_t p = good;
-    // Shapes.
-    p.teacher.n = 3;
-    EXPECT_STATUS(call(p), KDF_STATUS_SHAPE_MISMATCH, "params->student.n (2) != params->teacher.n (3)");
-    EXPECT_STATUS(kdfFTWorkspaceSize(&p, &bytes), KDF_STATUS_SHAPE_MISMATCH, "kdfFTWorkspaceSize: params->student.n");
-    p = good, p.student.h = 16, p.student.w = 2;
-    EXPECT_STATUS(call(p), KDF_STATUS_SHAPE_MISMATCH, "each larger in one dimension");
-    p = good, p.student.c = 0;
-    EXPECT_STATUS(call(p), KDF_STATUS_INVALID_VALUE, "params->student.c");
-    p = good, p.teacher.w = -1;
-    EXPECT_STATUS(call(p), KDF_STATUS_INVALID_VALUE, "params->teacher.w");
-    p = good, p.student.stride_c = 19;
-    EXPECT_STATUS(call(p), KDF_STATUS_INVALID_VALUE, "params->student.stride_c");
-    p = good, p.teacher.stride_n = 50;
-    EXPECT_STATUS(call(p), KDF_STATUS_INVALID_VALUE, "params->teacher.stride_n");
-    p = good;
-    p.student = {1, 1, 1, 4100, 0, 0};
-    p.teacher = {1, 1, 1, 2050, 0, 0};
-    EXPECT_STATUS(call(p), KDF_STATUS_NOT_SUPPORTED, "pooled to width 2050");
-    p.student = {1, 1, 65536, 1, 0, 0};
-    p.teacher = {1, 1, 40000, 1, 0, 0};
-    EXPECT_STATUS(call(p), KDF_STATUS_NOT_SUPPORTED, "too large");
-    // Parameters.
-    for (float bad : {0.0f, -2.0f, NAN, INFINITY}) {
-        p = good, p.p1 = bad;
-        EXPECT_STATUS(call(p), KDF_STATUS_INVALID_VALUE, "params->p1 must be finite and > 0");
-        p = good, p.p2 = bad;
-        EXPECT_STATUS(call(p), KDF_STATUS_INVALID_VALUE, "params->p2 must be finite and > 0");
-    }
-    p = good, p.weight = NAN;
-    EXPECT_STATUS(call(p), KDF_STATUS_INVALID_VALUE, "params->weight");
-    p = good, p.dtype = KDF_DTYPE_FP16;
-    EXPECT_STATUS(call(p), KDF_STATUS_NOT_SUPPORTED, "fp16");
-    int bogus = 7;
-    std::memcpy(&p.dtype, &bogus, sizeof bogus);
-    EXPECT_STATUS(call(p), KDF_STATUS_INVALID_VALUE, "params->dtype is not a kdfDataType_t");
-    p = good, p.struct_size = 4;
-    EXPECT_STATUS(call(p), KDF_STATUS_INVALID_VALUE, "KDF_FT_PARAMS_INIT");
-    EXPECT_STATUS(kdfFTWorkspaceSize(&p, &bytes), KDF_STATUS_INVALID_VALUE, "KDF_FT_PARAMS_INIT");
-    // Pointers and buffers.
-    EXPECT_STATUS(kdfFT(handle, nullptr, fs.get(), ft.get(), loss.get(), grad.get(), nullptr, 1.0f, 0, ws.get(), ws.size(), stream),
-           KDF_STATUS_NULL_POINTER, "params is NULL");
-    EXPECT_STATUS(kdfFT(nullptr, &good, fs.get(), ft.get(), loss.get(), grad.get(), nullptr, 1.0f, 0, ws.get(), ws.size(), stream),
-           KDF_STATUS_NULL_POINTER, "handle");
-    EXPECT_STATUS(kdfFTWorkspaceSize(&good, nullptr), KDF_STATUS_NULL_POINTER, "bytes is NULL");
-    EXPECT_STATUS(kdfFT(handle, &good, nullptr, ft.get(), loss.get(), grad.get(), nullptr, 1.0f, 0, ws.get(), ws.size(), stream),
-           KDF_STATUS_NULL_POINTER, "f_s is NULL");
-    EXPECT_STATUS(kdfFT(handle, &good, fs.get(), nullptr, loss.get(), grad.get(), nullptr, 1.0f, 0, ws.get(), ws.size(), stream),
-           KDF_STATUS_NULL_POINTER, "f_t is NULL");
-    EXPECT_STATUS(call(good, reinterpret_cast<const char*>(fs.get()) + 1), KDF_STATUS_MISALIGNED_POINTER, "f_s");
-    EXPECT_STATUS(call(good, nullptr, reinterpret_cast<char*>(grad.get()) + 2), KDF_STATUS_MISALIGNED_POINTER, "grad_s");
-    EXPECT_STATUS(kdfFT(handle, &good, fs.get(), ft.get(), reinterpret_cast<float*>(reinterpret_cast<char*>(loss.get()) + 1),
-                 grad.get(), nullptr, 1.0f, 0, ws.get(), ws.size(), stream),
-           KDF_STATUS_MISALIGNED_POINTER, "loss");
-    EXPECT_STATUS(kdfFT(handle, &good, fs.get(), ft.get(), loss.get(), grad.get(),
-                 reinterpret_cast<const float*>(reinterpret_cast<const char*>(gl.get()) + 3), 1.0f, 0, ws.get(), ws.size(),
-                 stream),
-           KDF_STATUS_MISALIGNED_POINTER, "grad_loss");
-    EXPECT_STATUS(kdfFT(handle, &good, fs.get(), ft.get(), loss.get(), grad.get(), nullptr, 1.0f, 0, ws.get() + 4, ws.size() - 4,
-                 stream),
-           KDF_STATUS_MISALIGNED_POINTER, "workspace");
-    EXPECT_STATUS(call(good, nullptr, const_cast<float*>(ft.get())), KDF_STATUS_INVALID_VALUE, "grad_s aliases f_t");
-    EXPECT_STATUS(kdfFT(handle, &good, fs.get(), ft.get(), loss.get(), fs.get(), nullptr, 1.0f, 0, ws.get(), ws.size(), stream),
-           KDF_STATUS_INVALID_VALUE, "grad_s aliases f_s");
-    EXPECT_STATUS(kdfFT(handle, &good, fs.get(), ft.get(), loss.get(), grad.get(), nullptr, INFINITY, 0, ws.get(), ws.size(), stream),
-           KDF_STATUS_INVALID_VALUE, "grad_scale");
-    EXPECT_STATUS(call(good, nullptr, nullptr, 16), KDF_STATUS_WORKSPACE_TOO_SMALL, "workspace_bytes");
-    EXPECT_STATUS(kdfFT(handle, &good, fs.get(), ft.get(), loss.get(), grad.get(), nullptr, 1.0f, 0, nullptr, ws.size(), stream),
-           KDF_STATUS_NULL_POINTER, "workspace is NULL");
-    EXPECT_EQ(call(good), KDF_STATUS_SUCCESS) << kdfGetLastErrorString();
-    EXPECT_STREQ(kdfGetLastErrorString(), "");
+    EXPECT_EQ(load(find_case("ft", "3x4x12x10_p1_1.5_positive")).params.p1, 1.5f);
+    EXPECT_EQ(load(find_case("ft", "2x3x4x4_tiny_norm_eps")).params.p1, 2.0f);
+    EXPECT_EQ(load(find_case("ft", "2x3x4x4_p1_1_eps")).params.p1, 1.0f);
+    EXPECT_EQ(load(find_case("ft", "2x3x11x13_vs_2x5x4x5")).params.teacher.h, 4);
+    EXPECT_EQ(load(find_case("ft", "1x2x9x2050_vs_1x1x4x1025_tiles")).params.teacher.w, 1025);  // 2 row tiles
 }
 
 }  // namespace
+
+namespace kdftest {
+INSTANTIATE_TYPED_TEST_SUITE_P(FT, AttentionLoss, FTTraits);
+}  // namespace kdftest

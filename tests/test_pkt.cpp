@@ -14,13 +14,8 @@ using ::testing::HasSubstr;
 
 class PKT : public kdftest::LossTest {
 protected:
-    struct Case {
-        kdfPKTParams_t params = KDF_PKT_PARAMS_INIT;
-        std::vector<float> f_s, f_t;
-        float grad_loss = 1.0f;
-        bool has_grad_loss = false;
-        float grad_scale = 1.0f;
-        std::vector<double> loss, grad;
+    struct Case : kdftest::PairCase<kdfPKTParams_t> {
+        Case() { params = KDF_PKT_PARAMS_INIT; }
     };
 
     static Case load(const GoldenCase& g)
@@ -31,15 +26,9 @@ protected:
         c.params.dim_student = fs.dim(1);
         c.params.dim_teacher = ft.dim(1);
         c.params.weight = static_cast<float>(g.number("weight"));
-        c.grad_scale = static_cast<float>(g.number("grad_scale"));
         c.f_s = fs.as_float();
         c.f_t = ft.as_float();
-        if (g.has("grad_loss")) {
-            c.grad_loss = g.load("grad_loss").as_float()[0];
-            c.has_grad_loss = true;
-        }
-        c.loss = g.load("loss").values;
-        c.grad = g.load("grad_f_s").values;
+        kdftest::load_expected(c, g);
         return c;
     }
 

@@ -24,13 +24,8 @@ std::string grad_close(const std::vector<float>& got, const std::vector<double>&
 
 class RKD : public kdftest::LossTest {
 protected:
-    struct Case {
-        kdfRKDParams_t params = KDF_RKD_PARAMS_INIT;
-        std::vector<float> f_s, f_t;
-        float grad_loss = 1.0f;
-        bool has_grad_loss = false;
-        float grad_scale = 1.0f;
-        std::vector<double> loss, grad;
+    struct Case : kdftest::PairCase<kdfRKDParams_t> {
+        Case() { params = KDF_RKD_PARAMS_INIT; }
     };
 
     static Case load(const GoldenCase& g)
@@ -43,15 +38,9 @@ protected:
         c.params.weight = static_cast<float>(g.number("weight"));
         c.params.distance_weight = static_cast<float>(g.number("w_d"));
         c.params.angle_weight = static_cast<float>(g.number("w_a"));
-        c.grad_scale = static_cast<float>(g.number("grad_scale"));
         c.f_s = fs.as_float();
         c.f_t = ft.as_float();
-        if (g.has("grad_loss")) {
-            c.grad_loss = g.load("grad_loss").as_float()[0];
-            c.has_grad_loss = true;
-        }
-        c.loss = g.load("loss").values;
-        c.grad = g.load("grad_e_s").values;
+        kdftest::load_expected(c, g, "grad_e_s");
         return c;
     }
 

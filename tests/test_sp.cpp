@@ -42,13 +42,8 @@ struct Rows {
 
 class SP : public kdftest::LossTest {
 protected:
-    struct Case {
-        kdfSPParams_t params = KDF_SP_PARAMS_INIT;
-        std::vector<float> f_s, f_t;
-        float grad_loss = 1.0f;
-        bool has_grad_loss = false;
-        float grad_scale = 1.0f;
-        std::vector<double> loss, grad;
+    struct Case : kdftest::PairCase<kdfSPParams_t> {
+        Case() { params = KDF_SP_PARAMS_INIT; }
     };
 
     static Case load(const GoldenCase& g)
@@ -59,15 +54,9 @@ protected:
         c.params.dim_student = width(fs);
         c.params.dim_teacher = width(ft);
         c.params.weight = static_cast<float>(g.number("weight"));
-        c.grad_scale = static_cast<float>(g.number("grad_scale"));
         c.f_s = fs.as_float();
         c.f_t = ft.as_float();
-        if (g.has("grad_loss")) {
-            c.grad_loss = g.load("grad_loss").as_float()[0];
-            c.has_grad_loss = true;
-        }
-        c.loss = g.load("loss").values;
-        c.grad = g.load("grad_f_s").values;
+        kdftest::load_expected(c, g);
         return c;
     }
 

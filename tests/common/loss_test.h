@@ -85,6 +85,32 @@ struct Strided {
     }
 };
 
+// A golden case of a loss with two inputs: its params, the inputs, the call settings and the expected
+// outputs (load_expected fills the last two groups). Tests derive their Case and set params to the INIT.
+template <typename Params>
+struct PairCase {
+    Params params;
+    std::vector<float> f_s, f_t;
+    float grad_loss = 1.0f;
+    bool has_grad_loss = false;
+    float grad_scale = 1.0f;
+    std::vector<double> loss, grad;
+};
+
+// The call settings and expected outputs of a golden case into c: grad_scale, the optional grad_loss
+// (then c.has_grad_loss), the loss and the gradient named `grad`.
+template <typename Case>
+void load_expected(Case& c, const GoldenCase& g, const char* grad = "grad_f_s")
+{
+    c.grad_scale = static_cast<float>(g.number("grad_scale"));
+    if (g.has("grad_loss")) {
+        c.grad_loss = g.load("grad_loss").as_float()[0];
+        c.has_grad_loss = true;
+    }
+    c.loss = g.load("loss").values;
+    c.grad = g.load(grad).values;
+}
+
 // The named golden case of a loss (fails the test if it is missing).
 inline GoldenCase find_case(const std::string& loss, const std::string& name)
 {
