@@ -3,16 +3,21 @@
 # (bench/), runs every family with JSON output into build/bench-results/ and writes
 # build/bench-results/report.md. With a GPU visible (nvidia-smi) the CUDA executables time the calls;
 # without one the SIMT executables run the emulated smoke and full-size count-only calls, and the report
-# holds launch counts and the traffic model, no timings.
+# holds launch counts and the traffic model, no timings. Then the PyTorch baseline (bench/torch_baseline.py,
+# in the project's .venv): with a GPU, eager PyTorch, torch.compile and the kdfuse binding timed on the same
+# presets, with peak memory, merged into the report, and the speedup chart build/bench-results/torch_speedup.png;
+# without one its --smoke run (CPU, smoke scale, no timing: the eager and kdfuse losses compared).
 #
-# Environment: KDFUSE_JOBS (parallel build jobs, default: nproc); arguments are passed to every benchmark
-# executable (e.g. --benchmark_filter=kd/).
+# Environment: KDFUSE_JOBS (parallel build jobs, default: nproc); KDFUSE_BASELINE_ARGS (extra arguments of
+# the baseline, e.g. "--loss kd,at --iters 20"); arguments are passed to every benchmark executable
+# (e.g. --benchmark_filter=kd/).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/deps.sh
 
 jobs=${KDFUSE_JOBS:-$(nproc)}
 kdfuse_install_debian_packages
+py=$(kdfuse_setup_venv | tail -n 1)
 nvcc=$(kdfuse_find_nvcc)
 cuda_args=(-DKDFUSE_BUILD_CUDA=OFF)
 if [ -n "$nvcc" ]; then
@@ -32,9 +37,16 @@ targets=()
 for family in "${families[@]}"; do
     if [ "$gpu" = 1 ]; then targets+=("kdfuse_bench_$family"); else targets+=("kdfuse_bench_${family}_sim"); fi
 done
+# The PyTorch baseline needs the presets (as JSON) and the library its binding loads.
+library=kdfuse_sim
+lib_path=build/simt/libkdfuse_sim.so
+if [ "$gpu" = 1 ]; then
+    library=kdfuse
+    lib_path=build/libkdfuse.so
+fi
 
 cmake -S . -B build -DCMAKE_BUILD_TYPE=RelWithDebInfo "${cuda_args[@]}" >/dev/null
-cmake --build build -j "$jobs" --target "${targets[@]}" >/dev/null
+cmake --build build -j "$jobs" --target "${targets[@]}" kdfuse_bench_presets "$library" >/dev/null
 
 out=build/bench-results
 rm -rf "$out"
@@ -46,5 +58,29 @@ for i in "${!families[@]}"; do
     "build/bench/${targets[$i]}" --benchmark_format=console --benchmark_out_format=json \
         --benchmark_out="$out/${families[$i]}.json" "$@"
 done
-python3 bench/report.py "$out/report.md" "$out"/*.json
+
+baseline_args=(--presets-exe build/bench/kdfuse_bench_presets --out "$out/torch_baseline.json")
+if [ "$gpu" = 1 ]; then
+    baseline_args+=(--chart "$out/torch_speedup.png")
+else
+    echo "kdfuse: PyTorch baseline in --smoke mode (CPU, smoke scale): no timings"
+    baseline_args+=(--smoke)
+fi
+# A failing baseline still leaves the report of the C++ suites; the script then exits with its status.
+baseline_status=0
+# shellcheck disable=SC2086 # KDFUSE_BASELINE_ARGS is a list of arguments
+KDFUSE_LIB="$lib_path" "$py" bench/torch_baseline.py "${baseline_args[@]}" ${KDFUSE_BASELINE_ARGS:-} ||
+    baseline_status=$?
+
+report_inputs=()
+for family in "${families[@]}"; do report_inputs+=("$out/$family.json"); done
+if [ -f "$out/torch_baseline.json" ]; then report_inputs+=(--torch "$out/torch_baseline.json"); fi
+python3 bench/report.py "$out/report.md" "${report_inputs[@]}"
 echo "kdfuse: report written to $out/report.md"
+if [ -f "$out/torch_speedup.png" ]; then
+    echo "kdfuse: speedup chart written to $out/torch_speedup.png"
+fi
+if [ "$baseline_status" != 0 ]; then
+    echo "kdfuse: the PyTorch baseline failed (status $baseline_status)" >&2
+    exit "$baseline_status"
+fi

@@ -32,13 +32,13 @@ kdfuse_find_nvcc() {
     fi
 }
 
-# The project-local virtual environment (.venv) with PyTorch and the test tools; created or completed
-# when something is missing. Prints the interpreter's path on the last line.
+# The project-local virtual environment (.venv) with PyTorch, the test tools and matplotlib (the benchmark
+# chart); created or completed when something is missing. Prints the interpreter's path on the last line.
 kdfuse_setup_venv() {
     local root
     root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
     local venv="$root/.venv"
-    if ! "$venv/bin/python" -c "import torch, numpy, pytest, scipy" >/dev/null 2>&1; then
+    if ! "$venv/bin/python" -c "import torch, numpy, pytest, scipy, matplotlib" >/dev/null 2>&1; then
         echo "kdfuse: setting up $venv (PyTorch from PyPI)" >&2
         if ! python3 -m venv "$venv" >/dev/null 2>&1; then
             KDFUSE_DEBIAN_PACKAGES+=(python3-venv)
