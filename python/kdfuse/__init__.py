@@ -3,7 +3,13 @@
     from kdfuse import kd
     loss, grad_s, _ = kd(y_s, y_t, T=4.0)      # CPU tensors: SIMT build; CUDA tensors: CUDA build
 
-Library location: KDFUSE_LIB, else build/simt/libkdfuse_sim.so / build/libkdfuse.so in the repository.
+PyTorch integration (docs/pytorch.md): kdfuse.ops (torch.library custom ops, torch.ops.kdfuse.*, autograd and
+torch.compile) and kdfuse.nn (drop-in modules with RepDistiller's names), imported on demand:
+
+    from kdfuse.nn import DistillKL, CRDLoss
+
+Library location: KDFUSE_LIB, else kdfuse/lib/ of an installed package (pip install ./python), else
+build/simt/libkdfuse_sim.so / build/libkdfuse.so in the repository.
 """
 from ._lib import KdfuseError, load, handle, library_path  # noqa: F401
 from .kd import kd  # noqa: F401

@@ -7,9 +7,11 @@ raises :class:`KdfuseError` on a non-zero status (ctypes ``errcheck``), carrying
 the library's last-error detail.
 
 Library location: the environment variable ``KDFUSE_LIB`` if set (or the ``path`` argument of
-``load``), else ``build/simt/libkdfuse_sim.so`` (simt) / ``build/libkdfuse.so`` (cuda) under the
-repository root. The loaded library must report the requested backend (kdfGetBackendName): passing
-device pointers to the CPU build, or host pointers to the CUDA build, would crash the process.
+``load``), else the copy shipped in the installed package (``kdfuse/lib/libkdfuse_sim.so`` /
+``kdfuse/lib/libkdfuse.so``, see python/setup.py), else ``build/simt/libkdfuse_sim.so`` (simt) /
+``build/libkdfuse.so`` (cuda) under the repository root. The loaded library must report the requested
+backend (kdfGetBackendName): passing device pointers to the CPU build, or host pointers to the CUDA
+build, would crash the process.
 """
 import atexit
 import ctypes
@@ -23,6 +25,15 @@ DEFAULT_PATHS = {
     "cuda": REPO_ROOT / "build" / "libkdfuse.so",
 }
 BACKENDS = tuple(DEFAULT_PATHS)
+# The libraries a pip-installed package ships (python/setup.py copies them from the build directory).
+PACKAGE_LIB_DIR = pathlib.Path(__file__).resolve().parent / "lib"
+PACKAGED_PATHS = {
+    "simt": PACKAGE_LIB_DIR / "libkdfuse_sim.so",
+    "cuda": PACKAGE_LIB_DIR / "libkdfuse.so",
+}
+# libkdfuse_sim needs the SIMT runtime (libkdfuse_simt.so.<soversion>); its RUNPATH names the build tree, so
+# a copy beside the library is loaded first, by path (the dynamic loader then matches it by its soname).
+SIMT_RUNTIME_GLOB = "libkdfuse_simt.so*"
 
 # ---- enums (kdfuse.h) ------------------------------------------------------------------------------
 KDF_STATUS_SUCCESS = 0
@@ -200,7 +211,9 @@ def library_path(backend="simt", path=None):
     if backend not in DEFAULT_PATHS:
         raise ValueError(f"backend must be one of {BACKENDS}, not {backend!r}")
     if path is None:
-        path = os.environ.get("KDFUSE_LIB") or DEFAULT_PATHS[backend]
+        path = os.environ.get("KDFUSE_LIB")
+    if not path:
+        path = PACKAGED_PATHS[backend] if PACKAGED_PATHS[backend].is_file() else DEFAULT_PATHS[backend]
     return pathlib.Path(path)
 
 
@@ -208,6 +221,7 @@ _lock = threading.RLock()
 # Held around every call that takes a cached handle (the API allows one host thread per handle).
 CALL_LOCK = threading.Lock()
 _libs = {}      # (backend, resolved path) -> CDLL
+_runtimes = []  # SIMT runtimes loaded beside a libkdfuse_sim (kept loaded)
 _handles = {}   # (backend, device key) -> (lib, kdfHandle_t)
 
 
@@ -223,6 +237,11 @@ def load(backend="simt", path=None):
     with _lock:
         lib = _libs.get(key)
         if lib is None:
+            if backend == "simt":
+                for runtime in sorted(p.parent.glob(SIMT_RUNTIME_GLOB)):
+                    if runtime.is_file():
+                        _runtimes.append(ctypes.CDLL(str(runtime)))
+                        break
             lib = ctypes.CDLL(str(p))
             _declare(lib)
             actual = lib.kdfGetBackendName().decode()
