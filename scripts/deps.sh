@@ -32,13 +32,17 @@ kdfuse_find_nvcc() {
     fi
 }
 
-# The project-local virtual environment (.venv) with PyTorch, the test tools and matplotlib (the benchmark
-# chart); created or completed when something is missing. Prints the interpreter's path on the last line.
+# The project-local virtual environment (.venv) with PyTorch, the test tools, matplotlib (the benchmark
+# chart) and setuptools (the package's wheel); created or completed when something is missing. Prints the
+# interpreter's path on the last line.
 kdfuse_setup_venv() {
     local root
     root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
     local venv="$root/.venv"
-    if ! "$venv/bin/python" -c "import torch, numpy, pytest, scipy, matplotlib" >/dev/null 2>&1; then
+    # setuptools >= 70.1 builds the Python package's wheel without the separate wheel package (test_packaging).
+    local check="import torch, numpy, pytest, scipy, matplotlib, setuptools
+assert tuple(map(int, setuptools.__version__.split('.')[:2])) >= (70, 1)"
+    if ! "$venv/bin/python" -c "$check" >/dev/null 2>&1; then
         echo "kdfuse: setting up $venv (PyTorch from PyPI)" >&2
         if ! python3 -m venv "$venv" >/dev/null 2>&1; then
             KDFUSE_DEBIAN_PACKAGES+=(python3-venv)
