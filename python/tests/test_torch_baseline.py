@@ -12,10 +12,11 @@ import pytest
 from simt_library import load_or_skip
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
-LOSSES = ("kd", "at", "vid", "crd")  # the logit presets, per-stage accumulation, VID's outputs, CRD's state
+LOSSES = ("kd", "at", "vid", "rkd", "crd")  # logit presets, per-stage accumulation, VID's outputs, RKD's angles,
+#                                             CRD's state
 RTOL = 1e-4
 
-for _entry in ("kdfKD", "kdfAT", "kdfVID", "kdfCRD"):
+for _entry in ("kdfKD", "kdfAT", "kdfVID", "kdfRKD", "kdfCRD"):
     load_or_skip(_entry)
 
 
@@ -53,7 +54,7 @@ def test_structure(smoke, presets):
     assert smoke["variants"] == ["eager", "kdfuse"]  # torch.compile is not run on the CPU
     assert any("torch.compile" in note for note in smoke["notes"])
     expected = {("kd", p["name"]) for p in presets["networks"] + presets["logits"]}
-    expected |= {(loss, p["name"]) for loss in ("at", "vid") for p in presets["networks"]}
+    expected |= {(loss, p["name"]) for loss in ("at", "vid", "rkd") for p in presets["networks"]}
     expected |= {("crd", p["name"]) for p in presets["crd"]}
     got = [(e["loss"], e["preset"], e["variant"]) for e in smoke["results"]]
     assert sorted(got) == sorted((loss, preset, v) for loss, preset in expected for v in ("eager", "kdfuse"))
