@@ -33,12 +33,7 @@ extern "C" {
 
 kdfStatus_t kdfABWorkspaceSize(const kdfABParams_t* params, size_t* bytes)
 {
-    return kdf::host::guarded("kdfABWorkspaceSize", [&] {
-        Checker check("kdfABWorkspaceSize");
-        if (!check.required(bytes, "bytes").ok() || !check_params(check, params).ok()) return check.status();
-        *bytes = workspace_bytes(params);
-        return kdf::host::succeed();
-    });
+    return kdf::host::workspace_size_query("kdfABWorkspaceSize", params, bytes, check_params, workspace_bytes);
 }
 
 kdfStatus_t kdfAB(kdfHandle_t handle, const kdfABParams_t* params, const void* s, const void* t, float* loss, void* grad_s,
@@ -49,16 +44,7 @@ kdfStatus_t kdfAB(kdfHandle_t handle, const kdfABParams_t* params, const void* s
         Checker check("kdfAB");
         check.handle(handle);
         if (!check_params(check, params).ok()) return check.status();
-        check.required(s, "s")
-            .required(t, "t")
-            .aligned(s, sizeof(float), "s")
-            .aligned(t, sizeof(float), "t")
-            .aligned(loss, sizeof(float), "loss")
-            .aligned(grad_s, sizeof(float), "grad_s")
-            .aligned(grad_loss, sizeof(float), "grad_loss")
-            .distinct(grad_s, s, "grad_s", "s")
-            .distinct(grad_s, t, "grad_s", "t")
-            .finite(grad_scale, "grad_scale")
+        check.student_teacher(s, t, loss, grad_s, grad_loss, grad_scale, "s", "t")
             .workspace(workspace, workspace_bytes_given, workspace_bytes(params));
         if (!check.ok()) return check.status();
         if (loss == nullptr && grad_s == nullptr) return kdf::host::succeed();

@@ -36,12 +36,7 @@ extern "C" {
 
 kdfStatus_t kdfCCWorkspaceSize(const kdfCCParams_t* params, size_t* bytes)
 {
-    return kdf::host::guarded("kdfCCWorkspaceSize", [&] {
-        Checker check("kdfCCWorkspaceSize");
-        if (!check.required(bytes, "bytes").ok() || !check_params(check, params).ok()) return check.status();
-        *bytes = workspace_bytes(params);
-        return kdf::host::succeed();
-    });
+    return kdf::host::workspace_size_query("kdfCCWorkspaceSize", params, bytes, check_params, workspace_bytes);
 }
 
 kdfStatus_t kdfCC(kdfHandle_t handle, const kdfCCParams_t* params, const void* f_s, const void* f_t, float* loss,
@@ -56,20 +51,11 @@ kdfStatus_t kdfCC(kdfHandle_t handle, const kdfCCParams_t* params, const void* f
             return check.fail(KDF_STATUS_INVALID_VALUE, "grad_t must be NULL for KDF_CC_SEED (the teacher is a constant; "
                                                         "KDF_CC_REPDISTILLER trains both embeddings)")
                 .status();
-        check.required(f_s, "f_s")
-            .required(f_t, "f_t")
-            .aligned(f_s, sizeof(float), "f_s")
-            .aligned(f_t, sizeof(float), "f_t")
-            .aligned(loss, sizeof(float), "loss")
-            .aligned(grad_s, sizeof(float), "grad_s")
+        check.student_teacher(f_s, f_t, loss, grad_s, grad_loss, grad_scale, "f_s", "f_t")
             .aligned(grad_t, sizeof(float), "grad_t")
-            .aligned(grad_loss, sizeof(float), "grad_loss")
-            .distinct(grad_s, f_s, "grad_s", "f_s")
-            .distinct(grad_s, f_t, "grad_s", "f_t")
             .distinct(grad_t, f_s, "grad_t", "f_s")
             .distinct(grad_t, f_t, "grad_t", "f_t")
             .distinct(grad_t, grad_s, "grad_t", "grad_s")
-            .finite(grad_scale, "grad_scale")
             .workspace(workspace, workspace_bytes_given, workspace_bytes(params));
         if (!check.ok()) return check.status();
         if (loss == nullptr && grad_s == nullptr && grad_t == nullptr) return kdf::host::succeed();

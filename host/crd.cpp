@@ -100,12 +100,7 @@ extern "C" {
 
 kdfStatus_t kdfCRDWorkspaceSize(const kdfCRDParams_t* params, size_t* bytes)
 {
-    return kdf::host::guarded("kdfCRDWorkspaceSize", [&] {
-        Checker check("kdfCRDWorkspaceSize");
-        if (!check.required(bytes, "bytes").ok() || !check_params(check, params).ok()) return check.status();
-        *bytes = workspace_bytes(params);
-        return kdf::host::succeed();
-    });
+    return kdf::host::workspace_size_query("kdfCRDWorkspaceSize", params, bytes, check_params, workspace_bytes);
 }
 
 kdfStatus_t kdfCRD(kdfHandle_t handle, const kdfCRDParams_t* params, const void* v_s, const void* v_t, void* memory_s,

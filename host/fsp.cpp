@@ -54,12 +54,7 @@ extern "C" {
 
 kdfStatus_t kdfFSPWorkspaceSize(const kdfFSPParams_t* params, size_t* bytes)
 {
-    return kdf::host::guarded("kdfFSPWorkspaceSize", [&] {
-        Checker check("kdfFSPWorkspaceSize");
-        if (!check.required(bytes, "bytes").ok() || !check_params(check, params).ok()) return check.status();
-        *bytes = workspace_bytes(params);
-        return kdf::host::succeed();
-    });
+    return kdf::host::workspace_size_query("kdfFSPWorkspaceSize", params, bytes, check_params, workspace_bytes);
 }
 
 kdfStatus_t kdfFSP(kdfHandle_t handle, const kdfFSPParams_t* params, const void* s_bot, const void* s_top,

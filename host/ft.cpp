@@ -30,12 +30,7 @@ extern "C" {
 
 kdfStatus_t kdfFTWorkspaceSize(const kdfFTParams_t* params, size_t* bytes)
 {
-    return kdf::host::guarded("kdfFTWorkspaceSize", [&] {
-        Checker check("kdfFTWorkspaceSize");
-        if (!check.required(bytes, "bytes").ok() || !check_params(check, params).ok()) return check.status();
-        *bytes = workspace_bytes(params);
-        return kdf::host::succeed();
-    });
+    return kdf::host::workspace_size_query("kdfFTWorkspaceSize", params, bytes, check_params, workspace_bytes);
 }
 
 kdfStatus_t kdfFT(kdfHandle_t handle, const kdfFTParams_t* params, const void* f_s, const void* f_t, float* loss,
@@ -46,16 +41,7 @@ kdfStatus_t kdfFT(kdfHandle_t handle, const kdfFTParams_t* params, const void* f
         Checker check("kdfFT");
         check.handle(handle);
         if (!check_params(check, params).ok()) return check.status();
-        check.required(f_s, "f_s")
-            .required(f_t, "f_t")
-            .aligned(f_s, sizeof(float), "f_s")
-            .aligned(f_t, sizeof(float), "f_t")
-            .aligned(loss, sizeof(float), "loss")
-            .aligned(grad_s, sizeof(float), "grad_s")
-            .aligned(grad_loss, sizeof(float), "grad_loss")
-            .distinct(grad_s, f_s, "grad_s", "f_s")
-            .distinct(grad_s, f_t, "grad_s", "f_t")
-            .finite(grad_scale, "grad_scale")
+        check.student_teacher(f_s, f_t, loss, grad_s, grad_loss, grad_scale, "f_s", "f_t")
             .workspace(workspace, workspace_bytes_given, workspace_bytes(params));
         if (!check.ok()) return check.status();
         if (loss == nullptr && grad_s == nullptr) return kdf::host::succeed();

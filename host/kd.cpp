@@ -25,45 +25,35 @@ Checker& check_params(Checker& check, const kdfKDParams_t* p)
     return check;
 }
 
+size_t workspace_bytes(const kdfKDParams_t* p)
+{
+    return static_cast<size_t>(kdf::kernels::kd_workspace_bytes(p->rows, p->reduction == KDF_REDUCTION_NONE));
+}
+
 }  // namespace
 
 extern "C" {
 
 kdfStatus_t kdfKDWorkspaceSize(const kdfKDParams_t* params, size_t* bytes)
 {
-    return kdf::host::guarded("kdfKDWorkspaceSize", [&] {
-        Checker check("kdfKDWorkspaceSize");
-        if (!check.required(bytes, "bytes").ok() || !check_params(check, params).ok()) return check.status();
-        *bytes = kdf::kernels::kd_workspace_bytes(params->rows, params->reduction == KDF_REDUCTION_NONE);
-        return kdf::host::succeed();
-    });
+    return kdf::host::workspace_size_query("kdfKDWorkspaceSize", params, bytes, check_params, workspace_bytes);
 }
 
 kdfStatus_t kdfKD(kdfHandle_t handle, const kdfKDParams_t* params, const void* y_s, const void* y_t,
                   const float* row_weight, float* loss, void* grad_s, void* grad_t, const float* grad_loss,
-                  float grad_scale, int accumulate, void* workspace, size_t workspace_bytes, kdfStream_t stream)
+                  float grad_scale, int accumulate, void* workspace, size_t workspace_bytes_given, kdfStream_t stream)
 {
     return kdf::host::guarded("kdfKD", [&] {
         Checker check("kdfKD");
         check.handle(handle);
         if (!check_params(check, params).ok()) return check.status();
-        const bool per_row = params->reduction == KDF_REDUCTION_NONE;
-        check.required(y_s, "y_s")
-            .required(y_t, "y_t")
-            .aligned(y_s, sizeof(float), "y_s")
-            .aligned(y_t, sizeof(float), "y_t")
+        check.student_teacher(y_s, y_t, loss, grad_s, grad_loss, grad_scale, "y_s", "y_t")
             .aligned(row_weight, sizeof(float), "row_weight")
-            .aligned(loss, sizeof(float), "loss")
-            .aligned(grad_s, sizeof(float), "grad_s")
             .aligned(grad_t, sizeof(float), "grad_t")
-            .aligned(grad_loss, sizeof(float), "grad_loss")
-            .distinct(grad_s, y_s, "grad_s", "y_s")
-            .distinct(grad_s, y_t, "grad_s", "y_t")
             .distinct(grad_t, y_s, "grad_t", "y_s")
             .distinct(grad_t, y_t, "grad_t", "y_t")
             .distinct(grad_t, grad_s, "grad_t", "grad_s")
-            .finite(grad_scale, "grad_scale")
-            .workspace(workspace, workspace_bytes, kdf::kernels::kd_workspace_bytes(params->rows, per_row));
+            .workspace(workspace, workspace_bytes_given, workspace_bytes(params));
         if (!check.ok()) return check.status();
         if (loss == nullptr && grad_s == nullptr && grad_t == nullptr) return kdf::host::succeed();  // nothing requested
 
@@ -73,7 +63,7 @@ kdfStatus_t kdfKD(kdfHandle_t handle, const kdfKDParams_t* params, const void* y
         args.ld_s = kdf::host::leading_dim(params->ld_student, params->classes);
         args.ld_t = kdf::host::leading_dim(params->ld_teacher, params->classes);
         args.temperature = params->temperature;
-        args.per_row = per_row;
+        args.per_row = params->reduction == KDF_REDUCTION_NONE;
         args.accumulate = accumulate != 0;
         args.grad_scale = grad_scale;
         args.y_s = static_cast<const float*>(y_s);
@@ -83,7 +73,7 @@ kdfStatus_t kdfKD(kdfHandle_t handle, const kdfKDParams_t* params, const void* y
         args.loss = loss;
         args.grad_s = static_cast<float*>(grad_s);
         args.grad_t = static_cast<float*>(grad_t);
-        if (!per_row) args.sum = kdf::GridSum::carve(workspace, kdf::kernels::kd_blocks(args.rows));
+        if (!args.per_row) args.sum = kdf::GridSum::carve(workspace, kdf::kernels::kd_blocks(args.rows));
         return kdf::host::cuda_status("kdfKD", kdf::kernels::kd_launch(args, stream));
     });
 }

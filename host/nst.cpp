@@ -46,12 +46,7 @@ extern "C" {
 
 kdfStatus_t kdfNSTWorkspaceSize(const kdfNSTParams_t* params, size_t* bytes)
 {
-    return kdf::host::guarded("kdfNSTWorkspaceSize", [&] {
-        Checker check("kdfNSTWorkspaceSize");
-        if (!check.required(bytes, "bytes").ok() || !check_params(check, params).ok()) return check.status();
-        *bytes = workspace_bytes(params);
-        return kdf::host::succeed();
-    });
+    return kdf::host::workspace_size_query("kdfNSTWorkspaceSize", params, bytes, check_params, workspace_bytes);
 }
 
 kdfStatus_t kdfNST(kdfHandle_t handle, const kdfNSTParams_t* params, const void* f_s, const void* f_t, float* loss,
@@ -62,16 +57,7 @@ kdfStatus_t kdfNST(kdfHandle_t handle, const kdfNSTParams_t* params, const void*
         Checker check("kdfNST");
         check.handle(handle);
         if (!check_params(check, params).ok()) return check.status();
-        check.required(f_s, "f_s")
-            .required(f_t, "f_t")
-            .aligned(f_s, sizeof(float), "f_s")
-            .aligned(f_t, sizeof(float), "f_t")
-            .aligned(loss, sizeof(float), "loss")
-            .aligned(grad_s, sizeof(float), "grad_s")
-            .aligned(grad_loss, sizeof(float), "grad_loss")
-            .distinct(grad_s, f_s, "grad_s", "f_s")
-            .distinct(grad_s, f_t, "grad_s", "f_t")
-            .finite(grad_scale, "grad_scale")
+        check.student_teacher(f_s, f_t, loss, grad_s, grad_loss, grad_scale, "f_s", "f_t")
             .workspace(workspace, workspace_bytes_given, workspace_bytes(params));
         if (!check.ok()) return check.status();
         if (loss == nullptr && grad_s == nullptr) return kdf::host::succeed();

@@ -30,12 +30,7 @@ extern "C" {
 
 kdfStatus_t kdfOFDWorkspaceSize(const kdfOFDParams_t* params, size_t* bytes)
 {
-    return kdf::host::guarded("kdfOFDWorkspaceSize", [&] {
-        Checker check("kdfOFDWorkspaceSize");
-        if (!check.required(bytes, "bytes").ok() || !check_params(check, params).ok()) return check.status();
-        *bytes = workspace_bytes(params);
-        return kdf::host::succeed();
-    });
+    return kdf::host::workspace_size_query("kdfOFDWorkspaceSize", params, bytes, check_params, workspace_bytes);
 }
 
 kdfStatus_t kdfOFD(kdfHandle_t handle, const kdfOFDParams_t* params, const void* s, const void* t, const float* margin,
@@ -53,18 +48,9 @@ kdfStatus_t kdfOFD(kdfHandle_t handle, const kdfOFDParams_t* params, const void*
                               "KDF_OFD_ORIGINAL)")
                 .status();
         if (!seed) check.required(margin, "margin (C floats, required with KDF_OFD_ORIGINAL)");
-        check.required(s, "s")
-            .required(t, "t")
-            .aligned(s, sizeof(float), "s")
-            .aligned(t, sizeof(float), "t")
+        check.student_teacher(s, t, loss, grad_s, grad_loss, grad_scale, "s", "t")
             .aligned(margin, sizeof(float), "margin")
-            .aligned(loss, sizeof(float), "loss")
-            .aligned(grad_s, sizeof(float), "grad_s")
-            .aligned(grad_loss, sizeof(float), "grad_loss")
-            .distinct(grad_s, s, "grad_s", "s")
-            .distinct(grad_s, t, "grad_s", "t")
             .distinct(grad_s, margin, "grad_s", "margin")
-            .finite(grad_scale, "grad_scale")
             .workspace(workspace, workspace_bytes_given, workspace_bytes(params));
         if (!check.ok()) return check.status();
         if (loss == nullptr && grad_s == nullptr) return kdf::host::succeed();

@@ -28,12 +28,7 @@ extern "C" {
 
 kdfStatus_t kdfRKDWorkspaceSize(const kdfRKDParams_t* params, size_t* bytes)
 {
-    return kdf::host::guarded("kdfRKDWorkspaceSize", [&] {
-        Checker check("kdfRKDWorkspaceSize");
-        if (!check.required(bytes, "bytes").ok() || !check_params(check, params).ok()) return check.status();
-        *bytes = workspace_bytes(params);
-        return kdf::host::succeed();
-    });
+    return kdf::host::workspace_size_query("kdfRKDWorkspaceSize", params, bytes, check_params, workspace_bytes);
 }
 
 kdfStatus_t kdfRKD(kdfHandle_t handle, const kdfRKDParams_t* params, const void* e_s, const void* e_t, float* loss,
@@ -44,16 +39,7 @@ kdfStatus_t kdfRKD(kdfHandle_t handle, const kdfRKDParams_t* params, const void*
         Checker check("kdfRKD");
         check.handle(handle);
         if (!check_params(check, params).ok()) return check.status();
-        check.required(e_s, "e_s")
-            .required(e_t, "e_t")
-            .aligned(e_s, sizeof(float), "e_s")
-            .aligned(e_t, sizeof(float), "e_t")
-            .aligned(loss, sizeof(float), "loss")
-            .aligned(grad_s, sizeof(float), "grad_s")
-            .aligned(grad_loss, sizeof(float), "grad_loss")
-            .distinct(grad_s, e_s, "grad_s", "e_s")
-            .distinct(grad_s, e_t, "grad_s", "e_t")
-            .finite(grad_scale, "grad_scale")
+        check.student_teacher(e_s, e_t, loss, grad_s, grad_loss, grad_scale, "e_s", "e_t")
             .workspace(workspace, workspace_bytes_given, workspace_bytes(params));
         if (!check.ok()) return check.status();
         if (loss == nullptr && grad_s == nullptr) return kdf::host::succeed();

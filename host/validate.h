@@ -173,6 +173,24 @@ public:
         return *this;
     }
 
+    // The tensor checks of a student-teacher call (`s`, `t` named `s_name`, `t_name`): both inputs given; the
+    // inputs, the loss, the student gradient and grad_loss float-aligned (NULL outputs pass); the gradient not
+    // aliasing an input; grad_scale finite.
+    Checker& student_teacher(const void* s, const void* t, const float* loss, const void* grad_s, const float* grad_loss,
+                             float grad_scale, const char* s_name, const char* t_name)
+    {
+        return required(s, s_name)
+            .required(t, t_name)
+            .aligned(s, sizeof(float), s_name)
+            .aligned(t, sizeof(float), t_name)
+            .aligned(loss, sizeof(float), "loss")
+            .aligned(grad_s, sizeof(float), "grad_s")
+            .aligned(grad_loss, sizeof(float), "grad_loss")
+            .distinct(grad_s, s, "grad_s", s_name)
+            .distinct(grad_s, t, "grad_s", t_name)
+            .finite(grad_scale, "grad_scale");
+    }
+
     Checker& workspace(const void* ws, size_t bytes, size_t required_bytes)
     {
         if (!ok()) return *this;
@@ -211,6 +229,20 @@ kdfStatus_t guarded(const char* call, F&& body)
     } catch (...) {
         return fail(KDF_STATUS_INTERNAL_ERROR, std::string(call) + ": unknown exception");
     }
+}
+
+// The body of every kdf<Loss>WorkspaceSize: `bytes` given, the params valid (`check_params(checker, params)`), then
+// `*bytes = workspace_bytes(params)`, a function of the params alone.
+template <typename Params, typename CheckParams, typename WorkspaceBytes>
+kdfStatus_t workspace_size_query(const char* call, const Params* params, size_t* bytes, CheckParams&& check_params,
+                                 WorkspaceBytes&& workspace_bytes)
+{
+    return guarded(call, [&] {
+        Checker check(call);
+        if (!check.required(bytes, "bytes").ok() || !check_params(check, params).ok()) return check.status();
+        *bytes = workspace_bytes(params);
+        return succeed();
+    });
 }
 
 }  // namespace kdf::host

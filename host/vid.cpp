@@ -46,12 +46,7 @@ extern "C" {
 
 kdfStatus_t kdfVIDWorkspaceSize(const kdfVIDParams_t* params, size_t* bytes)
 {
-    return kdf::host::guarded("kdfVIDWorkspaceSize", [&] {
-        Checker check("kdfVIDWorkspaceSize");
-        if (!check.required(bytes, "bytes").ok() || !check_params(check, params).ok()) return check.status();
-        *bytes = workspace_bytes(params);
-        return kdf::host::succeed();
-    });
+    return kdf::host::workspace_size_query("kdfVIDWorkspaceSize", params, bytes, check_params, workspace_bytes);
 }
 
 kdfStatus_t kdfVID(kdfHandle_t handle, const kdfVIDParams_t* params, const void* pred_mean, const void* target,
