@@ -4,6 +4,7 @@
 // cuBLAS-call counts, determinism, three resnet8x4 layers summed into one loss, the workspace at the
 // resnet32x4 shapes, the seed's NaN quirks, bad inputs.
 #include "common/loss_test.h"
+#include "common/simt_runs.h"
 #include "simt/simt_expect.h"
 
 #include <gmock/gmock.h>
@@ -159,26 +160,14 @@ TEST_F(CC, KernelAndGemmCountsNoSyncAndBitwiseReproducible)
         DeviceBuffer<float> fs(c.f_s), ft(c.f_t), loss(1), grad(c.f_s.size()), gt(c.f_t.size());
         DeviceBuffer<unsigned char> ws(workspace(c.params));
         std::vector<std::vector<float>> runs;
-        const auto saved = kdfuse::simt::schedule();
-        for (auto schedule : {kdfuse::simt::Schedule::Forward, kdfuse::simt::Schedule::Reverse, kdfuse::simt::Schedule::Random}) {
-            kdfuse::simt::set_schedule(schedule, 3);
-            kdfuse::simt::reset_counters();
+        kdftest::for_each_schedule([&] {
             ASSERT_EQ(kdfCC(handle, &c.params, fs.get(), ft.get(), w.loss ? loss.get() : nullptr, w.grad ? grad.get() : nullptr,
                             w.grad && ship ? gt.get() : nullptr, nullptr, 1.0f, 0, ws.get(), ws.size(), stream),
                       KDF_STATUS_SUCCESS);
-            const auto counters = kdfuse::simt::counters();
-            EXPECT_EQ(counters.kernel_launches, w.kernels);
-            EXPECT_EQ(counters.cublas_calls, w.gemms);
-            EXPECT_EQ(counters.null_stream_ops, 0u);
-            EXPECT_EQ(counters.synchronizations, 0u);
-            auto r = loss.download();
-            auto g = grad.download();
-            auto h = gt.download();
-            r.insert(r.end(), g.begin(), g.end());
-            if (ship) r.insert(r.end(), h.begin(), h.end());
-            runs.push_back(r);
-        }
-        kdfuse::simt::set_schedule(saved, 1);
+            EXPECT_CALL_WORK(w.kernels, w.gemms);
+            runs.push_back(kdftest::concat({loss.download(), grad.download(), ship ? gt.download() : std::vector<float>{}}));
+        });
+        ASSERT_EQ(runs.size(), 3u);
         EXPECT_TRUE(kdftest::bitwise_equal(runs[0], runs[1]));
         EXPECT_TRUE(kdftest::bitwise_equal(runs[0], runs[2]));
     }

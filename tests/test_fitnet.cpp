@@ -1,6 +1,7 @@
 // FitNet through the C API of libkdfuse_sim: golden data, one launch, accumulate/weights, NULL outputs,
 // strided and misaligned layouts, determinism, bad inputs.
 #include "common/loss_test.h"
+#include "common/simt_runs.h"
 #include "simt/simt_expect.h"
 
 #include <gmock/gmock.h>
@@ -91,22 +92,14 @@ TEST_F(FitNet, OneLaunchNoSyncAndBitwiseReproducible)
     DeviceBuffer<float> fs(c.f_s), ft(c.f_t), loss(1), grad(c.f_s.size());
     DeviceBuffer<unsigned char> ws(workspace(c.params));
     std::vector<std::vector<float>> runs;
-    const auto saved = kdfuse::simt::schedule();
-    for (auto schedule : {kdfuse::simt::Schedule::Forward, kdfuse::simt::Schedule::Reverse, kdfuse::simt::Schedule::Random}) {
-        kdfuse::simt::set_schedule(schedule, 3);
-        kdfuse::simt::reset_counters();
+    kdftest::for_each_schedule([&] {
         ASSERT_EQ(kdfFitNet(handle, &c.params, fs.get(), ft.get(), loss.get(), grad.get(), nullptr, 1.0f, 0, ws.get(),
                             ws.size(), stream),
                   KDF_STATUS_SUCCESS);
-        const auto counters = kdfuse::simt::counters();
-        EXPECT_EQ(counters.kernel_launches, 1u);
-        EXPECT_EQ(counters.null_stream_ops, 0u);
-        auto r = loss.download();
-        auto g = grad.download();
-        r.insert(r.end(), g.begin(), g.end());
-        runs.push_back(r);
-    }
-    kdfuse::simt::set_schedule(saved, 1);
+        EXPECT_CALL_WORK(1u, 0u);
+        runs.push_back(kdftest::concat({loss.download(), grad.download()}));
+    });
+    ASSERT_EQ(runs.size(), 3u);
     EXPECT_TRUE(kdftest::bitwise_equal(runs[0], runs[1]));
     EXPECT_TRUE(kdftest::bitwise_equal(runs[0], runs[2]));
 }

@@ -3,6 +3,7 @@
 // misaligned layouts, launch and cuBLAS-call counts, determinism, RepDistiller's resnet8x4 chain of pairs
 // composed with accumulate, the workspace at those shapes, bad inputs.
 #include "common/loss_test.h"
+#include "common/simt_runs.h"
 #include "simt/simt_expect.h"
 
 #include <gmock/gmock.h>
@@ -128,36 +129,24 @@ TEST_F(FSP, LaunchAndGemmCountsNoSyncAndBitwiseReproducible)
         EXPECT_EQ(kdfFSP(handle, &c.params, sb.get(), st.get(), tb.get(), tt.get(), l, b, t, nullptr, 1.0f, 0, ws.get(),
                          ws.size(), stream),
                   KDF_STATUS_SUCCESS);
-        return kdfuse::simt::counters();
     };
     std::vector<std::vector<float>> runs;
-    const auto saved = kdfuse::simt::schedule();
-    for (auto schedule : {kdfuse::simt::Schedule::Forward, kdfuse::simt::Schedule::Reverse, kdfuse::simt::Schedule::Random}) {
-        kdfuse::simt::set_schedule(schedule, 3);
-        const auto k = call(loss.get(), gb.get(), gt.get());
-        EXPECT_EQ(k.kernel_launches, 3u);
-        EXPECT_EQ(k.cublas_calls, 4u);
-        EXPECT_EQ(k.synchronizations, 0u);
-        EXPECT_EQ(k.null_stream_ops, 0u);
-        auto r = loss.download();
-        for (const auto& v : {gb.download(), gt.download()}) r.insert(r.end(), v.begin(), v.end());
-        runs.push_back(r);
-    }
-    kdfuse::simt::set_schedule(saved, 1);
+    kdftest::for_each_schedule([&] {
+        call(loss.get(), gb.get(), gt.get());
+        EXPECT_CALL_WORK(3u, 4u);
+        runs.push_back(kdftest::concat({loss.download(), gb.download(), gt.download()}));
+    });
+    ASSERT_EQ(runs.size(), 3u);
     EXPECT_TRUE(kdftest::bitwise_equal(runs[0], runs[1]));
     EXPECT_TRUE(kdftest::bitwise_equal(runs[0], runs[2]));
-    auto k = call(loss.get(), nullptr, nullptr);  // loss only: pool + difference, 2 GEMMs
-    EXPECT_EQ(k.kernel_launches, 2u);
-    EXPECT_EQ(k.cublas_calls, 2u);
-    k = call(nullptr, nullptr, gt.get());  // the unpooled top's gradient straight from cuBLAS: no unpool kernel
-    EXPECT_EQ(k.kernel_launches, 2u);
-    EXPECT_EQ(k.cublas_calls, 3u);
-    k = call(nullptr, gb.get(), nullptr);
-    EXPECT_EQ(k.kernel_launches, 3u);
-    EXPECT_EQ(k.cublas_calls, 3u);
-    k = call(nullptr, nullptr, nullptr);
-    EXPECT_EQ(k.kernel_launches, 0u);
-    EXPECT_EQ(k.cublas_calls, 0u);
+    call(loss.get(), nullptr, nullptr);  // loss only: pool + difference, 2 GEMMs
+    EXPECT_CALL_WORK(2u, 2u);
+    call(nullptr, nullptr, gt.get());  // the unpooled top's gradient straight from cuBLAS: no unpool kernel
+    EXPECT_CALL_WORK(2u, 3u);
+    call(nullptr, gb.get(), nullptr);
+    EXPECT_CALL_WORK(3u, 3u);
+    call(nullptr, nullptr, nullptr);
+    EXPECT_CALL_WORK(0u, 0u);
 
     // No map pooled (equal sizes): the difference kernel alone; 2 + 2 GEMMs.
     const Case e = load(kdftest::find_case("fsp", "2x4x5x3_2x3x5x3_zero_duplicate"));
@@ -167,8 +156,7 @@ TEST_F(FSP, LaunchAndGemmCountsNoSyncAndBitwiseReproducible)
     ASSERT_EQ(kdfFSP(handle, &e.params, esb.get(), est.get(), etb.get(), ett.get(), loss.get(), egb.get(), egt.get(), nullptr,
                      1.0f, 0, ews.get(), ews.size(), stream),
               KDF_STATUS_SUCCESS);
-    EXPECT_EQ(kdfuse::simt::counters().kernel_launches, 1u);
-    EXPECT_EQ(kdfuse::simt::counters().cublas_calls, 4u);
+    EXPECT_CALL_WORK(1u, 4u);
 }
 
 TEST_F(FSP, ChainOfPairsComposedWithAccumulate)

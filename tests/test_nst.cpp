@@ -3,6 +3,7 @@
 // launch and cuBLAS-call counts, determinism, RepDistiller's shapes, three layers summed into one loss,
 // bad inputs.
 #include "common/loss_test.h"
+#include "common/simt_runs.h"
 #include "simt/simt_expect.h"
 
 #include <gmock/gmock.h>
@@ -100,24 +101,14 @@ TEST_F(NST, TwoLaunchesThreeGemmsNoSyncAndBitwiseReproducible)
     DeviceBuffer<float> fs(c.f_s), ft(c.f_t), loss(1), grad(c.f_s.size());
     DeviceBuffer<unsigned char> ws(workspace(c.params));
     std::vector<std::vector<float>> runs;
-    const auto saved = kdfuse::simt::schedule();
-    for (auto schedule : {kdfuse::simt::Schedule::Forward, kdfuse::simt::Schedule::Reverse, kdfuse::simt::Schedule::Random}) {
-        kdfuse::simt::set_schedule(schedule, 3);
-        kdfuse::simt::reset_counters();
+    kdftest::for_each_schedule([&] {
         ASSERT_EQ(kdfNST(handle, &c.params, fs.get(), ft.get(), loss.get(), grad.get(), nullptr, 1.0f, 0, ws.get(),
                          ws.size(), stream),
                   KDF_STATUS_SUCCESS);
-        auto counters = kdfuse::simt::counters();
-        EXPECT_EQ(counters.kernel_launches, 2u);
-        EXPECT_EQ(counters.cublas_calls, 3u);
-        EXPECT_EQ(counters.synchronizations, 0u);
-        EXPECT_EQ(counters.null_stream_ops, 0u);
-        auto r = loss.download();
-        auto g = grad.download();
-        r.insert(r.end(), g.begin(), g.end());
-        runs.push_back(r);
-    }
-    kdfuse::simt::set_schedule(saved, 1);
+        EXPECT_CALL_WORK(2u, 3u);
+        runs.push_back(kdftest::concat({loss.download(), grad.download()}));
+    });
+    ASSERT_EQ(runs.size(), 3u);
     EXPECT_TRUE(kdftest::bitwise_equal(runs[0], runs[1]));
     EXPECT_TRUE(kdftest::bitwise_equal(runs[0], runs[2]));
 
@@ -160,22 +151,14 @@ TEST_F(NST, PositionFormGemmCountsAndDeterminism)
         kdfNSTParams_t p = c.params;
         p.full_loss = e.full_loss;
         std::vector<std::vector<float>> runs;
-        const auto saved = kdfuse::simt::schedule();
-        for (auto schedule : {kdfuse::simt::Schedule::Forward, kdfuse::simt::Schedule::Reverse,
-                              kdfuse::simt::Schedule::Random}) {
-            kdfuse::simt::set_schedule(schedule, 5);
-            kdfuse::simt::reset_counters();
+        kdftest::for_each_schedule([&] {
             ASSERT_EQ(kdfNST(handle, &p, fs.get(), ft.get(), e.loss ? loss.get() : nullptr, e.grad ? grad.get() : nullptr,
                              nullptr, 1.0f, 0, ws.get(), ws.size(), stream),
                       KDF_STATUS_SUCCESS);
-            const auto counters = kdfuse::simt::counters();
-            EXPECT_EQ(counters.kernel_launches, 2u);
-            EXPECT_EQ(counters.cublas_calls, e.gemms);
-            EXPECT_EQ(counters.synchronizations, 0u);
-            EXPECT_EQ(counters.null_stream_ops, 0u);
+            EXPECT_CALL_WORK(2u, e.gemms);
             runs.push_back(e.loss ? loss.download() : grad.download());
-        }
-        kdfuse::simt::set_schedule(saved, 1);
+        });
+        ASSERT_EQ(runs.size(), 3u);
         EXPECT_TRUE(kdftest::bitwise_equal(runs[0], runs[1]));
         EXPECT_TRUE(kdftest::bitwise_equal(runs[0], runs[2]));
     }

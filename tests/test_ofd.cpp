@@ -2,6 +2,7 @@
 // original 1), accumulate/weights, NULL outputs, strided and misaligned layouts (bitwise the same results),
 // determinism of the split margin sums, all-negative / all-positive teachers, multi-layer sums, bad inputs.
 #include "common/loss_test.h"
+#include "common/simt_runs.h"
 #include "simt/simt_expect.h"
 
 #include <gmock/gmock.h>
@@ -158,9 +159,7 @@ TEST_F(OFD, LaunchCountsNoSyncAndBitwiseReproducible)
         if (!is_seed) margin.upload(c->margin);
         DeviceBuffer<unsigned char> ws(workspace(c->params));
         std::vector<std::vector<float>> runs;
-        const auto saved = kdfuse::simt::schedule();
-        for (auto schedule : {kdfuse::simt::Schedule::Forward, kdfuse::simt::Schedule::Reverse, kdfuse::simt::Schedule::Random}) {
-            kdfuse::simt::set_schedule(schedule, 5);
+        kdftest::for_each_schedule([&] {
             for (int outputs = 0; outputs < 3; ++outputs) {  // both, loss only, gradient only
                 kdfuse::simt::reset_counters();
                 ASSERT_EQ(kdfOFD(handle, &c->params, s.get(), t.get(), is_seed ? nullptr : margin.get(),
@@ -168,17 +167,11 @@ TEST_F(OFD, LaunchCountsNoSyncAndBitwiseReproducible)
                                  ws.get(), ws.size(), stream),
                           KDF_STATUS_SUCCESS)
                     << kdfGetLastErrorString();
-                const auto counters = kdfuse::simt::counters();
-                EXPECT_EQ(counters.kernel_launches, is_seed ? 2u : 1u);
-                EXPECT_EQ(counters.synchronizations, 0u);
-                EXPECT_EQ(counters.null_stream_ops, 0u);
+                EXPECT_CALL_WORK(is_seed ? 2u : 1u, 0u);
             }
-            auto r = loss.download();
-            auto g = grad.download();
-            r.insert(r.end(), g.begin(), g.end());
-            runs.push_back(r);
-        }
-        kdfuse::simt::set_schedule(saved, 1);
+            runs.push_back(kdftest::concat({loss.download(), grad.download()}));
+        });
+        ASSERT_EQ(runs.size(), 3u);
         EXPECT_TRUE(kdftest::bitwise_equal(runs[0], runs[1]));
         EXPECT_TRUE(kdftest::bitwise_equal(runs[0], runs[2]));
     }
@@ -281,10 +274,7 @@ TEST_F(OFD, MarginFromBNGoldenOneLaunchAndInPlace)
         kdfuse::simt::reset_counters();
         ASSERT_EQ(kdfOFDMarginFromBN(handle, channels, dg.get(), db.get(), margin.get(), stream), KDF_STATUS_SUCCESS)
             << kdfGetLastErrorString();
-        const auto counters = kdfuse::simt::counters();
-        EXPECT_EQ(counters.kernel_launches, 1u);
-        EXPECT_EQ(counters.synchronizations, 0u);
-        EXPECT_EQ(counters.null_stream_ops, 0u);
+        EXPECT_CALL_WORK(1u, 0u);
         EXPECT_CLOSE(margin.download(), want, "margin");
         // In place over beta.
         ASSERT_EQ(kdfOFDMarginFromBN(handle, channels, dg.get(), db.get(), db.get(), stream), KDF_STATUS_SUCCESS);

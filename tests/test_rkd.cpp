@@ -3,6 +3,7 @@
 // strided and misaligned rows, kernel-launch and cuBLAS-call counts, determinism, multi-layer sums, bad
 // inputs.
 #include "common/loss_test.h"
+#include "common/simt_runs.h"
 #include "simt/simt_expect.h"
 
 #include <gmock/gmock.h>
@@ -122,35 +123,21 @@ TEST_F(RKD, LaunchAndGemmCountsNoSyncAndBitwiseReproducible)
     DeviceBuffer<float> fs(c.f_s), ft(c.f_t), loss(1), grad(c.f_s.size());
     DeviceBuffer<unsigned char> ws(workspace(c.params));
     std::vector<std::vector<float>> runs;
-    const auto saved = kdfuse::simt::schedule();
-    for (auto schedule : {kdfuse::simt::Schedule::Forward, kdfuse::simt::Schedule::Reverse, kdfuse::simt::Schedule::Random}) {
-        kdfuse::simt::set_schedule(schedule, 3);
-        kdfuse::simt::reset_counters();
+    kdftest::for_each_schedule([&] {
         ASSERT_EQ(kdfRKD(handle, &c.params, fs.get(), ft.get(), loss.get(), grad.get(), nullptr, 1.0f, 0, ws.get(),
                          ws.size(), stream),
                   KDF_STATUS_SUCCESS);
-        auto counters = kdfuse::simt::counters();
         // G_s, G_t: one strided-batched GEMM each over 4 slices of 64 columns (common/gram_split.h), the
         // slice reduction; angle, distance and coefficient kernels; grad_s = M e_s.
-        EXPECT_EQ(counters.kernel_launches, 4u);
-        EXPECT_EQ(counters.cublas_calls, 3u);
-        EXPECT_EQ(counters.null_stream_ops, 0u);
-        EXPECT_EQ(counters.synchronizations, 0u);
+        EXPECT_CALL_WORK(4u, 3u);
         kdfuse::simt::reset_counters();
         ASSERT_EQ(kdfRKD(handle, &c.params, fs.get(), ft.get(), loss.get(), nullptr, nullptr, 1.0f, 0, ws.get(), ws.size(),
                          stream),
                   KDF_STATUS_SUCCESS);
-        counters = kdfuse::simt::counters();
-        EXPECT_EQ(counters.kernel_launches, 3u);  // loss only: the slice reduction, angle and distance kernels
-        EXPECT_EQ(counters.cublas_calls, 2u);
-        EXPECT_EQ(counters.null_stream_ops, 0u);
-        EXPECT_EQ(counters.synchronizations, 0u);
-        auto r = loss.download();
-        auto g = grad.download();
-        r.insert(r.end(), g.begin(), g.end());
-        runs.push_back(r);
-    }
-    kdfuse::simt::set_schedule(saved, 1);
+        EXPECT_CALL_WORK(3u, 2u);  // loss only: the slice reduction, angle and distance kernels
+        runs.push_back(kdftest::concat({loss.download(), grad.download()}));
+    });
+    ASSERT_EQ(runs.size(), 3u);
     EXPECT_CLOSE(std::vector<float>(runs[0].begin(), runs[0].begin() + 1), c.loss, "loss");
     EXPECT_CLOSE(std::vector<float>(runs[0].begin() + 1, runs[0].end()), c.grad, "grad_s");
     EXPECT_TRUE(kdftest::bitwise_equal(runs[0], runs[1]));

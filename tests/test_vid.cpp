@@ -2,6 +2,7 @@
 // one launch, accumulate/weights, NULL outputs, strided and misaligned layouts, determinism, the
 // multi-layer sum of RepDistiller, bad inputs.
 #include "common/loss_test.h"
+#include "common/simt_runs.h"
 #include "simt/simt_expect.h"
 
 #include <gmock/gmock.h>
@@ -200,24 +201,16 @@ TEST_F(VID, OneLaunchNoSyncAndBitwiseReproducible)
         const Case c = load(kdftest::find_case("vid", name));
         Buffers b(c, workspace(c.params));
         std::vector<std::vector<float>> runs;
-        const auto saved = kdfuse::simt::schedule();
-        for (auto [schedule, seed] : {std::pair{kdfuse::simt::Schedule::Forward, 1}, {kdfuse::simt::Schedule::Reverse, 1},
-                                      {kdfuse::simt::Schedule::Random, 3}, {kdfuse::simt::Schedule::Random, 11}}) {
-            kdfuse::simt::set_schedule(schedule, seed);
-            kdfuse::simt::reset_counters();
-            ASSERT_EQ(run(c, b, b.loss.get(), b.grad_pred.get(), b.grad_log_scale.get(), 0), KDF_STATUS_SUCCESS);
-            const auto counters = kdfuse::simt::counters();
-            EXPECT_EQ(counters.kernel_launches, 1u) << "loss, grad_pred and grad_log_scale come from one kernel";
-            EXPECT_EQ(counters.synchronizations, 0u);
-            EXPECT_EQ(counters.null_stream_ops, 0u);
-            EXPECT_EQ(counters.cublas_calls + counters.cub_calls, 0u);
-            auto r = b.loss.download();
-            const auto gp = b.grad_pred.download(), gl = b.grad_log_scale.download();
-            r.insert(r.end(), gp.begin(), gp.end());
-            r.insert(r.end(), gl.begin(), gl.end());
-            runs.push_back(r);
-        }
-        kdfuse::simt::set_schedule(saved, 1);
+        kdftest::for_each_schedule(
+            [&] {
+                ASSERT_EQ(run(c, b, b.loss.get(), b.grad_pred.get(), b.grad_log_scale.get(), 0), KDF_STATUS_SUCCESS);
+                EXPECT_CALL_WORK(1u, 0u);  // loss, grad_pred and grad_log_scale come from one kernel
+                EXPECT_EQ(kdfuse::simt::counters().cub_calls, 0u);
+                runs.push_back(kdftest::concat({b.loss.download(), b.grad_pred.download(), b.grad_log_scale.download()}));
+            },
+            {{kdfuse::simt::Schedule::Forward, 1}, {kdfuse::simt::Schedule::Reverse, 1}, {kdfuse::simt::Schedule::Random, 3},
+             {kdfuse::simt::Schedule::Random, 11}});
+        ASSERT_EQ(runs.size(), 4u);
         for (size_t i = 1; i < runs.size(); ++i) EXPECT_TRUE(kdftest::bitwise_equal(runs[i], runs[0])) << "run " << i;
 
         // Gradient of pred_mean alone: still one launch (no ticket, no memset).
@@ -273,21 +266,17 @@ TEST_F(VID, GridStrideOverMorePlanesThanTheGrid)
 
         Buffers b(c, workspace(c.params));
         std::vector<std::vector<float>> runs;
-        const auto saved = kdfuse::simt::schedule();
-        for (auto [schedule, seed] : {std::pair{kdfuse::simt::Schedule::Forward, 1}, {kdfuse::simt::Schedule::Reverse, 1},
-                                      {kdfuse::simt::Schedule::Random, 7}}) {
-            kdfuse::simt::set_schedule(schedule, seed);
-            ASSERT_EQ(run(c, b, b.loss.get(), b.grad_pred.get(), b.grad_log_scale.get(), 0), KDF_STATUS_SUCCESS);
-            auto r = b.loss.download();
-            const auto gp = b.grad_pred.download(), gl = b.grad_log_scale.download();
-            EXPECT_CLOSE(r, c.loss, "loss");
-            EXPECT_CLOSE(gp, c.grad_pred, "grad_pred");
-            EXPECT_CLOSE(gl, c.grad_log_scale, "grad_log_scale");
-            r.insert(r.end(), gp.begin(), gp.end());
-            r.insert(r.end(), gl.begin(), gl.end());
-            runs.push_back(r);
-        }
-        kdfuse::simt::set_schedule(saved, 1);
+        kdftest::for_each_schedule(
+            [&] {
+                ASSERT_EQ(run(c, b, b.loss.get(), b.grad_pred.get(), b.grad_log_scale.get(), 0), KDF_STATUS_SUCCESS);
+                const auto r = b.loss.download(), gp = b.grad_pred.download(), gl = b.grad_log_scale.download();
+                EXPECT_CLOSE(r, c.loss, "loss");
+                EXPECT_CLOSE(gp, c.grad_pred, "grad_pred");
+                EXPECT_CLOSE(gl, c.grad_log_scale, "grad_log_scale");
+                runs.push_back(kdftest::concat({r, gp, gl}));
+            },
+            {{kdfuse::simt::Schedule::Forward, 1}, {kdfuse::simt::Schedule::Reverse, 1}, {kdfuse::simt::Schedule::Random, 7}});
+        ASSERT_EQ(runs.size(), 3u);
         for (size_t i = 1; i < runs.size(); ++i) EXPECT_TRUE(kdftest::bitwise_equal(runs[i], runs[0])) << "run " << i;
     }
 }
