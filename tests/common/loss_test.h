@@ -11,6 +11,7 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <cmath>
 #include <cstring>
 #include <string>
 #include <vector>
@@ -109,6 +110,43 @@ void load_expected(Case& c, const GoldenCase& g, const char* grad = "grad_f_s")
     }
     c.loss = g.load("loss").values;
     c.grad = g.load(grad).values;
+}
+
+// The params checks of the row-matrix losses (SP, CC, PKT, RKD: an N x D_s and an N x D_t matrix of rows),
+// through `call(params)`, the loss called with valid buffers: rows, dimensions, leading dimensions (also past
+// cuBLAS's int), weight, dtype and struct_size (`init_macro` named in the detail). `good` must be valid with
+// dim_student >= 2.
+template <typename Params, typename Call>
+void expect_row_params_checked(const Params& good, const char* init_macro, Call&& call)
+{
+    Params p = good;
+    p.rows = 0;
+    EXPECT_STATUS(call(p), KDF_STATUS_INVALID_VALUE, "params->rows must be >= 1");
+    p = good, p.dim_student = 0;
+    EXPECT_STATUS(call(p), KDF_STATUS_INVALID_VALUE, "params->dim_student");
+    p = good, p.dim_teacher = -1;
+    EXPECT_STATUS(call(p), KDF_STATUS_INVALID_VALUE, "params->dim_teacher");
+    p = good, p.ld_student = good.dim_student - 1;
+    EXPECT_STATUS(call(p), KDF_STATUS_INVALID_VALUE,
+                  "params->ld_student must be >= " + std::to_string(good.dim_student));
+    p = good, p.ld_teacher = -2;
+    EXPECT_STATUS(call(p), KDF_STATUS_INVALID_VALUE, "params->ld_teacher");
+    p = good, p.ld_student = int64_t(1) << 32;
+    EXPECT_STATUS(call(p), KDF_STATUS_INVALID_VALUE, "cuBLAS int");
+    p = good, p.ld_teacher = int64_t(1) << 31;
+    EXPECT_STATUS(call(p), KDF_STATUS_INVALID_VALUE, "2^31");
+    p = good, p.weight = INFINITY;
+    EXPECT_STATUS(call(p), KDF_STATUS_INVALID_VALUE, "params->weight");
+    p = good, p.weight = NAN;
+    EXPECT_STATUS(call(p), KDF_STATUS_INVALID_VALUE, "params->weight");
+    p = good, p.dtype = KDF_DTYPE_BF16;
+    EXPECT_STATUS(call(p), KDF_STATUS_NOT_SUPPORTED, "bf16");
+    p = good, p.dtype = KDF_DTYPE_FP16;
+    EXPECT_STATUS(call(p), KDF_STATUS_NOT_SUPPORTED, "fp16");
+    p = good, p.dtype = static_cast<kdfDataType_t>(7);
+    EXPECT_STATUS(call(p), KDF_STATUS_INVALID_VALUE, "params->dtype");
+    p = good, p.struct_size = 8;
+    EXPECT_STATUS(call(p), KDF_STATUS_INVALID_VALUE, init_macro);
 }
 
 // The named golden case of a loss (fails the test if it is missing).
