@@ -103,35 +103,14 @@ TEST_F(AB, StridedMisalignedAndMixedLayoutsGiveBitwiseTheSameResults)
     for (const char* name : {"2x3x5x7", "4x32x8x8_margin0"}) {
         SCOPED_TRACE(name);
         const Case c = load(kdftest::find_case("ab", name));
-        std::vector<float> dense_loss, dense_grad;
-        // {student pad_c, pad_n, offset, teacher pad_c, pad_n, offset}
-        const int64_t layouts[][6] = {{0, 0, 0, 0, 0, 0}, {0, 0, 1, 0, 0, 1}, {3, 5, 1, 0, 0, 0}, {4, 8, 0, 8, 4, 0}, {0, 0, 0, 2, 1, 3}};
-        for (const auto& l : layouts) {
-            SCOPED_TRACE("layout " + std::to_string(l[0]) + "," + std::to_string(l[1]) + "," + std::to_string(l[2]) + " / " +
-                         std::to_string(l[3]) + "," + std::to_string(l[4]) + "," + std::to_string(l[5]));
-            kdftest::Strided s(c.s, c.params.student, l[0], l[1], l[2]);
-            kdftest::Strided t(c.t, c.params.teacher, l[3], l[4], l[5]);
-            kdfABParams_t p = c.params;
-            p.student = s.map;
-            p.teacher = t.map;
-            DeviceBuffer<float> ds(s.buffer), dt(t.buffer), loss(1), grad(s.buffer.size());
-            ASSERT_EQ(cudaMemset(grad.get(), 0, grad.size() * 4), cudaSuccess);
-            ASSERT_EQ(run(c, p, ds.get() + s.offset, dt.get() + t.offset, loss.get(), grad.get() + s.offset, 0), KDF_STATUS_SUCCESS)
-                << kdfGetLastErrorString();
-            const auto got_loss = loss.download();
-            const auto g = grad.download();
-            const auto got_grad = s.extract(g);
-            EXPECT_CLOSE(got_loss, c.loss, "loss");
-            EXPECT_CLOSE(got_grad, c.grad, "grad_s");
-            if (l[0] > 0) EXPECT_EQ(g[s.offset + s.map.h * s.map.w], 0.0f) << "channel padding of grad_s untouched";
-            if (dense_loss.empty()) {
-                dense_loss = got_loss;
-                dense_grad = got_grad;
-            } else {
-                EXPECT_TRUE(kdftest::bitwise_equal(got_loss, dense_loss)) << "loss differs from the dense layout's";
-                EXPECT_TRUE(kdftest::bitwise_equal(got_grad, dense_grad)) << "grad_s differs from the dense layout's";
-            }
-        }
+        kdftest::check_pair_layouts(c.s, c.params.student, c.t, c.params.teacher, c.loss, c.grad,
+                                    [&](const kdfFeatureMap_t& ms, const kdfFeatureMap_t& mt, const float* s, const float* t,
+                                        float* loss, float* grad) {
+                                        kdfABParams_t p = c.params;
+                                        p.student = ms;
+                                        p.teacher = mt;
+                                        return run(c, p, s, t, loss, grad, 0);
+                                    });
     }
 }
 

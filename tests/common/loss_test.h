@@ -194,4 +194,43 @@ inline bool bitwise_equal(const std::vector<float>& a, const std::vector<float>&
     return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size() * sizeof(float)) == 0;
 }
 
+
+// Runs a feature-map pair loss with its student and teacher maps in several layouts, dense first, then
+// {student pad_c, pad_n, offset, teacher pad_c, pad_n, offset}: 4-byte-aligned starts, padded channels and
+// samples, both strided. `run(student map, teacher map, s, t, loss, grad_s)` calls the loss with those device
+// pointers and returns its status. Every layout must give the golden loss and gradient, leave the channel
+// padding of grad_s untouched and reproduce the dense layout's bits.
+template <typename Run>
+void check_pair_layouts(const std::vector<float>& s_data, const kdfFeatureMap_t& s_map, const std::vector<float>& t_data,
+                        const kdfFeatureMap_t& t_map, const std::vector<double>& want_loss,
+                        const std::vector<double>& want_grad, Run&& run)
+{
+    const int64_t layouts[][6] = {{0, 0, 0, 0, 0, 0}, {0, 0, 1, 0, 0, 1}, {3, 5, 1, 0, 0, 0}, {4, 8, 0, 8, 4, 0}, {0, 0, 0, 2, 1, 3}};
+    std::vector<float> dense_loss, dense_grad;
+    for (const auto& l : layouts) {
+        SCOPED_TRACE("layout " + std::to_string(l[0]) + "," + std::to_string(l[1]) + "," + std::to_string(l[2]) + " / " +
+                     std::to_string(l[3]) + "," + std::to_string(l[4]) + "," + std::to_string(l[5]));
+        const Strided s(s_data, s_map, l[0], l[1], l[2]);
+        const Strided t(t_data, t_map, l[3], l[4], l[5]);
+        DeviceBuffer<float> ds(s.buffer), dt(t.buffer), loss(1), grad(s.buffer.size());
+        ASSERT_EQ(cudaMemset(grad.get(), 0, grad.size() * 4), cudaSuccess);
+        ASSERT_EQ(run(s.map, t.map, ds.get() + s.offset, dt.get() + t.offset, loss.get(), grad.get() + s.offset),
+                  KDF_STATUS_SUCCESS)
+            << kdfGetLastErrorString();
+        const auto got_loss = loss.download();
+        const auto g = grad.download();
+        const auto got_grad = s.extract(g);
+        EXPECT_CLOSE(got_loss, want_loss, "loss");
+        EXPECT_CLOSE(got_grad, want_grad, "grad_s");
+        if (l[0] > 0) EXPECT_EQ(g[s.offset + s.map.h * s.map.w], 0.0f) << "channel padding of grad_s untouched";
+        if (dense_loss.empty()) {
+            dense_loss = got_loss;
+            dense_grad = got_grad;
+        } else {
+            EXPECT_TRUE(bitwise_equal(got_loss, dense_loss)) << "loss differs from the dense layout's";
+            EXPECT_TRUE(bitwise_equal(got_grad, dense_grad)) << "grad_s differs from the dense layout's";
+        }
+    }
+}
+
 }  // namespace kdftest
