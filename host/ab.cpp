@@ -1,6 +1,6 @@
 // kdfAB and kdfABWorkspaceSize: validation, workspace layout, launch.
 #include "../kernels/ab.h"
-#include "validate.h"
+#include "call.h"
 
 using kdf::host::Checker;
 
@@ -40,15 +40,8 @@ kdfStatus_t kdfAB(kdfHandle_t handle, const kdfABParams_t* params, const void* s
                   const float* grad_loss, float grad_scale, int accumulate, void* workspace, size_t workspace_bytes_given,
                   kdfStream_t stream)
 {
-    return kdf::host::guarded("kdfAB", [&] {
-        Checker check("kdfAB");
-        check.handle(handle);
-        if (!check_params(check, params).ok()) return check.status();
-        check.student_teacher(s, t, loss, grad_s, grad_loss, grad_scale, "s", "t")
-            .workspace(workspace, workspace_bytes_given, workspace_bytes(params));
-        if (!check.ok()) return check.status();
-        if (loss == nullptr && grad_s == nullptr) return kdf::host::succeed();
-
+    const kdf::host::StudentTeacherIO io{s, t, loss, grad_s, grad_loss, grad_scale, workspace, workspace_bytes_given, "s", "t"};
+    return kdf::host::student_teacher_call("kdfAB", handle, params, io, check_params, workspace_bytes, [&] {
         kdf::kernels::ABArgs args{};
         args.s = kdf::Map4d::resolve(params->student);
         args.t = kdf::Map4d::resolve(params->teacher);
@@ -64,7 +57,7 @@ kdfStatus_t kdfAB(kdfHandle_t handle, const kdfABParams_t* params, const void* s
         args.loss = loss;
         args.grad_s = static_cast<float*>(grad_s);
         args.sum = kdf::GridSum::carve(workspace, kdf::kernels::ab_blocks(args.s));
-        return kdf::host::cuda_status("kdfAB", kdf::kernels::ab_launch(args, stream));
+        return kdf::kernels::ab_launch(args, stream);
     });
 }
 

@@ -1,10 +1,8 @@
-// kdfAT and kdfATWorkspaceSize: validation, workspace layout, launch. The layer-pair rules are in
-// host/attention_pair.cpp, shared with host/ft.cpp.
-#include "../kernels/at.h"
+// kdfAT and kdfATWorkspaceSize: validation and launch. The layer-pair rules, workspace and kernel
+// arguments are in host/attention_pair.cpp, shared with host/ft.cpp.
 #include "attention_pair.h"
 
 using kdf::host::Checker;
-
 
 namespace {
 
@@ -17,12 +15,7 @@ Checker& check_params(Checker& check, const kdfATParams_t* p)
         .finite(p->weight, "params->weight");
 }
 
-size_t workspace_bytes(const kdfATParams_t* p)
-{
-    const kdf::Map4d s = kdf::Map4d::resolve(p->student);
-    return static_cast<size_t>(
-        kdf::kernels::AttentionWorkspace::bytes(s, kdf::kernels::AttentionGeometry::of(s, kdf::Map4d::resolve(p->teacher))));
-}
+size_t workspace_bytes(const kdfATParams_t* p) { return kdf::host::attention_workspace_bytes(p->student, p->teacher); }
 
 }  // namespace
 
@@ -37,31 +30,10 @@ kdfStatus_t kdfAT(kdfHandle_t handle, const kdfATParams_t* params, const void* f
                   void* grad_s, const float* grad_loss, float grad_scale, int accumulate, void* workspace,
                   size_t workspace_bytes_given, kdfStream_t stream)
 {
-    return kdf::host::guarded("kdfAT", [&] {
-        Checker check("kdfAT");
-        check.handle(handle);
-        if (!check_params(check, params).ok()) return check.status();
-        check.student_teacher(f_s, f_t, loss, grad_s, grad_loss, grad_scale, "f_s", "f_t")
-            .workspace(workspace, workspace_bytes_given, workspace_bytes(params));
-        if (!check.ok()) return check.status();
-        if (loss == nullptr && grad_s == nullptr) return kdf::host::succeed();
-
-        kdf::kernels::AttentionArgs args{};
-        args.s = kdf::Map4d::resolve(params->student);
-        args.t = kdf::Map4d::resolve(params->teacher);
-        args.geo = kdf::kernels::AttentionGeometry::of(args.s, args.t);
-        args.p = params->p;
-        args.p2 = 2.0f;
-        args.weight = params->weight;
-        args.grad_scale = grad_scale;
-        args.accumulate = accumulate != 0;
-        args.f_s = static_cast<const float*>(f_s);
-        args.f_t = static_cast<const float*>(f_t);
-        args.grad_loss = grad_loss;
-        args.loss = loss;
-        args.grad_s = static_cast<float*>(grad_s);
-        args.ws = kdf::kernels::AttentionWorkspace::carve(workspace, args.s, args.geo);
-        return kdf::host::cuda_status("kdfAT", kdf::kernels::at_launch(args, stream));
+    const kdf::host::StudentTeacherIO io{f_s, f_t, loss, grad_s, grad_loss, grad_scale, workspace, workspace_bytes_given};
+    return kdf::host::student_teacher_call("kdfAT", handle, params, io, check_params, workspace_bytes, [&] {
+        const auto args = kdf::host::attention_args(params->student, params->teacher, params->p, 2.0f, params->weight, io, accumulate);
+        return kdf::kernels::at_launch(args, stream);
     });
 }
 

@@ -1,7 +1,5 @@
-// Validation of the student/teacher pair shared by AT and FT.
+// The student/teacher pair shared by AT and FT: validation, workspace, kernel arguments.
 #include "attention_pair.h"
-
-#include "../kernels/at.h"
 
 namespace kdf::host {
 
@@ -28,6 +26,33 @@ Checker& check_attention_pair(Checker& check, const kdfFeatureMap_t& s, const kd
                                                     "kernels (grid of 2^31 blocks; a pooled student needs (h+1)*(h'+1) "
                                                     "and (w+1)*(w'+1) below 2^31 for the pooled h' x w')");
     return check;
+}
+
+size_t attention_workspace_bytes(const kdfFeatureMap_t& s, const kdfFeatureMap_t& t)
+{
+    const Map4d ms = Map4d::resolve(s);
+    return static_cast<size_t>(kernels::AttentionWorkspace::bytes(ms, kernels::AttentionGeometry::of(ms, Map4d::resolve(t))));
+}
+
+kernels::AttentionArgs attention_args(const kdfFeatureMap_t& s, const kdfFeatureMap_t& t, float p, float p2, float weight,
+                                      const StudentTeacherIO& io, int accumulate)
+{
+    kernels::AttentionArgs args{};
+    args.s = Map4d::resolve(s);
+    args.t = Map4d::resolve(t);
+    args.geo = kernels::AttentionGeometry::of(args.s, args.t);
+    args.p = p;
+    args.p2 = p2;
+    args.weight = weight;
+    args.grad_scale = io.grad_scale;
+    args.accumulate = accumulate != 0;
+    args.f_s = static_cast<const float*>(io.s);
+    args.f_t = static_cast<const float*>(io.t);
+    args.grad_loss = io.grad_loss;
+    args.loss = io.loss;
+    args.grad_s = static_cast<float*>(io.grad_s);
+    args.ws = kernels::AttentionWorkspace::carve(io.workspace, args.s, args.geo);
+    return args;
 }
 
 }  // namespace kdf::host

@@ -1,6 +1,6 @@
 // kdfCC and kdfCCWorkspaceSize: validation, workspace layout, launch (both variants).
 #include "../kernels/cc.h"
-#include "validate.h"
+#include "call.h"
 
 using kdf::host::Checker;
 
@@ -82,9 +82,7 @@ kdfStatus_t kdfCC(kdfHandle_t handle, const kdfCCParams_t* params, const void* f
             args.ws = kdf::kernels::GramWorkspace::carve(workspace, args.n, args.ds, args.dt, kdf::kernels::cc_seed_blocks(args.n));
         args.cublas = handle->cublas;
         args.allow_tf32 = handle->math == KDF_MATH_TF32;
-        const auto r = kdf::kernels::cc_launch(args, stream);
-        if (r.cublas != CUBLAS_STATUS_SUCCESS) return kdf::host::cublas_status("kdfCC", r.cublas);
-        return kdf::host::cuda_status("kdfCC", r.cuda);
+        return kdf::host::launch_status("kdfCC", kdf::kernels::cc_launch(args, stream));
     });
 }
 

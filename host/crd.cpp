@@ -1,6 +1,6 @@
 // kdfCRD, kdfCRDWorkspaceSize and kdfCRDDrawContrast: validation, workspace layout, launch.
 #include "../kernels/crd.h"
-#include "validate.h"
+#include "call.h"
 
 #include <string>
 
@@ -157,8 +157,7 @@ kdfStatus_t kdfCRD(kdfHandle_t handle, const kdfCRDParams_t* params, const void*
         args.grad_s = static_cast<float*>(grad_s);
         args.grad_t = static_cast<float*>(grad_t);
         args.ws = kdf::kernels::CRDWorkspace::carve(workspace, args.geo);
-        const kdf::LaunchResult r = kdf::kernels::crd_launch(args, stream);
-        return kdf::host::cuda_status("kdfCRD", r.cuda);
+        return kdf::host::launch_status("kdfCRD", kdf::kernels::crd_launch(args, stream));
     });
 }
 

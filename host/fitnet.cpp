@@ -1,6 +1,6 @@
 // kdfFitNet and kdfFitNetWorkspaceSize: validation, workspace layout, launch.
 #include "../kernels/fitnet.h"
-#include "validate.h"
+#include "call.h"
 
 using kdf::host::Checker;
 
@@ -34,15 +34,8 @@ kdfStatus_t kdfFitNet(kdfHandle_t handle, const kdfFitNetParams_t* params, const
                       void* grad_s, const float* grad_loss, float grad_scale, int accumulate, void* workspace,
                       size_t workspace_bytes_given, kdfStream_t stream)
 {
-    return kdf::host::guarded("kdfFitNet", [&] {
-        Checker check("kdfFitNet");
-        check.handle(handle);
-        if (!check_params(check, params).ok()) return check.status();
-        check.student_teacher(f_s, f_t, loss, grad_s, grad_loss, grad_scale, "f_s", "f_t")
-            .workspace(workspace, workspace_bytes_given, workspace_bytes(params));
-        if (!check.ok()) return check.status();
-        if (loss == nullptr && grad_s == nullptr) return kdf::host::succeed();
-
+    const kdf::host::StudentTeacherIO io{f_s, f_t, loss, grad_s, grad_loss, grad_scale, workspace, workspace_bytes_given};
+    return kdf::host::student_teacher_call("kdfFitNet", handle, params, io, check_params, workspace_bytes, [&] {
         kdf::kernels::FitNetArgs args{};
         args.s = kdf::Map4d::resolve(params->student);
         args.t = kdf::Map4d::resolve(params->teacher);
@@ -55,7 +48,7 @@ kdfStatus_t kdfFitNet(kdfHandle_t handle, const kdfFitNetParams_t* params, const
         args.loss = loss;
         args.grad_s = static_cast<float*>(grad_s);
         args.sum = kdf::GridSum::carve(workspace, kdf::kernels::fitnet_blocks(args.s));
-        return kdf::host::cuda_status("kdfFitNet", kdf::kernels::fitnet_launch(args, stream));
+        return kdf::kernels::fitnet_launch(args, stream);
     });
 }
 

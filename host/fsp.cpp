@@ -1,6 +1,6 @@
 // kdfFSP and kdfFSPWorkspaceSize: validation, workspace layout, launch.
 #include "../kernels/fsp.h"
-#include "validate.h"
+#include "call.h"
 
 using kdf::host::Checker;
 
@@ -108,9 +108,7 @@ kdfStatus_t kdfFSP(kdfHandle_t handle, const kdfFSPParams_t* params, const void*
         args.ws = kdf::kernels::FSPWorkspace::carve(workspace, args.geo);
         args.cublas = handle->cublas;
         args.allow_tf32 = handle->math == KDF_MATH_TF32;
-        const auto r = kdf::kernels::fsp_launch(args, stream);
-        if (r.cublas != CUBLAS_STATUS_SUCCESS) return kdf::host::cublas_status("kdfFSP", r.cublas);
-        return kdf::host::cuda_status("kdfFSP", r.cuda);
+        return kdf::host::launch_status("kdfFSP", kdf::kernels::fsp_launch(args, stream));
     });
 }
 

@@ -1,5 +1,5 @@
-// kdfFT and kdfFTWorkspaceSize: validation, workspace layout, launch. FT compares AT's attention maps, so
-// it shares AT's layer-pair rules, geometry and workspace (kernels/at.h).
+// kdfFT and kdfFTWorkspaceSize: validation and launch. FT compares AT's attention maps, so it shares AT's
+// layer-pair rules, workspace and kernel arguments (host/attention_pair.cpp, kernels/at.h).
 #include "../kernels/ft.h"
 #include "attention_pair.h"
 
@@ -17,12 +17,7 @@ Checker& check_params(Checker& check, const kdfFTParams_t* p)
         .finite(p->weight, "params->weight");
 }
 
-size_t workspace_bytes(const kdfFTParams_t* p)
-{
-    const kdf::Map4d s = kdf::Map4d::resolve(p->student);
-    return static_cast<size_t>(
-        kdf::kernels::AttentionWorkspace::bytes(s, kdf::kernels::AttentionGeometry::of(s, kdf::Map4d::resolve(p->teacher))));
-}
+size_t workspace_bytes(const kdfFTParams_t* p) { return kdf::host::attention_workspace_bytes(p->student, p->teacher); }
 
 }  // namespace
 
@@ -37,31 +32,10 @@ kdfStatus_t kdfFT(kdfHandle_t handle, const kdfFTParams_t* params, const void* f
                   void* grad_s, const float* grad_loss, float grad_scale, int accumulate, void* workspace,
                   size_t workspace_bytes_given, kdfStream_t stream)
 {
-    return kdf::host::guarded("kdfFT", [&] {
-        Checker check("kdfFT");
-        check.handle(handle);
-        if (!check_params(check, params).ok()) return check.status();
-        check.student_teacher(f_s, f_t, loss, grad_s, grad_loss, grad_scale, "f_s", "f_t")
-            .workspace(workspace, workspace_bytes_given, workspace_bytes(params));
-        if (!check.ok()) return check.status();
-        if (loss == nullptr && grad_s == nullptr) return kdf::host::succeed();
-
-        kdf::kernels::AttentionArgs args{};
-        args.s = kdf::Map4d::resolve(params->student);
-        args.t = kdf::Map4d::resolve(params->teacher);
-        args.geo = kdf::kernels::AttentionGeometry::of(args.s, args.t);
-        args.p = params->p1;
-        args.p2 = params->p2;
-        args.weight = params->weight;
-        args.grad_scale = grad_scale;
-        args.accumulate = accumulate != 0;
-        args.f_s = static_cast<const float*>(f_s);
-        args.f_t = static_cast<const float*>(f_t);
-        args.grad_loss = grad_loss;
-        args.loss = loss;
-        args.grad_s = static_cast<float*>(grad_s);
-        args.ws = kdf::kernels::AttentionWorkspace::carve(workspace, args.s, args.geo);
-        return kdf::host::cuda_status("kdfFT", kdf::kernels::ft_launch(args, stream));
+    const kdf::host::StudentTeacherIO io{f_s, f_t, loss, grad_s, grad_loss, grad_scale, workspace, workspace_bytes_given};
+    return kdf::host::student_teacher_call("kdfFT", handle, params, io, check_params, workspace_bytes, [&] {
+        const auto args = kdf::host::attention_args(params->student, params->teacher, params->p1, params->p2, params->weight, io, accumulate);
+        return kdf::kernels::ft_launch(args, stream);
     });
 }
 

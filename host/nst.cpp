@@ -1,6 +1,6 @@
 // kdfNST and kdfNSTWorkspaceSize: validation, workspace layout, launch.
 #include "../kernels/nst.h"
-#include "validate.h"
+#include "call.h"
 
 using kdf::host::Checker;
 
@@ -53,15 +53,8 @@ kdfStatus_t kdfNST(kdfHandle_t handle, const kdfNSTParams_t* params, const void*
                    void* grad_s, const float* grad_loss, float grad_scale, int accumulate, void* workspace,
                    size_t workspace_bytes_given, kdfStream_t stream)
 {
-    return kdf::host::guarded("kdfNST", [&] {
-        Checker check("kdfNST");
-        check.handle(handle);
-        if (!check_params(check, params).ok()) return check.status();
-        check.student_teacher(f_s, f_t, loss, grad_s, grad_loss, grad_scale, "f_s", "f_t")
-            .workspace(workspace, workspace_bytes_given, workspace_bytes(params));
-        if (!check.ok()) return check.status();
-        if (loss == nullptr && grad_s == nullptr) return kdf::host::succeed();
-
+    const kdf::host::StudentTeacherIO io{f_s, f_t, loss, grad_s, grad_loss, grad_scale, workspace, workspace_bytes_given};
+    return kdf::host::student_teacher_call("kdfNST", handle, params, io, check_params, workspace_bytes, [&] {
         kdf::kernels::NSTArgs args{};
         args.s = kdf::Map4d::resolve(params->student);
         args.t = kdf::Map4d::resolve(params->teacher);
@@ -78,9 +71,7 @@ kdfStatus_t kdfNST(kdfHandle_t handle, const kdfNSTParams_t* params, const void*
         args.ws = kdf::kernels::NSTWorkspace::carve(workspace, args.geo);
         args.cublas = handle->cublas;
         args.allow_tf32 = handle->math == KDF_MATH_TF32;
-        const auto r = kdf::kernels::nst_launch(args, stream);
-        if (r.cublas != CUBLAS_STATUS_SUCCESS) return kdf::host::cublas_status("kdfNST", r.cublas);
-        return kdf::host::cuda_status("kdfNST", r.cuda);
+        return kdf::kernels::nst_launch(args, stream);
     });
 }
 

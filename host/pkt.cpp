@@ -1,6 +1,6 @@
 // kdfPKT and kdfPKTWorkspaceSize: validation, workspace layout, launch.
 #include "../kernels/pkt.h"
-#include "validate.h"
+#include "call.h"
 
 #include <string>
 
@@ -33,15 +33,8 @@ kdfStatus_t kdfPKT(kdfHandle_t handle, const kdfPKTParams_t* params, const void*
                    void* grad_s, const float* grad_loss, float grad_scale, int accumulate, void* workspace,
                    size_t workspace_bytes_given, kdfStream_t stream)
 {
-    return kdf::host::guarded("kdfPKT", [&] {
-        Checker check("kdfPKT");
-        check.handle(handle);
-        if (!check_params(check, params).ok()) return check.status();
-        check.student_teacher(f_s, f_t, loss, grad_s, grad_loss, grad_scale, "f_s", "f_t")
-            .workspace(workspace, workspace_bytes_given, workspace_bytes(params));
-        if (!check.ok()) return check.status();
-        if (loss == nullptr && grad_s == nullptr) return kdf::host::succeed();
-
+    const kdf::host::StudentTeacherIO io{f_s, f_t, loss, grad_s, grad_loss, grad_scale, workspace, workspace_bytes_given};
+    return kdf::host::student_teacher_call("kdfPKT", handle, params, io, check_params, workspace_bytes, [&] {
         kdf::kernels::PKTArgs args{};
         args.rows = params->rows;
         args.dim_s = params->dim_student;
@@ -59,9 +52,7 @@ kdfStatus_t kdfPKT(kdfHandle_t handle, const kdfPKTParams_t* params, const void*
         args.ws = kdf::kernels::PKTWorkspace::carve(workspace, params->rows, params->dim_student, params->dim_teacher);
         args.cublas = handle->cublas;
         args.allow_tf32 = handle->math == KDF_MATH_TF32;
-        const kdf::LaunchResult r = kdf::kernels::pkt_launch(args, stream);
-        if (r.cublas != CUBLAS_STATUS_SUCCESS) return kdf::host::cublas_status("kdfPKT", r.cublas);
-        return kdf::host::cuda_status("kdfPKT", r.cuda);
+        return kdf::kernels::pkt_launch(args, stream);
     });
 }
 

@@ -1,6 +1,6 @@
 // kdfRKD and kdfRKDWorkspaceSize: validation, workspace layout, launch.
 #include "../kernels/rkd.h"
-#include "validate.h"
+#include "call.h"
 
 #include <string>
 
@@ -35,15 +35,8 @@ kdfStatus_t kdfRKD(kdfHandle_t handle, const kdfRKDParams_t* params, const void*
                    void* grad_s, const float* grad_loss, float grad_scale, int accumulate, void* workspace,
                    size_t workspace_bytes_given, kdfStream_t stream)
 {
-    return kdf::host::guarded("kdfRKD", [&] {
-        Checker check("kdfRKD");
-        check.handle(handle);
-        if (!check_params(check, params).ok()) return check.status();
-        check.student_teacher(e_s, e_t, loss, grad_s, grad_loss, grad_scale, "e_s", "e_t")
-            .workspace(workspace, workspace_bytes_given, workspace_bytes(params));
-        if (!check.ok()) return check.status();
-        if (loss == nullptr && grad_s == nullptr) return kdf::host::succeed();
-
+    const kdf::host::StudentTeacherIO io{e_s, e_t, loss, grad_s, grad_loss, grad_scale, workspace, workspace_bytes_given, "e_s", "e_t"};
+    return kdf::host::student_teacher_call("kdfRKD", handle, params, io, check_params, workspace_bytes, [&] {
         kdf::kernels::RKDArgs args{};
         args.rows = params->rows;
         args.dim_s = params->dim_student;
@@ -63,9 +56,7 @@ kdfStatus_t kdfRKD(kdfHandle_t handle, const kdfRKDParams_t* params, const void*
         args.ws = kdf::kernels::RKDWorkspace::carve(workspace, params->rows, params->dim_student, params->dim_teacher);
         args.cublas = handle->cublas;
         args.allow_tf32 = handle->math == KDF_MATH_TF32;
-        const kdf::LaunchResult r = kdf::kernels::rkd_launch(args, stream);
-        if (r.cublas != CUBLAS_STATUS_SUCCESS) return kdf::host::cublas_status("kdfRKD", r.cublas);
-        return kdf::host::cuda_status("kdfRKD", r.cuda);
+        return kdf::kernels::rkd_launch(args, stream);
     });
 }
 

@@ -1,6 +1,6 @@
 // kdfSP and kdfSPWorkspaceSize: validation, workspace layout, launch.
 #include "../kernels/sp.h"
-#include "validate.h"
+#include "call.h"
 
 using kdf::host::Checker;
 
@@ -32,15 +32,8 @@ kdfStatus_t kdfSP(kdfHandle_t handle, const kdfSPParams_t* params, const void* f
                   void* grad_s, const float* grad_loss, float grad_scale, int accumulate, void* workspace,
                   size_t workspace_bytes_given, kdfStream_t stream)
 {
-    return kdf::host::guarded("kdfSP", [&] {
-        Checker check("kdfSP");
-        check.handle(handle);
-        if (!check_params(check, params).ok()) return check.status();
-        check.student_teacher(f_s, f_t, loss, grad_s, grad_loss, grad_scale, "f_s", "f_t")
-            .workspace(workspace, workspace_bytes_given, workspace_bytes(params));
-        if (!check.ok()) return check.status();
-        if (loss == nullptr && grad_s == nullptr) return kdf::host::succeed();
-
+    const kdf::host::StudentTeacherIO io{f_s, f_t, loss, grad_s, grad_loss, grad_scale, workspace, workspace_bytes_given};
+    return kdf::host::student_teacher_call("kdfSP", handle, params, io, check_params, workspace_bytes, [&] {
         kdf::kernels::SPArgs args{};
         args.n = params->rows;
         args.ds = params->dim_student;
@@ -58,9 +51,7 @@ kdfStatus_t kdfSP(kdfHandle_t handle, const kdfSPParams_t* params, const void* f
         args.ws = kdf::kernels::GramWorkspace::carve(workspace, args.n, args.ds, args.dt, kdf::kernels::sp_blocks(args.n));
         args.cublas = handle->cublas;
         args.allow_tf32 = handle->math == KDF_MATH_TF32;
-        const auto r = kdf::kernels::sp_launch(args, stream);
-        if (r.cublas != CUBLAS_STATUS_SUCCESS) return kdf::host::cublas_status("kdfSP", r.cublas);
-        return kdf::host::cuda_status("kdfSP", r.cuda);
+        return kdf::kernels::sp_launch(args, stream);
     });
 }
 
