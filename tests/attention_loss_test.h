@@ -41,12 +41,7 @@ protected:
         return c;
     }
 
-    size_t workspace(const Params& p)
-    {
-        size_t bytes = 0;
-        EXPECT_EQ(Traits::size(&p, &bytes), KDF_STATUS_SUCCESS) << kdfGetLastErrorString();
-        return bytes;
-    }
+    size_t workspace(const Params& p) { return workspace_size(Traits::size, p); }
 
     // The loss call with this fixture's handle and stream.
     kdfStatus_t call(const Params* p, const void* f_s, const void* f_t, float* loss, void* grad, const float* grad_loss,

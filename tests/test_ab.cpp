@@ -40,12 +40,7 @@ protected:
         return c;
     }
 
-    size_t workspace(const kdfABParams_t& p)
-    {
-        size_t bytes = 0;
-        EXPECT_EQ(kdfABWorkspaceSize(&p, &bytes), KDF_STATUS_SUCCESS) << kdfGetLastErrorString();
-        return bytes;
-    }
+    size_t workspace(const kdfABParams_t& p) { return kdftest::workspace_size(kdfABWorkspaceSize, p); }
 
     kdfStatus_t run(const Case& c, const kdfABParams_t& p, const float* s, const float* t, float* loss, float* grad,
                     int accumulate)

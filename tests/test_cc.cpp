@@ -11,35 +11,14 @@
 
 #include <cmath>
 #include <memory>
-#include <numeric>
 
 namespace {
 
 using kdftest::DeviceBuffer;
 using kdftest::GoldenCase;
+using kdftest::Rows;
+using kdftest::width;
 using ::testing::HasSubstr;
-
-int64_t width(const kdftest::Array& a)
-{
-    return std::accumulate(a.shape.begin() + 1, a.shape.end(), int64_t(1), std::multiplies<int64_t>());
-}
-
-// An N x D matrix with rows `ld` apart, `offset` floats into a NaN-filled buffer.
-struct Rows {
-    std::vector<float> buffer;
-    int64_t n, d, ld, offset;
-    Rows(const std::vector<float>& dense, int64_t n_, int64_t d_, int64_t ld_, int64_t offset_)
-        : buffer(static_cast<size_t>(offset_ + n_ * ld_), NAN), n(n_), d(d_), ld(ld_), offset(offset_)
-    {
-        for (int64_t i = 0; i < n; ++i) std::copy_n(dense.begin() + i * d, d, buffer.begin() + offset + i * ld);
-    }
-    std::vector<float> extract(const std::vector<float>& from) const
-    {
-        std::vector<float> dense(static_cast<size_t>(n * d));
-        for (int64_t i = 0; i < n; ++i) std::copy_n(from.begin() + offset + i * ld, d, dense.begin() + i * d);
-        return dense;
-    }
-};
 
 class CC : public kdftest::LossTest {
 protected:
@@ -64,12 +43,7 @@ protected:
         return c;
     }
 
-    size_t workspace(const kdfCCParams_t& p)
-    {
-        size_t bytes = 0;
-        EXPECT_EQ(kdfCCWorkspaceSize(&p, &bytes), KDF_STATUS_SUCCESS) << kdfGetLastErrorString();
-        return bytes;
-    }
+    size_t workspace(const kdfCCParams_t& p) { return kdftest::workspace_size(kdfCCWorkspaceSize, p); }
 
     kdfStatus_t run(const Case& c, const kdfCCParams_t& p, const float* f_s, const float* f_t, float* loss, float* grad,
                     float* grad_t, int accumulate)
@@ -119,8 +93,8 @@ TEST_F(CC, StridedMisalignedRows)
             SCOPED_TRACE(std::string(name) + ", offset " + std::to_string(offset));
             Rows s(c.f_s, n, ds, ds + 3, offset), t(c.f_t, n, dt, dt + 5, offset ? 0 : 2);
             kdfCCParams_t p = c.params;
-            p.ld_student = s.ld;
-            p.ld_teacher = t.ld;
+            p.ld_student = s.ld();
+            p.ld_teacher = t.ld();
             DeviceBuffer<float> fs(s.buffer), ft(t.buffer), loss(1), grad(s.buffer.size()), gt(t.buffer.size());
             ASSERT_EQ(cudaMemset(grad.get(), 0, grad.size() * 4), cudaSuccess);
             ASSERT_EQ(cudaMemset(gt.get(), 0, gt.size() * 4), cudaSuccess);

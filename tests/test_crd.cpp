@@ -53,12 +53,7 @@ struct Steps {
 
 class CRD : public kdftest::LossTest {
 protected:
-    size_t workspace(const kdfCRDParams_t& p)
-    {
-        size_t bytes = 0;
-        EXPECT_EQ(kdfCRDWorkspaceSize(&p, &bytes), KDF_STATUS_SUCCESS) << kdfGetLastErrorString();
-        return bytes;
-    }
+    size_t workspace(const kdfCRDParams_t& p) { return kdftest::workspace_size(kdfCRDWorkspaceSize, p); }
 
     // Runs every step of a golden case from its initial state with indices of type Index and checks every
     // output and the state after each step.

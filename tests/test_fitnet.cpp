@@ -31,12 +31,7 @@ protected:
         return c;
     }
 
-    size_t workspace(const kdfFitNetParams_t& p)
-    {
-        size_t bytes = 0;
-        EXPECT_EQ(kdfFitNetWorkspaceSize(&p, &bytes), KDF_STATUS_SUCCESS) << kdfGetLastErrorString();
-        return bytes;
-    }
+    size_t workspace(const kdfFitNetParams_t& p) { return kdftest::workspace_size(kdfFitNetWorkspaceSize, p); }
 
     // Runs the call; returns {loss, grad_s} downloaded (grad in the f_s layout's buffer).
     kdfStatus_t run(const Case& c, const kdfFitNetParams_t& p, const float* f_s, const float* f_t, float* loss, float* grad,

@@ -48,12 +48,7 @@ protected:
         return c;
     }
 
-    size_t workspace(const kdfFSPParams_t& p)
-    {
-        size_t bytes = 0;
-        EXPECT_EQ(kdfFSPWorkspaceSize(&p, &bytes), KDF_STATUS_SUCCESS) << kdfGetLastErrorString();
-        return bytes;
-    }
+    size_t workspace(const kdfFSPParams_t& p) { return kdftest::workspace_size(kdfFSPWorkspaceSize, p); }
 
     kdfStatus_t run(const Case& c, const kdfFSPParams_t& p, const float* sb, const float* st, const float* tb,
                     const float* tt, float* loss, float* g_bot, float* g_top, int accumulate)

@@ -62,12 +62,7 @@ Loaded load(const GoldenCase& c)
     return l;
 }
 
-size_t workspace_size(const kdfKDParams_t& p)
-{
-    size_t bytes = 0;
-    EXPECT_EQ(kdfKDWorkspaceSize(&p, &bytes), KDF_STATUS_SUCCESS);
-    return bytes;
-}
+size_t workspace_size(const kdfKDParams_t& p) { return kdftest::workspace_size(kdfKDWorkspaceSize, p); }
 
 TEST_F(KD, GoldenCasesFromTheReference)
 {

@@ -36,12 +36,7 @@ protected:
         return c;
     }
 
-    size_t workspace(const kdfNSTParams_t& p)
-    {
-        size_t bytes = 0;
-        EXPECT_EQ(kdfNSTWorkspaceSize(&p, &bytes), KDF_STATUS_SUCCESS) << kdfGetLastErrorString();
-        return bytes;
-    }
+    size_t workspace(const kdfNSTParams_t& p) { return kdftest::workspace_size(kdfNSTWorkspaceSize, p); }
 
     kdfStatus_t run(const Case& c, const kdfNSTParams_t& p, const float* f_s, const float* f_t, float* loss, float* grad,
                     int accumulate)

@@ -47,12 +47,7 @@ protected:
         return c;
     }
 
-    size_t workspace(const kdfOFDParams_t& p)
-    {
-        size_t bytes = 0;
-        EXPECT_EQ(kdfOFDWorkspaceSize(&p, &bytes), KDF_STATUS_SUCCESS) << kdfGetLastErrorString();
-        return bytes;
-    }
+    size_t workspace(const kdfOFDParams_t& p) { return kdftest::workspace_size(kdfOFDWorkspaceSize, p); }
 
     kdfStatus_t run(const Case& c, const kdfOFDParams_t& p, const float* s, const float* t, float* loss, float* grad,
                     int accumulate)

@@ -10,36 +10,14 @@
 #include <gmock/gmock.h>
 
 #include <memory>
-#include <numeric>
 
 namespace {
 
 using kdftest::DeviceBuffer;
 using kdftest::GoldenCase;
+using kdftest::Rows;
+using kdftest::width;
 using ::testing::HasSubstr;
-
-// Width of a golden array flattened per sample (N x D, or N x C x H x W as N x CHW).
-int64_t width(const kdftest::Array& a)
-{
-    return std::accumulate(a.shape.begin() + 1, a.shape.end(), int64_t(1), std::multiplies<int64_t>());
-}
-
-// An N x D matrix with rows `ld` apart, `offset` floats into a NaN-filled buffer.
-struct Rows {
-    std::vector<float> buffer;
-    int64_t n, d, ld, offset;
-    Rows(const std::vector<float>& dense, int64_t n_, int64_t d_, int64_t ld_, int64_t offset_)
-        : buffer(static_cast<size_t>(offset_ + n_ * ld_), NAN), n(n_), d(d_), ld(ld_), offset(offset_)
-    {
-        for (int64_t i = 0; i < n; ++i) std::copy_n(dense.begin() + i * d, d, buffer.begin() + offset + i * ld);
-    }
-    std::vector<float> extract(const std::vector<float>& from) const
-    {
-        std::vector<float> dense(static_cast<size_t>(n * d));
-        for (int64_t i = 0; i < n; ++i) std::copy_n(from.begin() + offset + i * ld, d, dense.begin() + i * d);
-        return dense;
-    }
-};
 
 class SP : public kdftest::LossTest {
 protected:
@@ -61,12 +39,7 @@ protected:
         return c;
     }
 
-    size_t workspace(const kdfSPParams_t& p)
-    {
-        size_t bytes = 0;
-        EXPECT_EQ(kdfSPWorkspaceSize(&p, &bytes), KDF_STATUS_SUCCESS) << kdfGetLastErrorString();
-        return bytes;
-    }
+    size_t workspace(const kdfSPParams_t& p) { return kdftest::workspace_size(kdfSPWorkspaceSize, p); }
 
     kdfStatus_t run(const Case& c, const kdfSPParams_t& p, const float* f_s, const float* f_t, float* loss, float* grad,
                     int accumulate)
@@ -97,22 +70,9 @@ TEST_F(SP, GoldenCasesFromTheReference)
 TEST_F(SP, StridedMisalignedRows)
 {
     const Case c = load(kdftest::find_case("sp", "17x13_vs_17x30_weighted"));
-    const int64_t n = c.params.rows, ds = c.params.dim_student, dt = c.params.dim_teacher;
-    for (int64_t offset : {1, 0}) {
-        SCOPED_TRACE("offset " + std::to_string(offset));
-        Rows s(c.f_s, n, ds, ds + 3, offset), t(c.f_t, n, dt, dt + 5, offset ? 0 : 2);
-        kdfSPParams_t p = c.params;
-        p.ld_student = s.ld;
-        p.ld_teacher = t.ld;
-        DeviceBuffer<float> fs(s.buffer), ft(t.buffer), loss(1), grad(s.buffer.size());
-        ASSERT_EQ(cudaMemset(grad.get(), 0, grad.size() * 4), cudaSuccess);
-        ASSERT_EQ(run(c, p, fs.get() + s.offset, ft.get() + t.offset, loss.get(), grad.get() + s.offset, 0), KDF_STATUS_SUCCESS)
-            << kdfGetLastErrorString();
-        EXPECT_CLOSE(loss.download(), c.loss, "loss");
-        const auto g = grad.download();
-        EXPECT_CLOSE(s.extract(g), c.grad, "grad_s");
-        EXPECT_EQ(g[s.offset + ds], 0.0f) << "row padding of grad_s untouched";
-    }
+    kdftest::check_strided_rows(c, [&](const kdfSPParams_t& p, const float* fs, const float* ft, float* loss, float* grad) {
+        return run(c, p, fs, ft, loss, grad, 0);
+    });
 }
 
 TEST_F(SP, KernelAndGemmCountsNoSyncAndBitwiseReproducible)

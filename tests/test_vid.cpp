@@ -52,12 +52,7 @@ protected:
 
     static bool multilayer(const GoldenCase& g) { return g.params.count("layers") != 0; }
 
-    size_t workspace(const kdfVIDParams_t& p)
-    {
-        size_t bytes = 0;
-        EXPECT_EQ(kdfVIDWorkspaceSize(&p, &bytes), KDF_STATUS_SUCCESS) << kdfGetLastErrorString();
-        return bytes;
-    }
+    size_t workspace(const kdfVIDParams_t& p) { return kdftest::workspace_size(kdfVIDWorkspaceSize, p); }
 
     // Device copies of a case's inputs and its outputs (dense layouts).
     struct Buffers {

@@ -43,6 +43,16 @@ protected:
     cudaStream_t stream = nullptr;
 };
 
+// The workspace a loss's size query (kdf<Loss>WorkspaceSize) gives for valid params `p`; a failing query
+// fails the test.
+template <typename Params>
+size_t workspace_size(kdfStatus_t (*query)(const Params*, size_t*), const Params& p)
+{
+    size_t bytes = 0;
+    EXPECT_EQ(query(&p, &bytes), KDF_STATUS_SUCCESS) << kdfGetLastErrorString();
+    return bytes;
+}
+
 // The dense NCHW layout of a golden array (a 2-D N x D array is N x D x 1 x 1).
 inline kdfFeatureMap_t dense_map(const Array& a)
 {
@@ -85,6 +95,24 @@ struct Strided {
         return dense;
     }
 };
+
+// An N x D row-major matrix with rows `ld` floats apart, `offset` floats into a NaN-filled buffer: the Strided
+// layout of an N x D x 1 x 1 map.
+struct Rows : Strided {
+    Rows(const std::vector<float>& dense, int64_t n, int64_t d, int64_t ld, int64_t offset)
+        : Strided(dense, kdfFeatureMap_t{n, d, 1, 1, 0, 0}, 0, ld - d, offset)
+    {
+    }
+    int64_t ld() const { return map.stride_n; }
+};
+
+// The width of a golden array flattened per sample (N x D, or N x C x H x W as N x CHW).
+inline int64_t width(const Array& a)
+{
+    int64_t w = 1;
+    for (size_t i = 1; i < a.shape.size(); ++i) w *= a.shape[i];
+    return w;
+}
 
 // A golden case of a loss with two inputs: its params, the inputs, the call settings and the expected
 // outputs (load_expected fills the last two groups). Tests derive their Case and set params to the INIT.
@@ -147,6 +175,32 @@ void expect_row_params_checked(const Params& good, const char* init_macro, Call&
     EXPECT_STATUS(call(p), KDF_STATUS_INVALID_VALUE, "params->dtype");
     p = good, p.struct_size = 8;
     EXPECT_STATUS(call(p), KDF_STATUS_INVALID_VALUE, init_macro);
+}
+
+// A row-matrix loss with one student gradient (SP, PKT, RKD) on strided rows that start off a 16-byte boundary:
+// student rows D_s + 3 floats apart, teacher rows D_t + 5 apart, first the student 1 float in, then the
+// teacher 2 floats in. `run(params, f_s, f_t, loss, grad_s)` calls the loss (not accumulating) with those
+// params (ld_student, ld_teacher set) and device pointers. The golden loss and gradient must come back and
+// the row padding of grad_s must stay untouched.
+template <typename Case, typename Run>
+void check_strided_rows(const Case& c, Run&& run)
+{
+    const int64_t n = c.params.rows, ds = c.params.dim_student, dt = c.params.dim_teacher;
+    for (int64_t offset : {1, 0}) {
+        SCOPED_TRACE("student offset " + std::to_string(offset));
+        const Rows s(c.f_s, n, ds, ds + 3, offset), t(c.f_t, n, dt, dt + 5, offset ? 0 : 2);
+        auto p = c.params;
+        p.ld_student = s.ld();
+        p.ld_teacher = t.ld();
+        DeviceBuffer<float> fs(s.buffer), ft(t.buffer), loss(1), grad(s.buffer.size());
+        ASSERT_EQ(cudaMemset(grad.get(), 0, grad.size() * 4), cudaSuccess);
+        ASSERT_EQ(run(p, fs.get() + s.offset, ft.get() + t.offset, loss.get(), grad.get() + s.offset), KDF_STATUS_SUCCESS)
+            << kdfGetLastErrorString();
+        EXPECT_CLOSE(loss.download(), c.loss, "loss");
+        const auto g = grad.download();
+        EXPECT_CLOSE(s.extract(g), c.grad, "grad_s");
+        EXPECT_EQ(g[s.offset + ds], 0.0f) << "row padding of grad_s untouched";
+    }
 }
 
 // The named golden case of a loss (fails the test if it is missing).
