@@ -14,7 +14,8 @@ modules; only the loss itself runs through kdfuse (kdfuse.ops, the torch.ops.kdf
 Where kdfuse's kernels define a case the seed leaves undefined or different, the modules say so: pooling of
 non-square maps (``pool="seed"`` raises ValueError where the seed's square pooling and kdfuse's (H, W) pooling
 would differ; ``pool="hw"`` uses kdfuse's rule), RKD's gradient at duplicate rows, PKT's gradient at an all-zero
-row (0 instead of the seed's NaN). Teacher inputs are constants except KD's y_t, CC's f_t (variant
+row (0 instead of the seed's NaN), and lists of layers of different lengths (ValueError; the seed's zip drops the
+extra layers without a word). Teacher inputs are constants except KD's y_t, CC's f_t (variant
 "repdistiller") and CRD's teacher embedding (see kdfuse.ops).
 """
 import math
@@ -24,6 +25,14 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from . import ops
+
+def _layer_pairs(g_s, g_t, name):
+    """zip(g_s, g_t) of equal-length lists of layers: a student and a teacher list of different lengths is an error
+    (the seed's zip silently drops the extra layers)."""
+    if len(g_s) != len(g_t):
+        raise ValueError(f"{name}: g_s has {len(g_s)} layers, g_t {len(g_t)}")
+    return zip(g_s, g_t)
+
 
 __all__ = ["DistillKL", "HintLoss", "Attention", "Similarity", "Correlation", "VIDLoss", "RKDLoss", "PKT", "ABLoss",
            "FactorTransfer", "FSP", "NSTLoss", "CRDLoss", "OFD", "ContrastMemory", "Embed", "Normalize"]
@@ -59,7 +68,7 @@ class Attention(nn.Module):
         self.pool = pool
 
     def forward(self, g_s, g_t):
-        return [ops.at(f_s, f_t, self.p, self.pool) for f_s, f_t in zip(g_s, g_t)]
+        return [ops.at(f_s, f_t, self.p, self.pool) for f_s, f_t in _layer_pairs(g_s, g_t, "Attention")]
 
 
 class Similarity(nn.Module):
@@ -69,7 +78,7 @@ class Similarity(nn.Module):
         super().__init__()
 
     def forward(self, g_s, g_t):
-        return [self.similarity_loss(f_s, f_t) for f_s, f_t in zip(g_s, g_t)]
+        return [self.similarity_loss(f_s, f_t) for f_s, f_t in _layer_pairs(g_s, g_t, "Similarity")]
 
     def similarity_loss(self, f_s, f_t):
         return ops.sp(f_s, f_t).view(1)
@@ -169,9 +178,12 @@ class ABLoss(nn.Module):
         self.margin = margin
 
     def forward(self, g_s, g_t):
+        pairs = list(_layer_pairs(g_s, g_t, "ABLoss"))
+        if len(pairs) != len(self.w):
+            raise ValueError(f"ABLoss: built for {len(self.w)} layers (feat_num), got {len(pairs)}")
         bsz = g_s[0].shape[0]
         losses = []
-        for w, s, t in zip(self.w, g_s, g_t):
+        for w, (s, t) in zip(self.w, pairs):
             if s.shape[0] != bsz:
                 raise ValueError(f"all layers must have batch size {bsz}, got {s.shape[0]}")
             losses.append(w * ops.ab(s, t, self.margin))
@@ -204,9 +216,7 @@ class FSP(nn.Module):
             raise ValueError('num of channels not equal (error in FSP)')
 
     def forward(self, g_s, g_t):
-        if len(g_s) != len(g_t):
-            raise ValueError(f"unequal length of feat list: {len(g_s)} vs {len(g_t)}")
-        if any(s.shape[1] != t.shape[1] for s, t in zip(g_s, g_t)):
+        if any(s.shape[1] != t.shape[1] for s, t in _layer_pairs(g_s, g_t, "FSP")):
             raise ValueError("num of channels not equal (error in FSP)")
         return [ops.fsp(g_s[i], g_s[i + 1], g_t[i], g_t[i + 1]) for i in range(len(g_s) - 1)]
 
@@ -219,7 +229,7 @@ class NSTLoss(nn.Module):
         self.full_loss = full_loss
 
     def forward(self, g_s, g_t):
-        return [self.nst_loss(f_s, f_t) for f_s, f_t in zip(g_s, g_t)]
+        return [self.nst_loss(f_s, f_t) for f_s, f_t in _layer_pairs(g_s, g_t, "NSTLoss")]
 
     def nst_loss(self, f_s, f_t):
         return ops.nst(f_s, f_t, self.full_loss)

@@ -163,6 +163,19 @@ def test_nst_loss():
             [(0, 0), (0, 1), (0, 2)])
 
 
+@pytest.mark.parametrize("module", [knn.Attention(), knn.Similarity(), knn.NSTLoss(), knn.ABLoss(3),
+                                    knn.FSP(S_SHAPES, S_SHAPES)], ids=lambda m: type(m).__name__)
+def test_layer_lists_of_different_lengths_raise(module):
+    """The seed's zip would drop the extra layer without a word: the modules refuse the call."""
+    with pytest.raises(ValueError, match="3 layers, g_t 2"):
+        module(maps(S_SHAPES, 110), maps(S_SHAPES[:2], 120))
+
+
+def test_ab_loss_layer_count_must_match_feat_num():
+    with pytest.raises(ValueError, match="built for 2 layers"):
+        knn.ABLoss(2)(maps(T_SHAPES, 130), maps(T_SHAPES, 140))
+
+
 def test_ofd_seed():
     """The connector (conv + BN in training mode) trains as in the reference; its BN statistics update alike."""
     torch.manual_seed(1)
