@@ -96,7 +96,8 @@ class KdfuseError(RuntimeError):
         self.name = name
         self.detail = detail
         self.function = function
-        where = f"{function}: " if function else ""
+        # The library's details already start with the C function's name ("kdfKD: params->rows ...").
+        where = f"{function}: " if function and not (detail or "").startswith(f"{function}:") else ""
         super().__init__(f"{where}{name}: {detail}" if detail else f"{where}{name}")
 
 

@@ -296,6 +296,8 @@ def test_low_level_param_errors():
     size = ctypes.c_size_t()
     err = expect_error("KDF_STATUS_INVALID_VALUE", lambda: LIB.kdfKDWorkspaceSize(ctypes.byref(bad), ctypes.byref(size)))
     assert "struct_size" in err.detail
+    assert str(err).startswith("KDF_STATUS_INVALID_VALUE: kdfKDWorkspaceSize: params->struct_size"), str(err)
+    assert err.function == "kdfKDWorkspaceSize"
     expect_error("KDF_STATUS_NULL_POINTER", lambda: LIB.kdfKDWorkspaceSize(None, ctypes.byref(size)))
     p = _lib.KDParams(rows=2, classes=3, ld_student=2)  # ld < classes
     expect_error("KDF_STATUS_INVALID_VALUE", lambda: LIB.kdfKDWorkspaceSize(ctypes.byref(p), ctypes.byref(size)))
