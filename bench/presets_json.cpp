@@ -2,7 +2,7 @@
 // (bench/torch_baseline.py) runs exactly the shapes the C++ suites run:
 //   {"networks": [{"name", "n", "student": [[c, h, w] x 3], "teacher": [...], "embed_s", "embed_t",
 //                  "classes", "smoke": {...the same at smoke scale...}}],
-//    "logits": [{"name", "rows", "classes", "smoke": {...}}],
+//    "logits": [{"name", "rows", "classes", "dtype", "smoke": {...}}],
 //    "crd": [{"name", "n_data", "n", "k", "d", "smoke": {...}}]}
 #include "common/presets.h"
 
@@ -34,7 +34,8 @@ std::string crd(const kdfbench::CRDPreset& p)
 
 std::string logits(const kdfbench::LogitPreset& p)
 {
-    return "\"name\": \"" + p.name + "\", \"rows\": " + std::to_string(p.rows) + ", \"classes\": " + std::to_string(p.classes);
+    return "\"name\": \"" + p.name + "\", \"rows\": " + std::to_string(p.rows) + ", \"classes\": " + std::to_string(p.classes) +
+           ", \"dtype\": \"" + (p.bf16 ? "bfloat16" : "float32") + "\"";
 }
 
 }  // namespace

@@ -100,8 +100,8 @@ class Inputs:
         self.leaves.append(t.requires_grad_())
         return t
 
-    def uniform(self, *shape, lo=-1.0, hi=1.0, grad=False):
-        t = torch.empty(shape, device=self.device).uniform_(lo, hi, generator=self.generator)
+    def uniform(self, *shape, lo=-1.0, hi=1.0, grad=False, dtype=torch.float32):
+        t = torch.empty(shape, device=self.device).uniform_(lo, hi, generator=self.generator).to(dtype)
         return self.leaf(t) if grad else t
 
     def maps(self, p, side, stages, grad=False):
@@ -128,10 +128,12 @@ def detached(tensors):
 # kdfuse forward+backward returning the loss.
 
 def kd(x, p):
-    """bench_kd.cpp: the logits (N x classes of a network preset, rows x classes of an LLM preset)."""
+    """bench_kd.cpp: the logits (N x classes of a network preset, rows x classes of an LLM preset, in the preset's
+    dtype: PyTorch's DistillKL then runs in bf16 too, as an LLM training step would)."""
     rows = p["rows"] if "rows" in p else p["n"]
-    y_s = x.uniform(rows, p["classes"], lo=-4.0, hi=4.0, grad=True)
-    y_t = x.uniform(rows, p["classes"], lo=-4.0, hi=4.0)
+    dtype = getattr(torch, p.get("dtype", "float32"))
+    y_s = x.uniform(rows, p["classes"], lo=-4.0, hi=4.0, grad=True, dtype=dtype)
+    y_t = x.uniform(rows, p["classes"], lo=-4.0, hi=4.0, dtype=dtype)
     module = DistillKL(T=4.0)
     return (lambda: module(y_s, y_t)), (lambda: kdfuse.kd(y_s.detach(), y_t, T=4.0)[0])
 

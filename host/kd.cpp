@@ -6,6 +6,17 @@ using kdf::host::Checker;
 
 namespace {
 
+// The kernel's element type and its size in bytes (the params are checked).
+kdf::kernels::KDElement element(const kdfKDParams_t* p)
+{
+    switch (kdf::host::enum_value(p->dtype)) {
+    case KDF_DTYPE_FP16: return kdf::kernels::KDElement::Fp16;
+    case KDF_DTYPE_BF16: return kdf::kernels::KDElement::Bf16;
+    default: return kdf::kernels::KDElement::Fp32;
+    }
+}
+size_t element_bytes(const kdfKDParams_t* p) { return element(p) == kdf::kernels::KDElement::Fp32 ? 4 : 2; }
+
 // Checks that depend on the params only (shared by the size query and the call).
 Checker& check_params(Checker& check, const kdfKDParams_t* p)
 {
@@ -20,7 +31,7 @@ Checker& check_params(Checker& check, const kdfKDParams_t* p)
         .extent(p->rows, kdf::host::leading_dim(p->ld_student, p->classes), "y_s")
         .extent(p->rows, kdf::host::leading_dim(p->ld_teacher, p->classes), "y_t")
         .positive_finite(p->temperature, "params->temperature")
-        .dtype(p->dtype, "params->dtype")
+        .dtype_with_16bit(p->dtype, "params->dtype")
         .one_of(p->reduction, {KDF_REDUCTION_BATCHMEAN, KDF_REDUCTION_NONE}, "params->reduction", "kdfReduction_t");
     return check;
 }
@@ -47,9 +58,9 @@ kdfStatus_t kdfKD(kdfHandle_t handle, const kdfKDParams_t* params, const void* y
         Checker check("kdfKD");
         check.handle(handle);
         if (!check_params(check, params).ok()) return check.status();
-        check.student_teacher(y_s, y_t, loss, grad_s, grad_loss, grad_scale, "y_s", "y_t")
+        check.student_teacher(y_s, y_t, loss, grad_s, grad_loss, grad_scale, "y_s", "y_t", element_bytes(params))
             .aligned(row_weight, sizeof(float), "row_weight")
-            .aligned(grad_t, sizeof(float), "grad_t")
+            .aligned(grad_t, element_bytes(params), "grad_t")
             .distinct(grad_t, y_s, "grad_t", "y_s")
             .distinct(grad_t, y_t, "grad_t", "y_t")
             .distinct(grad_t, grad_s, "grad_t", "grad_s")
@@ -62,17 +73,18 @@ kdfStatus_t kdfKD(kdfHandle_t handle, const kdfKDParams_t* params, const void* y
         args.classes = params->classes;
         args.ld_s = kdf::host::leading_dim(params->ld_student, params->classes);
         args.ld_t = kdf::host::leading_dim(params->ld_teacher, params->classes);
+        args.element = element(params);
         args.temperature = params->temperature;
         args.per_row = params->reduction == KDF_REDUCTION_NONE;
         args.accumulate = accumulate != 0;
         args.grad_scale = grad_scale;
-        args.y_s = static_cast<const float*>(y_s);
-        args.y_t = static_cast<const float*>(y_t);
+        args.y_s = y_s;
+        args.y_t = y_t;
         args.row_weight = row_weight;
         args.grad_loss = grad_loss;
         args.loss = loss;
-        args.grad_s = static_cast<float*>(grad_s);
-        args.grad_t = static_cast<float*>(grad_t);
+        args.grad_s = grad_s;
+        args.grad_t = grad_t;
         if (!args.per_row) args.sum = kdf::GridSum::carve(workspace, kdf::kernels::kd_blocks(args.rows));
         return kdf::host::cuda_status("kdfKD", kdf::kernels::kd_launch(args, stream));
     });

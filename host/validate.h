@@ -83,6 +83,12 @@ public:
         return *this;
     }
 
+    // The dtype of a loss that also takes 16-bit tensors: fp32, fp16 or bf16.
+    Checker& dtype_with_16bit(const kdfDataType_t& t, const char* name)
+    {
+        return one_of(t, {KDF_DTYPE_FP32, KDF_DTYPE_FP16, KDF_DTYPE_BF16}, name, "kdfDataType_t");
+    }
+
     // `value` must be one of `allowed`; `type` names the enum in the message.
     template <typename E>
     Checker& one_of(const E& value, std::initializer_list<E> allowed, const char* name, const char* type)
@@ -174,17 +180,18 @@ public:
     }
 
     // The tensor checks of a student-teacher call (`s`, `t` named `s_name`, `t_name`): both inputs given; the
-    // inputs, the loss, the student gradient and grad_loss float-aligned (NULL outputs pass); the gradient not
-    // aliasing an input; grad_scale finite.
+    // inputs and the student gradient aligned to their elements (`element_bytes`, fp32 unless the loss takes
+    // 16-bit tensors), the loss and grad_loss float-aligned (NULL outputs pass); the gradient not aliasing an
+    // input; grad_scale finite.
     Checker& student_teacher(const void* s, const void* t, const float* loss, const void* grad_s, const float* grad_loss,
-                             float grad_scale, const char* s_name, const char* t_name)
+                             float grad_scale, const char* s_name, const char* t_name, size_t element_bytes = sizeof(float))
     {
         return required(s, s_name)
             .required(t, t_name)
-            .aligned(s, sizeof(float), s_name)
-            .aligned(t, sizeof(float), t_name)
+            .aligned(s, element_bytes, s_name)
+            .aligned(t, element_bytes, t_name)
             .aligned(loss, sizeof(float), "loss")
-            .aligned(grad_s, sizeof(float), "grad_s")
+            .aligned(grad_s, element_bytes, "grad_s")
             .aligned(grad_loss, sizeof(float), "grad_loss")
             .distinct(grad_s, s, "grad_s", s_name)
             .distinct(grad_s, t, "grad_s", t_name)

@@ -16,8 +16,13 @@
 //   Batch mean: thread 0 of each block adds its row losses in row order, and kdf::grid_sum adds the
 //   block sums in block order in the last block to finish (a ticket zeroed by a 4-byte memset). No
 //   float atomics: the result is bitwise reproducible.
-// Bytes moved (fp32): 8 N C read + 4 N C written (grad_s) when C <= kCacheColumns, i.e. the minimum;
-// longer rows read y_s, y_t twice (the second read mostly from L2 for rows of a few hundred KB).
+// Element types: y_s, y_t, grad_s, grad_t are fp32, fp16 or bf16 (one kernel template, T); every value is
+// converted to fp32 on load and all arithmetic, the cache and the reductions are fp32, so a 16-bit call
+// computes exactly what the fp32 kernel computes on the same (16-bit-representable) inputs, up to the
+// final rounding of each gradient element to T (and, when accumulating, of the fp32 sum old + new).
+// Bytes moved (e = 4, 2 or 2 bytes per element): 2 e N C read + e N C written (grad_s) when
+// C <= kCacheColumns, i.e. the minimum; longer rows read y_s, y_t twice (the second read mostly from L2
+// for rows of a few hundred KB).
 // Numerics: logsumexp with the running maximum, so logits of +-1e4 with T down to 0.1 neither overflow
 // nor lose the largest terms; KL is accumulated per element as p (log p - log q) with both log
 // probabilities formed relative to their own log-sum-exp (no cancellation of two large lse values);
@@ -41,7 +46,7 @@ struct CombineRowLse {
     }
 };
 
-template <int BLOCK>
+template <int BLOCK, typename T>
 __global__ void __launch_bounds__(BLOCK) kd_kernel(KDArgs args, bool vec, bool cache)
 {
     using LseReduce = cub::BlockReduce<RowLse, BLOCK>;
@@ -61,8 +66,8 @@ __global__ void __launch_bounds__(BLOCK) kd_kernel(KDArgs args, bool vec, bool c
 
     for (int64_t row = blockIdx.x; row < args.rows; row += gridDim.x) {
         const float w = args.row_weight ? args.row_weight[row] : 1.0f;
-        float* gs = args.grad_s ? args.grad_s + row * args.ld_s : nullptr;
-        float* gt = args.grad_t ? args.grad_t + row * args.ld_t : nullptr;
+        T* gs = args.grad_s ? static_cast<T*>(args.grad_s) + row * args.ld_s : nullptr;
+        T* gt = args.grad_t ? static_cast<T*>(args.grad_t) + row * args.ld_t : nullptr;
         if (w == 0.0f) {
             // Masked row: nothing read, zero contribution.
             for (int64_t j = threadIdx.x; j < C; j += BLOCK) {
@@ -72,8 +77,8 @@ __global__ void __launch_bounds__(BLOCK) kd_kernel(KDArgs args, bool vec, bool c
             if (threadIdx.x == 0 && args.loss && args.per_row) store(&args.loss[row], 0.0f, args.accumulate);
             continue;
         }
-        const float* ys = args.y_s + row * args.ld_s;
-        const float* yt = args.y_t + row * args.ld_t;
+        const T* ys = static_cast<const T*>(args.y_s) + row * args.ld_s;
+        const T* yt = static_cast<const T*>(args.y_t) + row * args.ld_t;
 
         // Pass 1: online log-sum-exp of both rows.
         RowLse mine{OnlineLse::empty(), OnlineLse::empty()};
@@ -97,15 +102,19 @@ __global__ void __launch_bounds__(BLOCK) kd_kernel(KDArgs args, bool vec, bool c
         const float g = args.grad_loss ? args.grad_loss[args.per_row ? row : 0] : 1.0f;
         const float coef = g * args.grad_scale * w * args.temperature * batch_scale;
 
-        // Pass 2: KL terms and the student gradient. Cached values are already divided by T.
-        const float* src_s = cache ? cached : ys;
-        const float* src_t = cache ? cached + C : yt;
-        const bool vec2 = cache ? (C % 4 == 0) : vec;
-        const float in_scale = cache ? 1.0f : inv_t;
+        // Passes 2 and 3 read the cached fp32 values (already divided by T) or the rows again.
+        const auto for_each_column = [&](auto&& f) {
+            if (cache)
+                for_each_column_pair<BLOCK>(cached, cached + C, C, C % 4 == 0, [&](int64_t j, float a, float b) { f(j, a, b); });
+            else
+                for_each_column_pair<BLOCK>(ys, yt, C, vec, [&](int64_t j, float a, float b) { f(j, a * inv_t, b * inv_t); });
+        };
+
+        // Pass 2: KL terms and the student gradient.
         float kl_part = 0.0f;
-        for_each_column_pair<BLOCK>(src_s, src_t, C, vec2, [&](int64_t j, float a, float b) {
-            const float log_q = a * in_scale - lse_s;
-            const float log_p = b * in_scale - lse_t;
+        for_each_column([&](int64_t j, float a, float b) {
+            const float log_q = a - lse_s;
+            const float log_p = b - lse_t;
             const float p = expf(log_p);
             kl_part += p * (log_p - log_q);
             if (gs) store(&gs[j], coef * (expf(log_q) - p), args.accumulate);
@@ -124,9 +133,9 @@ __global__ void __launch_bounds__(BLOCK) kd_kernel(KDArgs args, bool vec, bool c
         // Pass 3 (mutual learning): the teacher gradient needs KL_i.
         if (gt) {
             const float kl = row_kl;
-            for_each_column_pair<BLOCK>(src_s, src_t, C, vec2, [&](int64_t j, float a, float b) {
-                const float log_q = a * in_scale - lse_s;
-                const float log_p = b * in_scale - lse_t;
+            for_each_column([&](int64_t j, float a, float b) {
+                const float log_q = a - lse_s;
+                const float log_p = b - lse_t;
                 store(&gt[j], coef * expf(log_p) * ((log_p - log_q) - kl), args.accumulate);
             });
         }
@@ -139,14 +148,23 @@ __global__ void __launch_bounds__(BLOCK) kd_kernel(KDArgs args, bool vec, bool c
     if (r.last && threadIdx.x == 0) store(args.loss, r.total / static_cast<float>(args.rows), args.accumulate);
 }
 
-template <int BLOCK>
+template <int BLOCK, typename T>
 cudaError_t launch_block(const KDArgs& args, cudaStream_t stream)
 {
-    const bool vec = args.ld_s % 4 == 0 && args.ld_t % 4 == 0 && aligned16(args.y_s) && aligned16(args.y_t);
+    const bool vec = args.ld_s % 4 == 0 && args.ld_t % 4 == 0 && aligned_to(args.y_s, sizeof(Pack4<T>)) &&
+                     aligned_to(args.y_t, sizeof(Pack4<T>));
     const bool cache = args.classes <= kCacheColumns;
     const size_t smem = cache ? size_t(2 * args.classes) * sizeof(float) : 0;
-    return kdf::launch(kd_kernel<BLOCK>, {dim3(static_cast<unsigned>(kd_blocks(args.rows))), dim3(BLOCK), smem, stream},
+    return kdf::launch(kd_kernel<BLOCK, T>, {dim3(static_cast<unsigned>(kd_blocks(args.rows))), dim3(BLOCK), smem, stream},
                        args, vec, cache);
+}
+
+template <typename T>
+cudaError_t launch_element(const KDArgs& args, cudaStream_t stream)
+{
+    if (args.classes <= 256) return launch_block<32, T>(args, stream);
+    if (args.classes <= 4096) return launch_block<128, T>(args, stream);
+    return launch_block<512, T>(args, stream);
 }
 
 }  // namespace
@@ -162,9 +180,11 @@ cudaError_t kd_launch(const KDArgs& args, cudaStream_t stream)
 {
     if (args.loss != nullptr && !args.per_row)
         if (cudaError_t e = args.sum.prepare(stream)) return e;
-    if (args.classes <= 256) return launch_block<32>(args, stream);
-    if (args.classes <= 4096) return launch_block<128>(args, stream);
-    return launch_block<512>(args, stream);
+    switch (args.element) {
+    case KDElement::Fp16: return launch_element<__half>(args, stream);
+    case KDElement::Bf16: return launch_element<__nv_bfloat16>(args, stream);
+    default: return launch_element<float>(args, stream);
+    }
 }
 
 }  // namespace kdf::kernels

@@ -10,8 +10,11 @@
 
 #include <gmock/gmock.h>
 
+#include <kdfuse/simt/fp16.h>
+
 #include <algorithm>
 #include <cmath>
+#include <cstdint>
 #include <cstring>
 
 namespace {
@@ -226,6 +229,99 @@ TEST_F(KD, WorkspaceDependsOnlyOnParams)
     EXPECT_EQ(workspace_size(p), 0u);
 }
 
+// The 16-bit element types of the API: values in and out of uint16_t storage (round to nearest even).
+struct Bits16 {
+    kdfDataType_t dtype;
+    uint16_t from_float(float x) const
+    {
+        return dtype == KDF_DTYPE_FP16 ? __float2half_rn(x).bits : __float2bfloat16_rn(x).bits;
+    }
+    float to_float(uint16_t b) const { return dtype == KDF_DTYPE_FP16 ? __half2float({b}) : __bfloat162float({b}); }
+    std::vector<uint16_t> from_floats(const std::vector<float>& v) const
+    {
+        std::vector<uint16_t> out(v.size());
+        std::transform(v.begin(), v.end(), out.begin(), [&](float x) { return from_float(x); });
+        return out;
+    }
+    std::vector<float> to_floats(const std::vector<uint16_t>& v) const
+    {
+        std::vector<float> out(v.size());
+        std::transform(v.begin(), v.end(), out.begin(), [&](uint16_t b) { return to_float(b); });
+        return out;
+    }
+};
+
+// fp16 / bf16 logits (the golden cases with a dtype; their values are exact in that type). The kernel computes
+// in fp32 whatever the storage, so the 16-bit call must give exactly the fp32 call's loss and, bit for bit, its
+// gradients rounded to the 16-bit type (accumulating: the fp32 sum of the stored and the new value, rounded);
+// and both must match the float64 reference within the fp32 rule plus that rounding.
+TEST_F(KD, SixteenBitLogitsAreTheFp32ResultRoundedOnce)
+{
+    size_t n_cases = 0;
+    for (const auto& c : kdftest::golden_cases("kd")) {
+        if (c.params.count("dtype") == 0) continue;
+        SCOPED_TRACE("case " + c.name);
+        ++n_cases;
+        const Loaded l = load(c);
+        const Bits16 bits{c.params.at("dtype") == "fp16" ? KDF_DTYPE_FP16 : KDF_DTYPE_BF16};
+        kdfKDParams_t p16 = l.params;
+        p16.dtype = bits.dtype;
+        const int64_t elems = l.params.rows * l.params.classes;
+        const size_t loss_count = l.loss.size();
+        const bool teacher = !l.grad_t.empty();
+        DeviceBuffer<float> ys(l.y_s), yt(l.y_t), loss32(loss_count), gs32(elems), gt32(elems), loss16(loss_count);
+        DeviceBuffer<uint16_t> ys16(bits.from_floats(l.y_s)), yt16(bits.from_floats(l.y_t)), gs16(elems), gt16(elems);
+        DeviceBuffer<float> grad_loss(l.grad_loss.empty() ? std::vector<float>{0.0f} : l.grad_loss);
+        DeviceBuffer<unsigned char> ws(std::max<size_t>(1, workspace_size(l.params)));
+        const float* gl = l.grad_loss.empty() ? nullptr : grad_loss.get();
+        ASSERT_EQ(workspace_size(p16), workspace_size(l.params)) << "the workspace does not depend on the dtype";
+        ASSERT_EQ(bits.to_floats(ys16.download()), l.y_s) << "the golden logits are exact in the 16-bit type";
+
+        ASSERT_EQ(kdfKD(handle, &l.params, ys.get(), yt.get(), nullptr, loss32.get(), gs32.get(), teacher ? gt32.get() : nullptr,
+                        gl, l.grad_scale, 0, ws.get(), ws.size(), stream),
+                  KDF_STATUS_SUCCESS)
+            << kdfGetLastErrorString();
+        ASSERT_EQ(kdfKD(handle, &p16, ys16.get(), yt16.get(), nullptr, loss16.get(), gs16.get(), teacher ? gt16.get() : nullptr,
+                        gl, l.grad_scale, 0, ws.get(), ws.size(), stream),
+                  KDF_STATUS_SUCCESS)
+            << kdfGetLastErrorString();
+        EXPECT_EQ(loss16.download(), loss32.download());
+        EXPECT_EQ(gs16.download(), bits.from_floats(gs32.download()));
+        if (teacher) EXPECT_EQ(gt16.download(), bits.from_floats(gt32.download()));
+
+        // Against the reference: the loss by the fp32 rule, the gradients within the roundings as well.
+        const double rtol = 1e-4 + (bits.dtype == KDF_DTYPE_FP16 ? 0x1p-10 : 0x1p-7);
+        const double subnormal = bits.dtype == KDF_DTYPE_FP16 ? 0x1p-24 : 0.0;
+        const auto atol = [&](const std::vector<double>& want) {
+            double m = 0.0;
+            for (double v : want) m = std::max(m, std::abs(v));
+            return 1e-6 * m + 1e-30 + subnormal;
+        };
+        EXPECT_CLOSE(loss16.download(), l.loss, "loss");
+        EXPECT_EQ(kdftest::compare(bits.to_floats(gs16.download()), l.grad_s, rtol, atol(l.grad_s)), "") << "grad_s";
+        if (teacher)
+            EXPECT_EQ(kdftest::compare(bits.to_floats(gt16.download()), l.grad_t, rtol, atol(l.grad_t)), "") << "grad_t";
+
+        // Accumulate into 16-bit gradients holding -0.5: each element is round(-0.5 + g32).
+        gs16.upload(std::vector<uint16_t>(elems, bits.from_float(-0.5f)));
+        ASSERT_EQ(kdfKD(handle, &p16, ys16.get(), yt16.get(), nullptr, nullptr, gs16.get(), nullptr, gl, l.grad_scale, 1,
+                        ws.get(), ws.size(), stream),
+                  KDF_STATUS_SUCCESS);
+        std::vector<float> sum = gs32.download();
+        for (float& v : sum) v = -0.5f + v;
+        EXPECT_EQ(gs16.download(), bits.from_floats(sum)) << "accumulated grad_s";
+
+        // Loss only: the 16-bit gradient is not touched.
+        const auto before = gs16.download();
+        ASSERT_EQ(kdfKD(handle, &p16, ys16.get(), yt16.get(), nullptr, loss16.get(), nullptr, nullptr, gl, l.grad_scale, 0,
+                        ws.get(), ws.size(), stream),
+                  KDF_STATUS_SUCCESS);
+        EXPECT_EQ(gs16.download(), before);
+        EXPECT_EQ(loss16.download(), loss32.download());
+    }
+    EXPECT_GE(n_cases, 6u) << "16-bit golden data missing under " << kdftest::golden_root() << "/kd";
+}
+
 TEST_F(KD, BadInputsGetAStatusAndANamedArgument)
 {
     kdfKDParams_t good = KDF_KD_PARAMS_INIT;
@@ -257,10 +353,6 @@ TEST_F(KD, BadInputsGetAStatusAndANamedArgument)
     EXPECT_STATUS(call(&p), KDF_STATUS_INVALID_VALUE, "params->temperature");
     p = good, p.temperature = NAN;
     EXPECT_STATUS(call(&p), KDF_STATUS_INVALID_VALUE, "params->temperature");
-    p = good, p.dtype = KDF_DTYPE_BF16;
-    EXPECT_STATUS(call(&p), KDF_STATUS_NOT_SUPPORTED, "bf16");
-    p = good, p.dtype = KDF_DTYPE_FP16;
-    EXPECT_STATUS(call(&p), KDF_STATUS_NOT_SUPPORTED, "fp16");
     p = good, p.dtype = static_cast<kdfDataType_t>(9);
     EXPECT_STATUS(call(&p), KDF_STATUS_INVALID_VALUE, "dtype");
     p = good, p.reduction = static_cast<kdfReduction_t>(5);
@@ -270,6 +362,17 @@ TEST_F(KD, BadInputsGetAStatusAndANamedArgument)
                  ws.size(), stream),
            KDF_STATUS_NULL_POINTER, "y_s");
     EXPECT_STATUS(call(&p, reinterpret_cast<const char*>(ys.get()) + 2), KDF_STATUS_MISALIGNED_POINTER, "y_s");
+    // 16-bit logits and gradients need 2-byte alignment (2 bytes in is fine, 1 is not).
+    for (kdfDataType_t dtype : {KDF_DTYPE_FP16, KDF_DTYPE_BF16}) {
+        p = good, p.dtype = dtype;
+        EXPECT_EQ(call(&p, reinterpret_cast<const char*>(ys.get()) + 2, nullptr, reinterpret_cast<char*>(gs.get()) + 2),
+                  KDF_STATUS_SUCCESS)
+            << kdfGetLastErrorString();
+        EXPECT_STATUS(call(&p, nullptr, reinterpret_cast<const char*>(yt.get()) + 1), KDF_STATUS_MISALIGNED_POINTER, "y_t");
+        EXPECT_STATUS(call(&p, nullptr, nullptr, reinterpret_cast<char*>(gs.get()) + 1), KDF_STATUS_MISALIGNED_POINTER,
+                      "grad_s");
+    }
+    p = good;
     EXPECT_STATUS(call(&p, nullptr, nullptr, const_cast<float*>(ys.get())), KDF_STATUS_INVALID_VALUE, "aliases");
     EXPECT_STATUS(call(&p, nullptr, nullptr, nullptr, ws.size() - 1), KDF_STATUS_WORKSPACE_TOO_SMALL, "workspace_bytes");
     EXPECT_STATUS(kdfKD(handle, &p, ys.get(), yt.get(), nullptr, loss.get(), gs.get(), nullptr, nullptr, 1.0f, 0, nullptr,

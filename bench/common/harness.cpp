@@ -1,6 +1,7 @@
 // The benchmark harness (harness.h): device peaks, buffers, timing, counters, registration.
 #include "harness.h"
 
+#include <cstring>
 #include <stdexcept>
 
 namespace kdfbench {
@@ -189,11 +190,11 @@ const DeviceInfo& device()
     return info;
 }
 
-std::unique_ptr<Array<float>> uniform(size_t n, unsigned seed, float lo, float hi)
+namespace {
+
+// n floats uniform in [lo, hi) from a fixed-seed xorshift64* generator.
+std::vector<float> uniform_values(size_t n, unsigned seed, float lo, float hi)
 {
-#if defined(KDFUSE_SIMT)
-    if (kdfuse::simt::count_only()) return std::make_unique<Array<float>>(n);  // contents unused
-#endif
     std::vector<float> host(n);
     uint64_t x = 0x9E3779B97F4A7C15ull * (seed + 1);
     for (float& v : host) {
@@ -201,7 +202,34 @@ std::unique_ptr<Array<float>> uniform(size_t n, unsigned seed, float lo, float h
         const double u = static_cast<double>((x * 0x2545F4914F6CDD1Dull) >> 11) / 9007199254740992.0;
         v = static_cast<float>(lo + (hi - lo) * u);
     }
+    return host;
+}
+
+}  // namespace
+
+std::unique_ptr<Array<float>> uniform(size_t n, unsigned seed, float lo, float hi)
+{
     auto a = std::make_unique<Array<float>>(n);
+#if defined(KDFUSE_SIMT)
+    if (kdfuse::simt::count_only()) return a;  // contents unused
+#endif
+    a->upload(uniform_values(n, seed, lo, hi));
+    return a;
+}
+
+std::unique_ptr<Array<uint16_t>> uniform_bf16(size_t n, unsigned seed, float lo, float hi)
+{
+    auto a = std::make_unique<Array<uint16_t>>(n);
+#if defined(KDFUSE_SIMT)
+    if (kdfuse::simt::count_only()) return a;  // contents unused
+#endif
+    const std::vector<float> values = uniform_values(n, seed, lo, hi);
+    std::vector<uint16_t> host(n);
+    for (size_t i = 0; i < n; ++i) {
+        uint32_t u;
+        std::memcpy(&u, &values[i], 4);
+        host[i] = static_cast<uint16_t>((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);  // round to nearest even (finite)
+    }
     a->upload(host);
     return a;
 }

@@ -77,6 +77,8 @@ private:
 
 // n floats uniform in [lo, hi) (a fixed-seed generator), uploaded.
 std::unique_ptr<Array<float>> uniform(size_t n, unsigned seed, float lo = -1.0f, float hi = 1.0f);
+// The same values rounded to bf16 (as uint16_t bit patterns), uploaded.
+std::unique_ptr<Array<uint16_t>> uniform_bf16(size_t n, unsigned seed, float lo = -1.0f, float hi = 1.0f);
 std::unique_ptr<Array<unsigned char>> workspace(size_t bytes);
 
 // One loss call of one preset, ready to run: owns its buffers; `call` issues the fused forward+backward

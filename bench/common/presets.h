@@ -57,18 +57,22 @@ inline const std::vector<Preset>& network_presets()
     return presets;
 }
 
-// LLM-scale logit distillation (KD only): rows = tokens of a batch, classes = the vocabulary.
+// LLM-scale logit distillation (KD only): rows = tokens of a batch, classes = the vocabulary; fp32 logits, and
+// bf16 logits and gradient as LLM training stores them.
 struct LogitPreset {
     std::string name;
     int64_t rows, classes;
-    LogitPreset smoke() const { return {name, 2, classes < 4096 ? classes : 4096}; }
+    bool bf16 = false;
+    LogitPreset smoke() const { return {name, 2, classes < 4096 ? classes : 4096, bf16}; }
 };
 
 inline const std::vector<LogitPreset>& logit_presets()
 {
     static const std::vector<LogitPreset> presets = {
-        {"llm_8192x32000", 8192, 32000},    // Llama-2 vocabulary
-        {"llm_8192x128256", 8192, 128256},  // Llama-3 vocabulary
+        {"llm_8192x32000", 8192, 32000},               // Llama-2 vocabulary
+        {"llm_8192x128256", 8192, 128256},             // Llama-3 vocabulary
+        {"llm_8192x32000_bf16", 8192, 32000, true},
+        {"llm_8192x128256_bf16", 8192, 128256, true},
     };
     return presets;
 }

@@ -91,8 +91,8 @@ KDFUSE_API kdfStatus_t kdfGetDeterminism(kdfHandle_t handle, kdfDeterminism_t* m
 
 typedef enum kdfDataType_t {
     KDF_DTYPE_FP32 = 0,
-    KDF_DTYPE_FP16 = 1, /* not supported yet: KDF_STATUS_NOT_SUPPORTED */
-    KDF_DTYPE_BF16 = 2  /* not supported yet: KDF_STATUS_NOT_SUPPORTED */
+    KDF_DTYPE_FP16 = 1, /* KD only (computed in fp32); other losses: KDF_STATUS_NOT_SUPPORTED */
+    KDF_DTYPE_BF16 = 2  /* KD only (computed in fp32); other losses: KDF_STATUS_NOT_SUPPORTED */
 } kdfDataType_t;
 
 typedef enum kdfReduction_t {
@@ -111,7 +111,8 @@ typedef struct kdfKDParams_t {
     int64_t classes;         /* C >= 1 */
     int64_t ld_student;      /* elements between rows of y_s and grad_s (0 = classes) */
     int64_t ld_teacher;      /* elements between rows of y_t and grad_t (0 = classes) */
-    kdfDataType_t dtype;     /* of y_s, y_t, grad_s, grad_t; loss, row_weight, grad_loss are fp32 */
+    kdfDataType_t dtype;     /* of y_s, y_t, grad_s, grad_t (fp32, fp16 or bf16; the math is fp32);
+                                loss, row_weight, grad_loss are fp32 */
     float temperature;       /* T > 0, default 4 */
     kdfReduction_t reduction;
 } kdfKDParams_t;

@@ -42,33 +42,47 @@ __host__ __device__ __forceinline__ bool aligned16(const void* p)
     return (reinterpret_cast<uintptr_t>(p) & 15u) == 0;
 }
 
-// Calls f(j, a[j], b[j]) for the columns of one row that belong to this thread of a BLOCK-thread block.
-// With `vec` (both rows 16-byte aligned) the main loop uses 16-byte loads, thread k taking columns
-// 4k..4k+3 of each 4*BLOCK chunk, and a scalar loop covers the tail; otherwise every load is scalar.
-template <int BLOCK, typename F>
-__device__ __forceinline__ void for_each_column_pair(const float* a, const float* b, int64_t n, bool vec, F&& f)
+// p is a multiple of `bytes` (a power of two).
+__host__ __device__ __forceinline__ bool aligned_to(const void* p, size_t bytes)
+{
+    return (reinterpret_cast<uintptr_t>(p) & (bytes - 1)) == 0;
+}
+
+// Four elements of type T, the unit of one vector load: 16 bytes of fp32, 8 bytes of fp16 / bf16.
+template <typename T>
+struct alignas(4 * sizeof(T)) Pack4 {
+    T v[4];
+};
+
+// Calls f(j, a[j], b[j]) (as floats) for the columns of one row that belong to this thread of a BLOCK-thread
+// block; a and b hold T (float, __half or __nv_bfloat16). With `vec` (both rows aligned to a Pack4<T>) the
+// main loop uses vector loads, thread k taking columns 4k..4k+3 of each 4*BLOCK chunk, and a scalar loop
+// covers the tail; otherwise every load is scalar.
+template <int BLOCK, typename T, typename F>
+__device__ __forceinline__ void for_each_column_pair(const T* a, const T* b, int64_t n, bool vec, F&& f)
 {
     int64_t start = 0;
     if (vec) {
         const int64_t n4 = n / 4;
-        const float4* a4 = reinterpret_cast<const float4*>(a);
-        const float4* b4 = reinterpret_cast<const float4*>(b);
+        const Pack4<T>* a4 = reinterpret_cast<const Pack4<T>*>(a);
+        const Pack4<T>* b4 = reinterpret_cast<const Pack4<T>*>(b);
         for (int64_t k = threadIdx.x; k < n4; k += BLOCK) {
-            const float4 va = a4[k], vb = b4[k];
-            f(4 * k, va.x, vb.x);
-            f(4 * k + 1, va.y, vb.y);
-            f(4 * k + 2, va.z, vb.z);
-            f(4 * k + 3, va.w, vb.w);
+            const Pack4<T> va = a4[k], vb = b4[k];
+            f(4 * k, to_float(va.v[0]), to_float(vb.v[0]));
+            f(4 * k + 1, to_float(va.v[1]), to_float(vb.v[1]));
+            f(4 * k + 2, to_float(va.v[2]), to_float(vb.v[2]));
+            f(4 * k + 3, to_float(va.v[3]), to_float(vb.v[3]));
         }
         start = n4 * 4;
     }
-    for (int64_t j = start + threadIdx.x; j < n; j += BLOCK) f(j, a[j], b[j]);
+    for (int64_t j = start + threadIdx.x; j < n; j += BLOCK) f(j, to_float(a[j]), to_float(b[j]));
 }
 
-// out = value, or out += value when accumulating.
-__device__ __forceinline__ void store(float* out, float value, bool accumulate)
+// out = value, or out += value when accumulating (in fp32, rounded once to T).
+template <typename T>
+__device__ __forceinline__ void store(T* out, float value, bool accumulate)
 {
-    *out = accumulate ? *out + value : value;
+    *out = from_float<T>(accumulate ? to_float(*out) + value : value);
 }
 
 // Result of grid_sum: `last` is true in the last block, where `total` (valid in thread 0) is the sum

@@ -10,7 +10,10 @@ and its gradients come from torch.autograd in float64: d/dx [grad_scale * sum(lo
 Tolerance (one rule for every row, `tolerance()` below): elementwise
     |lib - ref| <= atol + rtol * |ref|,   rtol = 1e-4,   atol = 1e-6 * max |ref| + 1e-30
 (the 1e-30 only covers references below fp32's range, which fp32 results flush to 0)
-over the whole output (loss, grad_s or grad_t); NaN or a shape difference fails.
+over the whole output (loss, grad_s or grad_t); NaN or a shape difference fails. KD also runs on float16 and
+bfloat16 logits (rows marked fp16 / bf16): the reference runs on the same 16-bit values, the loss keeps the
+rule above and the 16-bit gradients, one fp32 result rounded to the dtype (twice when accumulating), get
+rtol + 2u (u = 2^-8 bf16, 2^-11 fp16: the unit roundoff) and, for fp16, atol + 2^-24 (its subnormal spacing).
 Columns: "max abs err" = max |lib - ref|; "max rel err" = max |lib - ref| / |ref| over the elements
 with |ref| > atol (smaller references are judged by atol alone; "-" if there are none).
 
@@ -31,10 +34,15 @@ ATOL_FACTOR = 1e-6
 ATOL_FLOOR = 1e-30
 
 
-def tolerance(ref):
-    """(rtol, atol) of the comparison against float64 reference values `ref`."""
+# Extra (rtol, atol) of an output stored in 16 bits: two roundings of the fp32 result; fp16's subnormal spacing.
+ROUNDING = {torch.float32: (0.0, 0.0), torch.bfloat16: (2.0 ** -7, 0.0), torch.float16: (2.0 ** -10, 2.0 ** -24)}
+
+
+def tolerance(ref, dtype=torch.float32):
+    """(rtol, atol) of the comparison of an output of `dtype` against float64 reference values `ref`."""
     scale = ref.abs().max().item() if ref.numel() else 0.0
-    return RTOL, ATOL_FACTOR * scale + ATOL_FLOOR
+    rtol, atol = ROUNDING[dtype]
+    return RTOL + rtol, ATOL_FACTOR * scale + ATOL_FLOOR + atol
 
 
 class Row:
@@ -47,7 +55,7 @@ def compare(loss, case, quantity, lib_value, ref_value):
     """One table row comparing a library float32 output with the float64 reference."""
     ref = ref_value.detach().to("cpu", torch.float64)
     got = None if lib_value is None else lib_value.detach().to("cpu", torch.float64)
-    rtol, atol = tolerance(ref)
+    rtol, atol = tolerance(ref, torch.float32 if lib_value is None else lib_value.dtype)
     tol = f"rtol={rtol:.0e} atol={atol:.1e}"
     if got is None:
         return Row(loss, case, quantity, None, None, tol, "FAIL (no output)")
@@ -92,6 +100,22 @@ KD_CASES = [
 ]
 
 
+# 16-bit logits (dtype, case): the vector and scalar loads, the shared-memory cache and the long-row path,
+# grad_t, strided rows, masks and accumulation into 16-bit gradients.
+KD_16BIT_CASES = [
+    (torch.bfloat16, (3, 7, 4.0, None, "batchmean", None, 1.0, True, 0, "")),
+    (torch.float16, (3, 7, 1.0, "zeros", "none", "vec", 0.5, True, 0, "")),
+    (torch.bfloat16, (64, 100, 1.0, None, "batchmean", -0.75, 3.0, True, 12, "")),
+    (torch.float16, (64, 100, 4.0, "zeros", "batchmean", 1.5, 0.25, True, 0, "acc")),
+    (torch.bfloat16, (37, 1031, 4.0, "nanmask", "batchmean", 0.5, 2.0, True, 9, "")),
+    (torch.float16, (37, 1031, 10.0, "rand", "none", None, 0.125, True, 0, "acc")),
+    (torch.bfloat16, (8, 50000, 4.0, None, "batchmean", None, 1.0, True, 0, "acc")),
+    (torch.float16, (8, 50000, 1.0, "zeros", "none", "vec", 0.5, False, 4, "")),
+]
+
+_DTYPE_NAMES = {torch.float16: "fp16", torch.bfloat16: "bf16"}
+
+
 def _kd_case_name(n, c, T, weight, reduction, grad_loss, grad_scale, grad_t, pad, extra):
     parts = [f"{n}x{c}", f"T={T:g}", reduction]
     if weight:
@@ -114,11 +138,14 @@ def check_kd(device, seed):
     from kdfuse_ref.kd import kd_loss
 
     rows = []
-    for i, (n, c, T, weight, reduction, grad_loss, grad_scale, grad_t, pad, extra) in enumerate(KD_CASES):
+    cases = [(torch.float32, case) for case in KD_CASES] + KD_16BIT_CASES
+    for i, (dtype, (n, c, T, weight, reduction, grad_loss, grad_scale, grad_t, pad, extra)) in enumerate(cases):
         name = _kd_case_name(n, c, T, weight, reduction, grad_loss, grad_scale, grad_t, pad, extra)
+        if dtype in _DTYPE_NAMES:
+            name += " " + _DTYPE_NAMES[dtype]
         g = torch.Generator().manual_seed(seed + i)
-        wide_s = torch.randn(n, c + pad, generator=g) * 3.0
-        wide_t = torch.randn(n, c + pad, generator=g) * 3.0
+        wide_s = (torch.randn(n, c + pad, generator=g) * 3.0).to(dtype)
+        wide_t = (torch.randn(n, c + pad, generator=g) * 3.0).to(dtype)
         y_s, y_t = wide_s[:, :c], wide_t[:, :c]
         w = None
         if weight is not None:
@@ -131,7 +158,7 @@ def check_kd(device, seed):
             gl_ref = torch.randn(n, generator=g, dtype=torch.float32)
         elif grad_loss is not None:
             gl_ref = torch.tensor(float(grad_loss), dtype=torch.float32)
-        # float64 reference from the float32 inputs (masked rows: finite stand-ins, they weigh 0)
+        # float64 reference from the float32 / 16-bit inputs (masked rows: finite stand-ins, they weigh 0)
         ys64 = y_s.double().clone().requires_grad_(True)
         yt64 = y_t.double().clone().requires_grad_(True)
         w64 = None if w is None else w.double()
@@ -143,8 +170,8 @@ def check_kd(device, seed):
             wide_t[w == 0] = float("nan")
         acc = None  # accumulate: outputs pre-filled with random values (gradients as slices, ld = c + pad)
         if extra == "acc":
-            acc = (torch.randn(ref_loss.shape, generator=g), torch.randn(n, c + pad, generator=g),
-                   torch.randn(n, c + pad, generator=g) if grad_t else None)
+            acc = (torch.randn(ref_loss.shape, generator=g), torch.randn(n, c + pad, generator=g).to(dtype),
+                   torch.randn(n, c + pad, generator=g).to(dtype) if grad_t else None)
         # to the device
         to = lambda t: None if t is None else t.to(device)  # noqa: E731
         d_wide_s, d_wide_t = to(wide_s), to(wide_t)

@@ -108,7 +108,8 @@ def _alloc_workspace(nbytes, device):
 
 def kd(y_s, y_t, T=4.0, weight=None, reduction="batchmean", grad_loss=None, grad_scale=1.0,
        accumulate=False, want_loss=True, want_grad_s=True, want_grad_t=False, out=None, workspace=None):
-    """KD loss of student logits y_s against teacher logits y_t (N x C, float32) and its gradients.
+    """KD loss of student logits y_s against teacher logits y_t (N x C; float32, float16 or bfloat16, both the
+    same) and its gradients (in the logits' dtype; the kernel computes in float32).
 
     loss = T^2 / N * sum_i w_i KL(softmax(y_t[i]/T) || softmax(y_s[i]/T))   (reduction="batchmean", 0-d)
     loss[i] = T^2 * w_i * KL_i                                               (reduction="none", N)
@@ -140,7 +141,7 @@ def kd(y_s, y_t, T=4.0, weight=None, reduction="batchmean", grad_loss=None, grad
     if y_s.dtype != y_t.dtype:
         raise _err(KDF_STATUS_INVALID_VALUE, f"y_s is {y_s.dtype}, y_t {y_t.dtype}")
     if y_s.dtype not in _DTYPES:
-        raise _err(KDF_STATUS_NOT_SUPPORTED, f"dtype {y_s.dtype} (float32; float16/bfloat16 reserved)")
+        raise _err(KDF_STATUS_NOT_SUPPORTED, f"dtype {y_s.dtype} (float32, float16 or bfloat16)")
     if reduction not in _REDUCTIONS:
         raise _err(KDF_STATUS_INVALID_VALUE, f"reduction must be 'batchmean' or 'none', not {reduction!r}")
     device = y_s.device

@@ -39,7 +39,8 @@ __all__ = ["DistillKL", "HintLoss", "Attention", "Similarity", "Correlation", "V
 
 
 class DistillKL(nn.Module):
-    """Distilling the Knowledge in a Neural Network: forward(y_s, y_t) -> 0-dim KD loss at temperature T."""
+    """Distilling the Knowledge in a Neural Network: forward(y_s, y_t) -> 0-dim KD loss at temperature T (float32
+    loss; float16 / bfloat16 logits are read as they are and their gradients come back in their dtype)."""
 
     def __init__(self, T):
         super().__init__()

@@ -14,8 +14,9 @@ The public functions here (``kd``, ``fitnet``, ..., ``crd``) take tensors, decid
 
 Devices: CPU tensors run on the SIMT build (libkdfuse_sim: the CUDA kernels emulated on the CPU, slow, for
 tests and debugging), CUDA tensors on the CUDA build (libkdfuse) on PyTorch's current stream, with workspace
-from PyTorch's caching allocator. Inputs are float32 (float16 / bfloat16 inputs, e.g. under autocast, are
-cast to float32 first); a non-contiguous input is made contiguous (a copy).
+from PyTorch's caching allocator. Inputs are float32; KD also takes float16 / bfloat16 logits as they are (the
+kernel computes in fp32 and writes the gradients in the logits' dtype), the other losses cast float16 / bfloat16
+inputs (e.g. under autocast) to float32 first. A non-contiguous input is made contiguous (a copy).
 
 Teacher inputs: kdfuse differentiates the teacher side only where the loss needs it (KD's y_t, CC's f_t in
 the "repdistiller" variant, CRD's v_t). Elsewhere the teacher is a constant; a teacher tensor that requires
@@ -70,10 +71,11 @@ def _fake_grad(x, need):
 
 
 def _scaled(saved, grad_output):
-    """saved * grad_output on the device; grad_output is 0-dim, or one value per row (KD reduction="none")."""
+    """saved * grad_output on the device, in saved's dtype; grad_output is 0-dim, or one value per row (KD
+    reduction="none")."""
     if grad_output.dim() > 0:
         grad_output = grad_output.reshape(grad_output.shape + (1,) * (saved.dim() - grad_output.dim()))
-    return saved * grad_output
+    return (saved * grad_output).to(saved.dtype)
 
 
 def _register_autograd(op, pairs):
@@ -116,7 +118,7 @@ def _kd_op(y_s: Tensor, y_t: Tensor, weight: Optional[Tensor], T: float, reducti
 
 @_kd_op.register_fake
 def _(y_s, y_t, weight, T, reduction, need_grad_s, need_grad_t):
-    loss = y_s.new_empty(() if reduction == "batchmean" else (y_s.shape[0],))
+    loss = y_s.new_empty(() if reduction == "batchmean" else (y_s.shape[0],), dtype=torch.float32)
     return loss, _fake_grad(y_s, need_grad_s), _fake_grad(y_t, need_grad_t)
 
 
@@ -362,13 +364,15 @@ OPS = {"kd": _kd_op, "fitnet": _fitnet_op, "at": _at_op, "ft": _ft_op, "ab": _ab
 _warned = set()
 
 
-def _float32(x, loss, name):
+def _float32(x, loss, name, keep_16bit=False):
+    """x as float32; float16 / bfloat16 are cast (differentiably: the gradient is cast back) unless keep_16bit
+    (a loss whose kernel reads them)."""
     if not isinstance(x, Tensor):
         raise TypeError(f"kdfuse.ops.{loss}: {name} must be a torch.Tensor, got {type(x).__name__}")
     if x.dtype == torch.float32:
         return x
     if x.dtype in (torch.float16, torch.bfloat16):
-        return x.float()  # differentiable: the gradient is cast back
+        return x if keep_16bit else x.float()
     raise TypeError(f"kdfuse.ops.{loss}: {name} must be float32 (float16 / bfloat16 are cast to float32), "
                     f"got {x.dtype}")
 
@@ -415,7 +419,9 @@ def check_pool(loss, pool, small_or_a, b):
 def kd(y_s, y_t, T=4.0, weight=None, reduction="batchmean"):
     """KD loss (RepDistiller's DistillKL): T^2 / N sum_i w_i KL(softmax(y_t/T) || softmax(y_s/T)); y_s, y_t N x C.
     weight: N row weights (not differentiated) or None; reduction "batchmean" (0-dim) or "none" (N)."""
-    y_s, y_t = _float32(y_s, "kd", "y_s"), _float32(y_t, "kd", "y_t")
+    y_s, y_t = _float32(y_s, "kd", "y_s", keep_16bit=True), _float32(y_t, "kd", "y_t", keep_16bit=True)
+    if y_s.dtype != y_t.dtype:  # one dtype per call: the common float32
+        y_s, y_t = y_s.float(), y_t.float()
     if weight is not None:
         weight = _constant(weight, "kd", "weight")
     return torch.ops.kdfuse.kd(y_s, y_t, weight, float(T), reduction, _wants(y_s), _wants(y_t))[0]

@@ -236,6 +236,24 @@ def test_shape_errors():
     assert "rows" in err.detail
 
 
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_16bit_logits(dtype):
+    """fp16 / bf16 logits go to the kernel as they are: the loss is float32, the gradients come back in the logits'
+    dtype and are the float32 call's gradients rounded once; strided rows and accumulation work as in fp32."""
+    y_s, y_t = logits(6, 40, 40).to(dtype)[:, :37], logits(6, 40, 41).to(dtype)[:, :37]  # rows 40 apart
+    loss, gs, gt = kd(y_s, y_t, T=2.0, grad_scale=0.5, want_grad_t=True)
+    assert loss.dtype == torch.float32 and gs.dtype == dtype and gt.dtype == dtype
+    loss32, gs32, gt32 = kd(y_s.float(), y_t.float(), T=2.0, grad_scale=0.5, want_grad_t=True)
+    assert torch.equal(loss, loss32)
+    assert torch.equal(gs, gs32.to(dtype)) and torch.equal(gt, gt32.to(dtype))
+    ref_loss, ref_gs, _ = reference(y_s.float(), y_t.float(), 2.0, grad_scale=0.5)
+    assert_close(loss, ref_loss)
+    torch.testing.assert_close(gs.double(), ref_gs, rtol=2.0 ** -7, atol=1e-6 * ref_gs.abs().max().item() + 2.0 ** -24)
+    acc = torch.full((6, 40), -0.25, dtype=dtype)[:, :37]  # the row stride of y_s
+    kd(y_s, y_t, T=2.0, grad_scale=0.5, want_loss=False, accumulate=True, out=(None, acc, None))
+    assert torch.equal(acc, (gs32 - 0.25).to(dtype))
+
+
 def test_layout_and_type_errors():
     y_s, y_t = logits(4, 6, 28), logits(4, 6, 29)
     expect_error("KDF_STATUS_INVALID_VALUE", lambda: kd(y_s.t(), y_t.t()))  # column stride != 1
@@ -243,7 +261,8 @@ def test_layout_and_type_errors():
                  lambda: kd(y_s[:1].expand(4, 6), y_t))
     expect_error("KDF_STATUS_INVALID_VALUE", lambda: kd(y_s, y_t.double()))
     expect_error("KDF_STATUS_NOT_SUPPORTED", lambda: kd(y_s.double(), y_t.double()))
-    expect_error("KDF_STATUS_NOT_SUPPORTED", lambda: kd(y_s.half(), y_t.half()))  # the library's dtype check
+    expect_error("KDF_STATUS_INVALID_VALUE", lambda: kd(y_s.half(), y_t.bfloat16()))
+    expect_error("KDF_STATUS_INVALID_VALUE", lambda: kd(y_s.half(), y_t.half(), out=(None, torch.empty(4, 6), None)))
     expect_error("KDF_STATUS_INVALID_VALUE", lambda: kd(y_s, y_t, reduction="sum"))
     expect_error("KDF_STATUS_INVALID_VALUE", lambda: kd(y_s, y_t, weight=torch.ones(4, dtype=torch.float64)))
     expect_error("KDF_STATUS_INVALID_VALUE", lambda: kd(y_s, y_t, out=(None, None, torch.empty(4, 6))))

@@ -199,17 +199,38 @@ def test_teacher_requiring_grad_is_a_constant_with_a_warning():
         ops.fitnet(f_s, f_t)  # warned once
 
 
-def test_half_inputs_are_cast_to_float32():
-    y_s = rand(4, 9, seed=52).half().requires_grad_()
-    y_t = rand(4, 9, seed=53).half()
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_kd_takes_16bit_logits_as_they_are(dtype):
+    """KD's kernel reads fp16 / bf16 logits: the loss is float32, the gradients come back in the logits' dtype (the
+    fp32 result rounded), also when a mixed-dtype pair is promoted to float32; opcheck holds for the 16-bit op."""
+    y_s = rand(4, 9, seed=52, scale=3).to(dtype).requires_grad_()
+    y_t = rand(4, 9, seed=53, scale=3).to(dtype).requires_grad_()
     loss = ops.kd(y_s, y_t)
+    loss.backward(torch.tensor(GRAD_OUTPUT))
+    assert loss.dtype == torch.float32 and y_s.grad.dtype == dtype and y_t.grad.dtype == dtype
+    ys, yt = (x.detach().double().requires_grad_() for x in (y_s, y_t))
+    ref = kd_loss(ys, yt, 4.0)
+    assert_close(loss, ref, "loss")
+    ref_gs, ref_gt = torch.autograd.grad(ref, (ys, yt), torch.tensor(GRAD_OUTPUT, dtype=torch.float64))
+    for g, r in ((y_s.grad, ref_gs), (y_t.grad, ref_gt)):
+        torch.testing.assert_close(g.double(), r, rtol=2.0 ** -6, atol=1e-6 * r.abs().max().item() + 2.0 ** -24)
+    torch.library.opcheck(torch.ops.kdfuse.kd.default, (y_s, y_t, None, 4.0, "batchmean", True, True))
+    mixed = rand(4, 9, seed=54).requires_grad_()
+    ops.kd(mixed, y_t.detach()).backward()
+    assert mixed.grad.dtype == torch.float32
+
+
+def test_half_inputs_are_cast_to_float32_by_the_other_losses():
+    f_s = rand(3, 4, 5, 5, seed=55).half().requires_grad_()
+    f_t = rand(3, 4, 5, 5, seed=56).half()
+    loss = ops.fitnet(f_s, f_t)
     loss.backward()
-    assert loss.dtype == torch.float32 and y_s.grad.dtype == torch.float16
-    ys = y_s.detach().double().requires_grad_()
-    kd_loss(ys, y_t.double(), 4.0).backward()
-    torch.testing.assert_close(y_s.grad.double(), ys.grad, rtol=1e-3, atol=1e-4)
+    assert loss.dtype == torch.float32 and f_s.grad.dtype == torch.float16
+    fs = f_s.detach().double().requires_grad_()
+    fitnet_loss(fs, f_t.double()).backward()
+    torch.testing.assert_close(f_s.grad.double(), fs.grad, rtol=1e-3, atol=1e-4)
     with pytest.raises(TypeError, match="float32"):
-        ops.kd(y_s.double(), y_t.double())
+        ops.kd(f_s.double().flatten(1), f_t.double().flatten(1))
 
 
 def test_strided_inputs():

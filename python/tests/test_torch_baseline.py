@@ -65,11 +65,21 @@ def test_structure(smoke, presets):
         assert isinstance(e["loss_value"], float) and math.isfinite(e["loss_value"]), e
 
 
-def test_eager_and_kdfuse_losses_agree(smoke):
+def test_eager_and_kdfuse_losses_agree(smoke, presets):
     values = {}
     for e in smoke["results"]:
         values.setdefault((e["loss"], e["preset"]), {})[e["variant"]] = e["loss_value"]
+    bf16 = {p["name"] for p in presets["logits"] if p["dtype"] == "bfloat16"}
+    assert bf16, "the LLM presets have bf16 variants"
     for key, v in values.items():
+        if key[1] in bf16:
+            # Eager PyTorch computes a bf16 preset in bf16 (several % off at smoke scale); kdfuse reads the bf16
+            # logits and computes in fp32: it agrees with the fp32 twin preset (the same values before rounding
+            # them to bf16) to within the effect of that rounding.
+            twin = values[(key[0], key[1].removesuffix("_bf16"))]
+            assert v["kdfuse"] == pytest.approx(twin["eager"], rel=1e-2), key
+            assert math.isfinite(v["eager"]), key
+            continue
         assert v["kdfuse"] == pytest.approx(v["eager"], rel=RTOL), key
         assert v["eager"] != 0.0, key  # no degenerate case among these losses at smoke scale
 

@@ -60,10 +60,15 @@ def feature_case(root, loss, name, fn, shapes, seed, weight=1.0, grad_loss=None,
 
 
 def _kd_case(root, name, n, c, T=4.0, seed=0, scale=3.0, weight=None, reduction="batchmean", grad_loss=None,
-             grad_scale=1.0, teacher_grad=False):
+             grad_scale=1.0, teacher_grad=False, dtype=None):
+    """dtype "fp16" / "bf16": the logits are rounded to that type (stored as the float32 values they are), the
+    call is to use them in that type."""
     g = torch.Generator().manual_seed(seed)
     y_s = (torch.randn(n, c, generator=g) * scale).float()
     y_t = (torch.randn(n, c, generator=g) * scale).float()
+    if dtype is not None:
+        low = {"fp16": torch.float16, "bf16": torch.bfloat16}[dtype]
+        y_s, y_t = y_s.to(low).float(), y_t.to(low).float()
     s64 = y_s.double().requires_grad_(True)
     t64 = y_t.double().requires_grad_(True)
     w64 = None if weight is None else weight.double()
@@ -79,6 +84,8 @@ def _kd_case(root, name, n, c, T=4.0, seed=0, scale=3.0, weight=None, reduction=
     if teacher_grad:
         outputs["grad_t"] = t64.grad
     params = {"temperature": repr(float(T)), "reduction": reduction, "grad_scale": repr(float(grad_scale))}
+    if dtype is not None:
+        params["dtype"] = dtype
     write_case(root, "kd", name, params, inputs, outputs)
 
 
@@ -97,6 +104,15 @@ def kd_cases(root):
     _kd_case(root, "3x40_extreme_T100", 3, 40, T=100.0, seed=8, scale=1e4)
     _kd_case(root, "2x8193_uncached", 2, 8193, T=4.0, seed=9)
     _kd_case(root, "2x262147_llm_vocab", 2, 262147, T=1.0, seed=10, teacher_grad=True)
+    # 16-bit logits: vector loads (C % 4 == 0) and scalar ones, cached and long rows, extremes.
+    _kd_case(root, "bf16_64x100", 64, 100, seed=11, dtype="bf16")
+    _kd_case(root, "fp16_37x1031_grad_loss_scale_teacher", 37, 1031, T=2.0, seed=12, grad_loss=torch.tensor([0.75]),
+             grad_scale=-1.5, teacher_grad=True, dtype="fp16")
+    _kd_case(root, "bf16_5x130_none", 5, 130, T=3.0, seed=13, reduction="none",
+             grad_loss=torch.tensor([1.0, -2.0, 0.5, 0.0, 4.0]), grad_scale=0.5, teacher_grad=True, dtype="bf16")
+    _kd_case(root, "fp16_3x8200_uncached", 3, 8200, seed=14, teacher_grad=True, dtype="fp16")
+    _kd_case(root, "bf16_4x257_extreme_T0.1", 4, 257, T=0.1, seed=15, scale=1e4, teacher_grad=True, dtype="bf16")
+    _kd_case(root, "fp16_3x40_large_T100", 3, 40, T=100.0, seed=16, scale=1e4, dtype="fp16")
 
 
 def generators():

@@ -5,6 +5,8 @@
 #include "../../kernels/common/portability.cuh"
 #include "../common/device_test.h"
 
+#include <cmath>
+
 namespace {
 
 using kdftest::DeviceBuffer;
@@ -190,3 +192,34 @@ TEST(SimtRuntime, MallocIsExactAndPoisoned)
 }
 
 }  // namespace
+
+// The 16-bit storage types round to nearest even like __float2half_rn / __float2bfloat16_rn, keep signed
+// zeros and infinities, overflow to infinity, have subnormals (fp16), and convert back exactly.
+TEST(SimtRuntime, HalfAndBfloat16Conversions)
+{
+    const auto h = [](float x) { return __float2half_rn(x).bits; };
+    const auto b = [](float x) { return __float2bfloat16_rn(x).bits; };
+    EXPECT_EQ(h(1.0f), 0x3c00);
+    EXPECT_EQ(h(-2.5f), 0xc100);
+    EXPECT_EQ(h(-0.0f), 0x8000);
+    EXPECT_EQ(h(1.0f + 0x1p-11f), 0x3c00) << "tie: to even";
+    EXPECT_EQ(h(1.0f + 3 * 0x1p-11f), 0x3c02) << "tie: to even (up)";
+    EXPECT_EQ(h(65504.0f), 0x7bff);
+    EXPECT_EQ(h(65520.0f), 0x7c00) << "overflow rounds to infinity";
+    EXPECT_EQ(h(0x1p-24f), 0x0001) << "smallest subnormal";
+    EXPECT_EQ(h(0x1p-26f), 0x0000);
+    EXPECT_EQ(__half2float({0x0001}), 0x1p-24f);
+    EXPECT_EQ(__half2float({0xfc00}), -INFINITY);
+    EXPECT_TRUE(std::isnan(__half2float({h(NAN)})));
+
+    EXPECT_EQ(b(1.0f), 0x3f80);
+    EXPECT_EQ(b(-0.0f), 0x8000);
+    EXPECT_EQ(b(1.0f + 0x1p-8f), 0x3f80) << "tie: to even";
+    EXPECT_EQ(b(1.0f + 3 * 0x1p-8f), 0x3f82) << "tie: to even (up)";
+    EXPECT_EQ(b(1.0f + 0x1p-8f + 0x1p-20f), 0x3f81) << "above the tie: up";
+    EXPECT_EQ(b(3.4e38f), 0x7f80) << "overflow rounds to infinity";
+    EXPECT_EQ(b(INFINITY), 0x7f80);
+    EXPECT_EQ(b(NAN), 0x7fff);
+    EXPECT_EQ(__bfloat162float({0x3f81}), 1.0f + 0x1p-7f);
+    EXPECT_EQ(__bfloat162float({0x0001}), 0x1p-133f);
+}
