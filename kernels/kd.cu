@@ -20,9 +20,9 @@
 // converted to fp32 on load and all arithmetic, the cache and the reductions are fp32, so a 16-bit call
 // computes exactly what the fp32 kernel computes on the same (16-bit-representable) inputs, up to the
 // final rounding of each gradient element to T (and, when accumulating, of the fp32 sum old + new).
-// Bytes moved (e = 4, 2 or 2 bytes per element): 2 e N C read + e N C written (grad_s) when
-// C <= kCacheColumns, i.e. the minimum; longer rows read y_s, y_t twice (the second read mostly from L2
-// for rows of a few hundred KB).
+// Bytes moved (e bytes per element: 4 for fp32, 2 for fp16 / bf16): 2 e N C read + e N C written
+// (grad_s) when C <= kCacheColumns, i.e. the minimum; longer rows read y_s, y_t twice (the second read
+// mostly from L2 for rows of a few hundred KB).
 // Numerics: logsumexp with the running maximum, so logits of +-1e4 with T down to 0.1 neither overflow
 // nor lose the largest terms; KL is accumulated per element as p (log p - log q) with both log
 // probabilities formed relative to their own log-sum-exp (no cancellation of two large lse values);
