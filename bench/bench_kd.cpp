@@ -16,7 +16,7 @@ Case kd_case(int64_t rows, int64_t classes, bool bf16 = false)
                            : c.hold(kdfbench::uniform(n, 1, -4.0f, 4.0f));
     const void* y_t = bf16 ? static_cast<const void*>(c.hold(kdfbench::uniform_bf16(n, 2, -4.0f, 4.0f)))
                            : c.hold(kdfbench::uniform(n, 2, -4.0f, 4.0f));
-    void* grad = bf16 ? static_cast<void*>(c.hold(std::make_unique<kdfbench::Array<uint16_t>>(n)))
+    void* grad = bf16 ? static_cast<void*>(c.hold(std::make_unique<kdfbench::Array<__nv_bfloat16>>(n)))
                       : c.hold(std::make_unique<kdfbench::Array<float>>(n));
     float* loss = c.hold(std::make_unique<kdfbench::Array<float>>(1));
     kdfKDParams_t p = KDF_KD_PARAMS_INIT;

@@ -6,16 +6,8 @@ using kdf::host::Checker;
 
 namespace {
 
-// The kernel's element type and its size in bytes (the params are checked).
-kdf::kernels::KDElement element(const kdfKDParams_t* p)
-{
-    switch (kdf::host::enum_value(p->dtype)) {
-    case KDF_DTYPE_FP16: return kdf::kernels::KDElement::Fp16;
-    case KDF_DTYPE_BF16: return kdf::kernels::KDElement::Bf16;
-    default: return kdf::kernels::KDElement::Fp32;
-    }
-}
-size_t element_bytes(const kdfKDParams_t* p) { return element(p) == kdf::kernels::KDElement::Fp32 ? 4 : 2; }
+// Bytes per element of the logits and gradients (checked params: fp32, fp16 or bf16).
+size_t element_bytes(const kdfKDParams_t* p) { return p->dtype == KDF_DTYPE_FP32 ? 4 : 2; }
 
 // Checks that depend on the params only (shared by the size query and the call).
 Checker& check_params(Checker& check, const kdfKDParams_t* p)
@@ -73,7 +65,7 @@ kdfStatus_t kdfKD(kdfHandle_t handle, const kdfKDParams_t* params, const void* y
         args.classes = params->classes;
         args.ld_s = kdf::host::leading_dim(params->ld_student, params->classes);
         args.ld_t = kdf::host::leading_dim(params->ld_teacher, params->classes);
-        args.element = element(params);
+        args.dtype = params->dtype;
         args.temperature = params->temperature;
         args.per_row = params->reduction == KDF_REDUCTION_NONE;
         args.accumulate = accumulate != 0;

@@ -105,7 +105,7 @@ __global__ void __launch_bounds__(BLOCK) kd_kernel(KDArgs args, bool vec, bool c
         // Passes 2 and 3 read the cached fp32 values (already divided by T) or the rows again.
         const auto for_each_column = [&](auto&& f) {
             if (cache)
-                for_each_column_pair<BLOCK>(cached, cached + C, C, C % 4 == 0, [&](int64_t j, float a, float b) { f(j, a, b); });
+                for_each_column_pair<BLOCK>(cached, cached + C, C, C % 4 == 0, f);
             else
                 for_each_column_pair<BLOCK>(ys, yt, C, vec, [&](int64_t j, float a, float b) { f(j, a * inv_t, b * inv_t); });
         };
@@ -180,9 +180,9 @@ cudaError_t kd_launch(const KDArgs& args, cudaStream_t stream)
 {
     if (args.loss != nullptr && !args.per_row)
         if (cudaError_t e = args.sum.prepare(stream)) return e;
-    switch (args.element) {
-    case KDElement::Fp16: return launch_element<__half>(args, stream);
-    case KDElement::Bf16: return launch_element<__nv_bfloat16>(args, stream);
+    switch (args.dtype) {
+    case KDF_DTYPE_FP16: return launch_element<__half>(args, stream);
+    case KDF_DTYPE_BF16: return launch_element<__nv_bfloat16>(args, stream);
     default: return launch_element<float>(args, stream);
     }
 }

@@ -1,6 +1,8 @@
 // Launcher interface of the KD kernel (internal: host/kd.cpp validates, then calls it).
 #pragma once
 
+#include <kdfuse/kdfuse.h>
+
 #include "common/cuda_api.h"
 #include "common/grid_sum.h"
 
@@ -9,24 +11,21 @@
 
 namespace kdf::kernels {
 
-// The element type of y_s, y_t, grad_s and grad_t (the loss, row weights and grad_loss are fp32).
-enum class KDElement { Fp32, Fp16, Bf16 };
-
 struct KDArgs {
     int64_t rows, classes;
     int64_t ld_s, ld_t;        // elements between rows of y_s/grad_s and of y_t/grad_t
-    KDElement element;
+    kdfDataType_t dtype;       // of y_s, y_t, grad_s, grad_t (the loss, row weights and grad_loss are fp32)
     float temperature;
     bool per_row;              // reduction "none"
     bool accumulate;
     float grad_scale;
-    const void* y_s;           // `element`s
+    const void* y_s;           // `dtype`
     const void* y_t;
     const float* row_weight;   // nullable
     const float* grad_loss;    // nullable (= 1); scalar, or per row when per_row
     float* loss;               // nullable
-    void* grad_s;              // nullable, `element`s
-    void* grad_t;              // nullable, `element`s
+    void* grad_s;              // nullable, `dtype`
+    void* grad_t;              // nullable, `dtype`
     GridSum sum;               // workspace: block sums and ticket (batch-mean loss only)
 };
 

@@ -1,7 +1,6 @@
 // The benchmark harness (harness.h): device peaks, buffers, timing, counters, registration.
 #include "harness.h"
 
-#include <cstring>
 #include <stdexcept>
 
 namespace kdfbench {
@@ -217,19 +216,15 @@ std::unique_ptr<Array<float>> uniform(size_t n, unsigned seed, float lo, float h
     return a;
 }
 
-std::unique_ptr<Array<uint16_t>> uniform_bf16(size_t n, unsigned seed, float lo, float hi)
+std::unique_ptr<Array<__nv_bfloat16>> uniform_bf16(size_t n, unsigned seed, float lo, float hi)
 {
-    auto a = std::make_unique<Array<uint16_t>>(n);
+    auto a = std::make_unique<Array<__nv_bfloat16>>(n);
 #if defined(KDFUSE_SIMT)
     if (kdfuse::simt::count_only()) return a;  // contents unused
 #endif
     const std::vector<float> values = uniform_values(n, seed, lo, hi);
-    std::vector<uint16_t> host(n);
-    for (size_t i = 0; i < n; ++i) {
-        uint32_t u;
-        std::memcpy(&u, &values[i], 4);
-        host[i] = static_cast<uint16_t>((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);  // round to nearest even (finite)
-    }
+    std::vector<__nv_bfloat16> host(n);
+    std::transform(values.begin(), values.end(), host.begin(), kdf::from_float<__nv_bfloat16>);
     a->upload(host);
     return a;
 }

@@ -16,6 +16,7 @@
 #include <kdfuse/kdfuse.h>
 
 #include "../../kernels/common/cuda_api.h"
+#include "../../kernels/common/float16.h"
 
 #include <benchmark/benchmark.h>
 
@@ -77,8 +78,8 @@ private:
 
 // n floats uniform in [lo, hi) (a fixed-seed generator), uploaded.
 std::unique_ptr<Array<float>> uniform(size_t n, unsigned seed, float lo = -1.0f, float hi = 1.0f);
-// The same values rounded to bf16 (as uint16_t bit patterns), uploaded.
-std::unique_ptr<Array<uint16_t>> uniform_bf16(size_t n, unsigned seed, float lo = -1.0f, float hi = 1.0f);
+// The same values rounded to bf16, uploaded.
+std::unique_ptr<Array<__nv_bfloat16>> uniform_bf16(size_t n, unsigned seed, float lo = -1.0f, float hi = 1.0f);
 std::unique_ptr<Array<unsigned char>> workspace(size_t bytes);
 
 // One loss call of one preset, ready to run: owns its buffers; `call` issues the fused forward+backward

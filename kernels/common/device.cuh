@@ -37,16 +37,12 @@ struct OnlineLse {
     }
 };
 
-__host__ __device__ __forceinline__ bool aligned16(const void* p)
-{
-    return (reinterpret_cast<uintptr_t>(p) & 15u) == 0;
-}
-
 // p is a multiple of `bytes` (a power of two).
 __host__ __device__ __forceinline__ bool aligned_to(const void* p, size_t bytes)
 {
     return (reinterpret_cast<uintptr_t>(p) & (bytes - 1)) == 0;
 }
+__host__ __device__ __forceinline__ bool aligned16(const void* p) { return aligned_to(p, 16); }
 
 // Four elements of type T, the unit of one vector load: 16 bytes of fp32, 8 bytes of fp16 / bf16.
 template <typename T>

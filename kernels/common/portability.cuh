@@ -5,17 +5,17 @@
 //   - kdf::dynamic_shared<T>() instead of `extern __shared__ T buf[]`;
 //   - cub::BlockReduce / cub::WarpReduce / cub::Device*Reduce (real CUB or the SIMT shim);
 //   - kdf::Sum / kdf::Max / kdf::Min as reduction operators;
-//   - __half / __nv_bfloat16 storage read and written through kdf::to_float / kdf::from_float<T>.
+//   - __half / __nv_bfloat16 storage read and written through kdf::to_float / kdf::from_float<T> (float16.h).
 // tests/lint checks that no other kernel file contains `<<<`, `extern __shared__` or inline `asm`.
 #pragma once
 
 #include "cuda_api.h"
+#include "float16.h"
 
 #include <cstddef>
 
 #if defined(KDFUSE_SIMT)
 #include <kdfuse/simt/cub.h>
-#include <kdfuse/simt/fp16.h>
 
 #include <source_location>
 #else
@@ -23,8 +23,6 @@
 #include <cub/device/device_reduce.cuh>
 #include <cub/device/device_segmented_reduce.cuh>
 #include <cub/warp/warp_reduce.cuh>
-#include <cuda_bf16.h>
-#include <cuda_fp16.h>
 #endif
 
 namespace kdf {
@@ -41,21 +39,6 @@ struct Min {
     template <typename T>
     __host__ __device__ __forceinline__ T operator()(const T& a, const T& b) const { return b < a ? b : a; }
 };
-
-// Element types of the loss inputs and gradients: computed in fp32, stored as T (float, __half or
-// __nv_bfloat16; rounding to nearest even on the way back).
-__host__ __device__ __forceinline__ float to_float(float x) { return x; }
-__host__ __device__ __forceinline__ float to_float(__half x) { return __half2float(x); }
-__host__ __device__ __forceinline__ float to_float(__nv_bfloat16 x) { return __bfloat162float(x); }
-
-template <typename T>
-__host__ __device__ __forceinline__ T from_float(float x);
-template <>
-__host__ __device__ __forceinline__ float from_float<float>(float x) { return x; }
-template <>
-__host__ __device__ __forceinline__ __half from_float<__half>(float x) { return __float2half_rn(x); }
-template <>
-__host__ __device__ __forceinline__ __nv_bfloat16 from_float<__nv_bfloat16>(float x) { return __float2bfloat16_rn(x); }
 
 // Launch configuration. On the SIMT backend `where` records the launch site for error reports
 // (nvcc's front end has no std::source_location).
