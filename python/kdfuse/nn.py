@@ -26,16 +26,16 @@ import torch.nn.functional as F
 
 from . import ops
 
+__all__ = ["DistillKL", "HintLoss", "Attention", "Similarity", "Correlation", "VIDLoss", "RKDLoss", "PKT", "ABLoss",
+           "FactorTransfer", "FSP", "NSTLoss", "CRDLoss", "OFD", "ContrastMemory", "Embed", "Normalize"]
+
+
 def _layer_pairs(g_s, g_t, name):
     """zip(g_s, g_t) of equal-length lists of layers: a student and a teacher list of different lengths is an error
     (the seed's zip silently drops the extra layers)."""
     if len(g_s) != len(g_t):
         raise ValueError(f"{name}: g_s has {len(g_s)} layers, g_t {len(g_t)}")
     return zip(g_s, g_t)
-
-
-__all__ = ["DistillKL", "HintLoss", "Attention", "Similarity", "Correlation", "VIDLoss", "RKDLoss", "PKT", "ABLoss",
-           "FactorTransfer", "FSP", "NSTLoss", "CRDLoss", "OFD", "ContrastMemory", "Embed", "Normalize"]
 
 
 class DistillKL(nn.Module):
