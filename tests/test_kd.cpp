@@ -281,10 +281,12 @@ TEST_F(KD, SixteenBitLogitsAreTheFp32ResultRoundedOnce)
                         gl, l.grad_scale, 0, ws.get(), ws.size(), stream),
                   KDF_STATUS_SUCCESS)
             << kdfGetLastErrorString();
+        kdfuse::simt::reset_counters();
         ASSERT_EQ(kdfKD(handle, &p16, ys16.get(), yt16.get(), nullptr, loss16.get(), gs16.get(), teacher ? gt16.get() : nullptr,
                         gl, l.grad_scale, 0, ws.get(), ws.size(), stream),
                   KDF_STATUS_SUCCESS)
             << kdfGetLastErrorString();
+        EXPECT_CALL_WORK(1u, 0u);  // the same single fused kernel as fp32
         EXPECT_EQ(loss16.download(), loss32.download());
         EXPECT_EQ(gs16.download(), bits.from_floats(gs32.download()));
         if (teacher) EXPECT_EQ(gt16.download(), bits.from_floats(gt32.download()));
