@@ -26,7 +26,10 @@
 // Numerics: logsumexp with the running maximum, so logits of +-1e4 with T down to 0.1 neither overflow
 // nor lose the largest terms; KL is accumulated per element as p (log p - log q) with both log
 // probabilities formed relative to their own log-sum-exp (no cancellation of two large lse values);
-// p_j that underflow to 0 contribute exactly 0. Rows with weight 0 are not read at all.
+// p_j that are 0 (underflow, or a -inf teacher logit: a masked vocabulary entry, fp16 saturating) contribute
+// exactly 0 to the loss and to grad_t, as PyTorch's kl_div; a -inf student logit where p_j > 0 makes the row's
+// KL +inf with finite gradients (q_j = 0), as PyTorch. -inf logits are skipped by the log-sum-exp. Rows with
+// weight 0 are not read at all.
 #include "kd.h"
 
 #include "common/device.cuh"
@@ -116,7 +119,7 @@ __global__ void __launch_bounds__(BLOCK) kd_kernel(KDArgs args, bool vec, bool c
             const float log_q = a - lse_s;
             const float log_p = b - lse_t;
             const float p = expf(log_p);
-            kl_part += p * (log_p - log_q);
+            kl_part += p > 0.0f ? p * (log_p - log_q) : 0.0f;  // p = 0 (a -inf teacher logit) adds 0
             if (gs) store(&gs[j], coef * (expf(log_q) - p), args.accumulate);
         });
         if (need_kl) {
@@ -136,7 +139,8 @@ __global__ void __launch_bounds__(BLOCK) kd_kernel(KDArgs args, bool vec, bool c
             for_each_column([&](int64_t j, float a, float b) {
                 const float log_q = a - lse_s;
                 const float log_p = b - lse_t;
-                store(&gt[j], coef * expf(log_p) * ((log_p - log_q) - kl), args.accumulate);
+                const float p = expf(log_p);
+                store(&gt[j], p > 0.0f ? coef * p * ((log_p - log_q) - kl) : 0.0f, args.accumulate);
             });
         }
         __syncthreads();  // the next row reuses the cache and the reduction storage

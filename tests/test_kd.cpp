@@ -324,6 +324,62 @@ TEST_F(KD, SixteenBitLogitsAreTheFp32ResultRoundedOnce)
     EXPECT_GE(n_cases, 6u) << "16-bit golden data missing under " << kdftest::golden_root() << "/kd";
 }
 
+// Minus-infinite logits (a masked vocabulary entry, fp16 saturating) as PyTorch's DistillKL treats them: a
+// teacher -inf is p = 0 and adds exactly 0; a student -inf where p > 0 makes that row's KL +inf with finite
+// gradients (q = 0 there); -inf in both adds 0. Checked per row against a double-precision evaluation.
+TEST_F(KD, MinusInfiniteLogitsFollowPyTorch)
+{
+    const float inf = INFINITY;
+    const int64_t n = 3, c = 6;
+    const float T = 2.0f;
+    const std::vector<float> ys = {0.5f, -1.0f, 2.0f, 0.25f, -0.5f, 1.5f,   //
+                                   1.0f, 0.0f, -inf, 2.0f, -3.0f, 0.5f,     //
+                                   0.0f, 1.0f, 2.0f, -inf, 0.5f, -1.0f};
+    const std::vector<float> yt = {1.0f, -inf, 0.5f, 2.0f, -inf, -1.0f,     //
+                                   0.5f, 1.5f, 0.25f, -2.0f, 1.0f, 0.0f,    //
+                                   -0.5f, 2.5f, 1.0f, -inf, 0.0f, 0.75f};
+    kdfKDParams_t p = KDF_KD_PARAMS_INIT;
+    p.rows = n, p.classes = c, p.temperature = T, p.reduction = KDF_REDUCTION_NONE;
+    DeviceBuffer<float> d_ys(ys), d_yt(yt), loss(n), gs(n * c), gt(n * c);
+    ASSERT_EQ(kdfKD(handle, &p, d_ys.get(), d_yt.get(), nullptr, loss.get(), gs.get(), gt.get(), nullptr, 1.0f, 0, nullptr, 0, stream),
+              KDF_STATUS_SUCCESS)
+        << kdfGetLastErrorString();
+    const auto l = loss.download(), g_s = gs.download(), g_t = gt.download();
+    for (int64_t i = 0; i < n; ++i) {
+        SCOPED_TRACE("row " + std::to_string(i));
+        const auto lse = [&](const std::vector<float>& y) {
+            double m = -INFINITY, sum = 0.0;
+            for (int64_t j = 0; j < c; ++j) m = std::max(m, double(y[i * c + j]) / T);
+            for (int64_t j = 0; j < c; ++j) sum += std::exp(double(y[i * c + j]) / T - m);
+            return m + std::log(sum);
+        };
+        const double lse_s = lse(ys), lse_t = lse(yt);
+        double kl = 0.0;
+        for (int64_t j = 0; j < c; ++j) {
+            const double log_q = ys[i * c + j] / T - lse_s, log_p = yt[i * c + j] / T - lse_t, p_j = std::exp(log_p);
+            if (p_j > 0.0) kl += p_j * (log_p - log_q);
+            const double want_gs = T * (std::exp(log_q) - p_j);
+            EXPECT_TRUE(std::isfinite(g_s[i * c + j])) << j;
+            EXPECT_NEAR(g_s[i * c + j], want_gs, 1e-6 * T) << j;
+            if (p_j == 0.0) EXPECT_EQ(g_t[i * c + j], 0.0f) << "p = 0: no teacher gradient " << j;
+        }
+        if (i == 1) {
+            EXPECT_EQ(l[i], inf) << "a student -inf where p > 0: KL = +inf, as PyTorch";
+        } else {
+            EXPECT_TRUE(std::isfinite(l[i]));
+            EXPECT_NEAR(l[i], T * T * kl, 4e-6 * std::abs(T * T * kl));
+            for (int64_t j = 0; j < c; ++j) EXPECT_TRUE(std::isfinite(g_t[i * c + j])) << j;
+        }
+    }
+    // Batch mean: the +inf row makes the loss +inf (not NaN).
+    p.reduction = KDF_REDUCTION_BATCHMEAN;
+    DeviceBuffer<unsigned char> ws(workspace_size(p));
+    ASSERT_EQ(kdfKD(handle, &p, d_ys.get(), d_yt.get(), nullptr, loss.get(), nullptr, nullptr, nullptr, 1.0f, 0, ws.get(), ws.size(),
+                    stream),
+              KDF_STATUS_SUCCESS);
+    EXPECT_EQ(loss.download()[0], inf);
+}
+
 TEST_F(KD, BadInputsGetAStatusAndANamedArgument)
 {
     kdfKDParams_t good = KDF_KD_PARAMS_INIT;
@@ -375,7 +431,7 @@ TEST_F(KD, BadInputsGetAStatusAndANamedArgument)
                       "grad_s");
     }
     p = good;
-    EXPECT_STATUS(call(&p, nullptr, nullptr, const_cast<float*>(ys.get())), KDF_STATUS_INVALID_VALUE, "aliases");
+    EXPECT_STATUS(call(&p, nullptr, nullptr, const_cast<float*>(ys.get())), KDF_STATUS_INVALID_VALUE, " overlaps");
     EXPECT_STATUS(call(&p, nullptr, nullptr, nullptr, ws.size() - 1), KDF_STATUS_WORKSPACE_TOO_SMALL, "workspace_bytes");
     EXPECT_STATUS(kdfKD(handle, &p, ys.get(), yt.get(), nullptr, loss.get(), gs.get(), nullptr, nullptr, 1.0f, 0, nullptr,
                  ws.size(), stream),

@@ -9,7 +9,8 @@
 namespace kdf {
 
 // Running log-sum-exp of a stream of values: lse = max + log(sum exp(x - max)). An empty state is
-// {-inf, 0}; combining with an empty state returns the other one exactly (no exp(-inf - -inf) = NaN).
+// {-inf, 0}; -inf values add nothing (a masked logit), and combining with an empty state returns the other one
+// exactly (no exp(-inf - -inf) = NaN). All values -inf: lse = -inf.
 struct OnlineLse {
     float max;
     float sum;
@@ -18,6 +19,7 @@ struct OnlineLse {
 
     __device__ __forceinline__ void add(float x)
     {
+        if (x == -INFINITY) return;
         if (x > max) {
             sum = sum * expf(max - x) + 1.0f;
             max = x;
