@@ -16,6 +16,9 @@
 #include <boost/context/protected_fixedsize_stack.hpp>
 
 #include <algorithm>
+#include <cerrno>
+#include <cstring>
+#include <string>
 #include <cstdio>
 #include <cstdlib>
 #include <memory>
@@ -99,25 +102,19 @@ struct RecordingStack {
     void deallocate(ctx::stack_context& sc) noexcept { inner.deallocate(sc); }
 };
 
+// The schedule named by KDFUSE_SIMT_SCHEDULE, read once. An invalid value is kept as `error`, and every launch
+// is refused with it (until a test sets a schedule explicitly): the process neither aborts nor runs under a
+// schedule nobody asked for.
 struct ScheduleState {
     Schedule schedule = Schedule::Forward;
     uint64_t seed = 1;
     std::mt19937_64 rng{1};
     std::mutex mutex;
+    std::string error;
     ScheduleState()
     {
-        const char* s = std::getenv("KDFUSE_SIMT_SCHEDULE");
-        if (s == nullptr || *s == '\0' || std::strcmp(s, "forward") == 0) return;
-        if (std::strcmp(s, "reverse") == 0) {
-            schedule = Schedule::Reverse;
-        } else if (std::strncmp(s, "random", 6) == 0 && (s[6] == '\0' || s[6] == ':')) {
-            schedule = Schedule::Random;
-            seed = s[6] == ':' ? std::strtoull(s + 7, nullptr, 10) : 1;
-            rng.seed(seed);
-        } else {
-            std::fprintf(stderr, "kdfuse-simt: KDFUSE_SIMT_SCHEDULE='%s' is not forward, reverse or random[:seed]\n", s);
-            std::abort();
-        }
+        if (!parse_schedule(std::getenv("KDFUSE_SIMT_SCHEDULE"), schedule, seed, error)) schedule = Schedule::Forward;
+        rng.seed(seed);
     }
 };
 ScheduleState& schedule_state()
@@ -557,6 +554,10 @@ cudaError_t launch_erased(const void* kernel, dim3 grid, dim3 block, size_t smem
                                           " (raise it with cudaFuncSetAttribute, up to 227 KiB)");
         return cudaErrorInvalidValue;
     }
+    if (const std::string& e = schedule_state().error; !e.empty()) {
+        report(cudaErrorInvalidValue, "launch at " + site + " refused: " + e);
+        return cudaErrorInvalidValue;
+    }
     if (cudaError_t e = use_stream(stream, ("launch at " + site).c_str())) return e;
     if (counted) counter_state().kernel_launches.fetch_add(1);
     if (count_only()) return cudaSuccess;
@@ -565,10 +566,41 @@ cudaError_t launch_erased(const void* kernel, dim3 grid, dim3 block, size_t smem
 
 }  // namespace detail
 
+bool parse_schedule(const char* text, Schedule& schedule, uint64_t& seed, std::string& error)
+{
+    schedule = Schedule::Forward;
+    seed = 1;
+    error.clear();
+    if (text == nullptr || *text == '\0' || std::strcmp(text, "forward") == 0) return true;
+    if (std::strcmp(text, "reverse") == 0) {
+        schedule = Schedule::Reverse;
+        return true;
+    }
+    if (std::strcmp(text, "random") == 0) {
+        schedule = Schedule::Random;
+        return true;
+    }
+    if (std::strncmp(text, "random:", 7) == 0) {
+        const char* digits = text + 7;
+        char* end = nullptr;
+        errno = 0;
+        const unsigned long long value = std::strtoull(digits, &end, 10);
+        if (*digits >= '0' && *digits <= '9' && *end == '\0' && errno == 0) {
+            schedule = Schedule::Random;
+            seed = value;
+            return true;
+        }
+    }
+    error = std::string("KDFUSE_SIMT_SCHEDULE='") + text +
+            "' is not forward, reverse, random or random:SEED (SEED a decimal integer below 2^64)";
+    return false;
+}
+
 void set_schedule(Schedule schedule, uint64_t seed)
 {
     auto& s = detail::schedule_state();
     std::lock_guard<std::mutex> lock(s.mutex);
+    s.error.clear();
     s.schedule = schedule;
     s.seed = seed;
     s.rng.seed(seed);

@@ -178,4 +178,31 @@ TEST(SimtSchedule, RandomScheduleIsReproducibleForASeed)
     EXPECT_TRUE(bit_identical(first, second));
 }
 
+TEST(SimtSchedule, ScheduleValuesAreParsedStrictly)
+{
+    Schedule schedule;
+    uint64_t seed = 0;
+    std::string error;
+    const auto ok = [&](const char* text, Schedule want, uint64_t want_seed) {
+        SCOPED_TRACE(text ? text : "NULL");
+        EXPECT_TRUE(kdfuse::simt::parse_schedule(text, schedule, seed, error));
+        EXPECT_EQ(schedule, want);
+        EXPECT_EQ(seed, want_seed);
+        EXPECT_EQ(error, "");
+    };
+    ok(nullptr, Schedule::Forward, 1);
+    ok("", Schedule::Forward, 1);
+    ok("forward", Schedule::Forward, 1);
+    ok("reverse", Schedule::Reverse, 1);
+    ok("random", Schedule::Random, 1);
+    ok("random:0", Schedule::Random, 0);
+    ok("random:18446744073709551615", Schedule::Random, UINT64_MAX);
+    for (const char* bad : {"foo", "random:", "random:abc", "random:12x", "random:-3", "random: 5", "random:18446744073709551616",
+                            "Reverse", "randomx", "forward "}) {
+        SCOPED_TRACE(bad);
+        EXPECT_FALSE(kdfuse::simt::parse_schedule(bad, schedule, seed, error));
+        EXPECT_NE(error.find(std::string("KDFUSE_SIMT_SCHEDULE='") + bad + "'"), std::string::npos) << error;
+    }
+}
+
 }  // namespace

@@ -218,8 +218,12 @@ KDFUSE_SIMT_API void set_count_only(bool on);
 KDFUSE_SIMT_API bool count_only();
 
 // Schedule of the fibers between synchronisation points and of the blocks of a grid. The initial
-// value comes from KDFUSE_SIMT_SCHEDULE; tests may switch it.
+// value comes from KDFUSE_SIMT_SCHEDULE (forward, reverse, random or random:SEED), read once; an invalid
+// value makes every launch fail with cudaErrorInvalidValue and a message naming it, until set_schedule.
+// Tests may switch it.
 KDFUSE_SIMT_API void set_schedule(Schedule schedule, uint64_t seed = 1);
+// Parses a KDFUSE_SIMT_SCHEDULE value (NULL or "" = forward). False, with `error` set, when it is invalid.
+KDFUSE_SIMT_API bool parse_schedule(const char* text, Schedule& schedule, uint64_t& seed, std::string& error);
 KDFUSE_SIMT_API Schedule schedule();
 KDFUSE_SIMT_API const char* schedule_name();
 
