@@ -50,7 +50,7 @@ Case crd_case(const CRDPreset& p, bool ema)
     c.model.bytes = passes * 2.0 * 4.0 * static_cast<double>(contrasts * p.d) + 8.0 * static_cast<double>(contrasts) +
                     4.0 * 4.0 * static_cast<double>(nd) + 2.0 * 2.0 * 4.0 * static_cast<double>(nd);
     c.call = [=](kdfHandle_t h, cudaStream_t s) {
-        return kdfCRD(h, &q, v_s, v_t, m_s, m_t, idx, cidx, z_ptr, loss, grad_s, grad_t, nullptr, 1.0f, 0, ws, bytes, s);
+        return kdfCRD(h, &q, v_s, v_t, m_s, m_t, idx, cidx, z_ptr, nullptr, loss, grad_s, grad_t, nullptr, 1.0f, 0, ws, bytes, s);
     };
     return c;
 }

@@ -51,12 +51,19 @@ kdfStatus_t kdfCC(kdfHandle_t handle, const kdfCCParams_t* params, const void* f
             return check.fail(KDF_STATUS_INVALID_VALUE, "grad_t must be NULL for KDF_CC_SEED (the teacher is a constant; "
                                                         "KDF_CC_REPDISTILLER trains both embeddings)")
                 .status();
+        const size_t ws_bytes = workspace_bytes(params);
         check.student_teacher(f_s, f_t, loss, grad_s, grad_loss, grad_scale, "f_s", "f_t")
             .aligned(grad_t, sizeof(float), "grad_t")
-            .distinct(grad_t, f_s, "grad_t", "f_s")
-            .distinct(grad_t, f_t, "grad_t", "f_t")
-            .distinct(grad_t, grad_s, "grad_t", "grad_s")
-            .workspace(workspace, workspace_bytes_given, workspace_bytes(params));
+            .workspace(workspace, workspace_bytes_given, ws_bytes);
+        if (!check.ok()) return check.status();
+        const auto [s_bytes, t_bytes] = kdf::host::student_teacher_bytes(params);
+        check.disjoint({{f_s, s_bytes, "f_s", false},
+                        {f_t, t_bytes, "f_t", false},
+                        {grad_loss, sizeof(float), "grad_loss", false},
+                        {loss, sizeof(float), "loss", true},
+                        {grad_s, s_bytes, "grad_s", true},
+                        {grad_t, t_bytes, "grad_t", true},
+                        {workspace, ws_bytes, "workspace", true}});
         if (!check.ok()) return check.status();
         if (loss == nullptr && grad_s == nullptr && grad_t == nullptr) return kdf::host::succeed();
 

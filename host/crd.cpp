@@ -104,7 +104,7 @@ kdfStatus_t kdfCRDWorkspaceSize(const kdfCRDParams_t* params, size_t* bytes)
 }
 
 kdfStatus_t kdfCRD(kdfHandle_t handle, const kdfCRDParams_t* params, const void* v_s, const void* v_t, void* memory_s,
-                   void* memory_t, const void* idx, const void* contrast_idx, float* z, float* loss, void* grad_s,
+                   void* memory_t, const void* idx, const void* contrast_idx, float* z, int32_t* index_status, float* loss, void* grad_s,
                    void* grad_t, const float* grad_loss, float grad_scale, int accumulate, void* workspace,
                    size_t workspace_bytes_given, kdfStream_t stream)
 {
@@ -127,20 +127,35 @@ kdfStatus_t kdfCRD(kdfHandle_t handle, const kdfCRDParams_t* params, const void*
             .aligned(idx, index_bytes(params), "idx")
             .aligned(contrast_idx, index_bytes(params), "contrast_idx")
             .aligned(z, sizeof(float), "z")
+            .aligned(index_status, sizeof(int32_t), "index_status")
             .aligned(loss, sizeof(float), "loss")
             .aligned(grad_s, sizeof(float), "grad_s")
             .aligned(grad_t, sizeof(float), "grad_t")
             .aligned(grad_loss, sizeof(float), "grad_loss")
-            .distinct(memory_s, memory_t, "memory_s", "memory_t")
-            .distinct(grad_s, v_s, "grad_s", "v_s")
-            .distinct(grad_s, v_t, "grad_s", "v_t")
-            .distinct(grad_t, v_s, "grad_t", "v_s")
-            .distinct(grad_t, v_t, "grad_t", "v_t")
-            .distinct(grad_s, grad_t, "grad_s", "grad_t")
             .finite(grad_scale, "grad_scale")
             .workspace(workspace, workspace_bytes_given, workspace_bytes(params));
         if (!check.ok()) return check.status();
-        if (loss == nullptr && grad_s == nullptr && grad_t == nullptr && !update) return kdf::host::succeed();
+        using kdf::host::rows_bytes;
+        const int64_t n = params->rows, d = params->dim;
+        const uint64_t s_bytes = rows_bytes(n, d, kdf::host::leading_dim(params->ld_student, d), sizeof(float));
+        const uint64_t t_bytes = rows_bytes(n, d, kdf::host::leading_dim(params->ld_teacher, d), sizeof(float));
+        const uint64_t bank_bytes = rows_bytes(params->n_data, d, d, sizeof(float));
+        check.disjoint({{v_s, s_bytes, "v_s", false},
+                        {v_t, t_bytes, "v_t", false},
+                        {idx, index_bytes(params) * uint64_t(n), "idx", false},
+                        {contrast_idx, index_bytes(params) * uint64_t(n) * uint64_t(params->k + 1), "contrast_idx", false},
+                        {grad_loss, sizeof(float), "grad_loss", false},
+                        {memory_s, bank_bytes, "memory_s", true},
+                        {memory_t, bank_bytes, "memory_t", true},
+                        {z, 2 * sizeof(float), "z", true},
+                        {index_status, sizeof(int32_t), "index_status", true},
+                        {loss, sizeof(float), "loss", true},
+                        {grad_s, s_bytes, "grad_s", true},
+                        {grad_t, t_bytes, "grad_t", true},
+                        {workspace, workspace_bytes(params), "workspace", true}});
+        if (!check.ok()) return check.status();
+        if (loss == nullptr && grad_s == nullptr && grad_t == nullptr && !update && index_status == nullptr)
+            return kdf::host::succeed();
 
         kdf::kernels::CRDArgs args = make_args(params);
         args.grad_scale = grad_scale;
@@ -152,6 +167,8 @@ kdfStatus_t kdfCRD(kdfHandle_t handle, const kdfCRDParams_t* params, const void*
         args.idx = idx;
         args.contrast = contrast_idx;
         args.z = z;
+        args.index_status = index_status;
+        args.step = loss != nullptr || grad_s != nullptr || grad_t != nullptr || update;
         args.grad_loss = grad_loss;
         args.loss = loss;
         args.grad_s = static_cast<float*>(grad_s);
@@ -172,7 +189,8 @@ kdfStatus_t kdfCRDDrawContrast(kdfHandle_t handle, const kdfCRDParams_t* params,
             .required(contrast_idx, "contrast_idx")
             .aligned(idx, index_bytes(params), "idx")
             .aligned(contrast_idx, index_bytes(params), "contrast_idx")
-            .distinct(contrast_idx, idx, "contrast_idx", "idx");
+            .disjoint({{idx, index_bytes(params) * uint64_t(params->rows), "idx", false},
+                       {contrast_idx, index_bytes(params) * uint64_t(params->rows) * uint64_t(params->k + 1), "contrast_idx", true}});
         if (!check.ok()) return check.status();
         kdf::kernels::CRDArgs args = make_args(params);
         args.draw = true;

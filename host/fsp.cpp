@@ -77,14 +77,22 @@ kdfStatus_t kdfFSP(kdfHandle_t handle, const kdfFSPParams_t* params, const void*
             .aligned(loss, sizeof(float), "loss")
             .aligned(grad_s_bot, sizeof(float), "grad_s_bot")
             .aligned(grad_s_top, sizeof(float), "grad_s_top")
-            .aligned(grad_loss, sizeof(float), "grad_loss");
-        for (const void* in : {s_bot, s_top, t_bot, t_top}) {
-            check.distinct(grad_s_bot, in, "grad_s_bot", in == s_bot ? "s_bot" : in == s_top ? "s_top" : in == t_bot ? "t_bot" : "t_top");
-            check.distinct(grad_s_top, in, "grad_s_top", in == s_bot ? "s_bot" : in == s_top ? "s_top" : in == t_bot ? "t_bot" : "t_top");
-        }
-        check.distinct(grad_s_top, grad_s_bot, "grad_s_top", "grad_s_bot")
+            .aligned(grad_loss, sizeof(float), "grad_loss")
             .finite(grad_scale, "grad_scale")
             .workspace(workspace, workspace_bytes_given, workspace_bytes(params));
+        if (!check.ok()) return check.status();
+        using kdf::host::map_bytes;
+        const uint64_t bot_bytes = map_bytes(params->student_bot, sizeof(float));
+        const uint64_t top_bytes = map_bytes(params->student_top, sizeof(float));
+        check.disjoint({{s_bot, bot_bytes, "s_bot", false},
+                        {s_top, top_bytes, "s_top", false},
+                        {t_bot, map_bytes(params->teacher_bot, sizeof(float)), "t_bot", false},
+                        {t_top, map_bytes(params->teacher_top, sizeof(float)), "t_top", false},
+                        {grad_loss, sizeof(float), "grad_loss", false},
+                        {loss, sizeof(float), "loss", true},
+                        {grad_s_bot, bot_bytes, "grad_s_bot", true},
+                        {grad_s_top, top_bytes, "grad_s_top", true},
+                        {workspace, workspace_bytes(params), "workspace", true}});
         if (!check.ok()) return check.status();
         if (loss == nullptr && grad_s_bot == nullptr && grad_s_top == nullptr) return kdf::host::succeed();
 

@@ -3,9 +3,44 @@
 
 #include "validate.h"
 
+#include <mutex>
 #include <new>
+#include <unordered_set>
 
 namespace kdf::host {
+namespace {
+
+struct HandleRegistry {
+    std::mutex mutex;
+    std::unordered_set<const kdfContext*> live;
+};
+
+// Never destroyed, so a handle used during static destruction still finds it.
+HandleRegistry& registry()
+{
+    static HandleRegistry* r = new HandleRegistry;
+    return *r;
+}
+
+}  // namespace
+
+void register_handle(const kdfContext* h)
+{
+    std::lock_guard<std::mutex> lock(registry().mutex);
+    registry().live.insert(h);
+}
+
+void unregister_handle(const kdfContext* h)
+{
+    std::lock_guard<std::mutex> lock(registry().mutex);
+    registry().live.erase(h);
+}
+
+bool handle_is_live(const kdfContext* h)
+{
+    std::lock_guard<std::mutex> lock(registry().mutex);
+    return registry().live.count(h) != 0;
+}
 
 kdfStatus_t cuda_status(const char* call, cudaError_t e)
 {
@@ -46,6 +81,13 @@ kdfStatus_t kdfCreate(kdfHandle_t* handle)
             delete ctx;
             return kdf::host::fail(KDF_STATUS_CUBLAS_ERROR, std::string("kdfCreate: cublasCreate failed: ") + cublasGetStatusString(s));
         }
+        try {
+            kdf::host::register_handle(ctx);
+        } catch (...) {
+            cublasDestroy(ctx->cublas);
+            delete ctx;
+            throw;
+        }
         *handle = ctx;
         return kdf::host::succeed();
     });
@@ -57,8 +99,8 @@ kdfStatus_t kdfDestroy(kdfHandle_t handle)
         if (handle == nullptr) return kdf::host::succeed();
         Checker check("kdfDestroy");
         if (!check.handle(handle).ok()) return check.status();
+        kdf::host::unregister_handle(handle);
         cublasDestroy(handle->cublas);
-        handle->magic = 0;
         delete handle;
         return kdf::host::succeed();
     });

@@ -50,13 +50,24 @@ kdfStatus_t kdfKD(kdfHandle_t handle, const kdfKDParams_t* params, const void* y
         Checker check("kdfKD");
         check.handle(handle);
         if (!check_params(check, params).ok()) return check.status();
+        const size_t ws_bytes = workspace_bytes(params);
         check.student_teacher(y_s, y_t, loss, grad_s, grad_loss, grad_scale, "y_s", "y_t", element_bytes(params))
             .aligned(row_weight, sizeof(float), "row_weight")
             .aligned(grad_t, element_bytes(params), "grad_t")
-            .distinct(grad_t, y_s, "grad_t", "y_s")
-            .distinct(grad_t, y_t, "grad_t", "y_t")
-            .distinct(grad_t, grad_s, "grad_t", "grad_s")
-            .workspace(workspace, workspace_bytes_given, workspace_bytes(params));
+            .workspace(workspace, workspace_bytes_given, ws_bytes);
+        if (!check.ok()) return check.status();
+        const int64_t n = params->rows, c = params->classes;
+        const uint64_t s_bytes = kdf::host::rows_bytes(n, c, kdf::host::leading_dim(params->ld_student, c), element_bytes(params));
+        const uint64_t t_bytes = kdf::host::rows_bytes(n, c, kdf::host::leading_dim(params->ld_teacher, c), element_bytes(params));
+        const uint64_t per_row = params->reduction == KDF_REDUCTION_NONE ? sizeof(float) * uint64_t(n) : sizeof(float);
+        check.disjoint({{y_s, s_bytes, "y_s", false},
+                        {y_t, t_bytes, "y_t", false},
+                        {row_weight, sizeof(float) * uint64_t(n), "row_weight", false},
+                        {grad_loss, per_row, "grad_loss", false},
+                        {loss, per_row, "loss", true},
+                        {grad_s, s_bytes, "grad_s", true},
+                        {grad_t, t_bytes, "grad_t", true},
+                        {workspace, ws_bytes, "workspace", true}});
         if (!check.ok()) return check.status();
         if (loss == nullptr && grad_s == nullptr && grad_t == nullptr) return kdf::host::succeed();  // nothing requested
 

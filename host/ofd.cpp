@@ -1,6 +1,6 @@
 // kdfOFD, kdfOFDWorkspaceSize and kdfOFDMarginFromBN: validation, workspace layout, launch.
 #include "../kernels/ofd.h"
-#include "validate.h"
+#include "call.h"
 
 using kdf::host::Checker;
 
@@ -48,10 +48,19 @@ kdfStatus_t kdfOFD(kdfHandle_t handle, const kdfOFDParams_t* params, const void*
                               "KDF_OFD_ORIGINAL)")
                 .status();
         if (!seed) check.required(margin, "margin (C floats, required with KDF_OFD_ORIGINAL)");
+        const size_t ws_bytes = workspace_bytes(params);
         check.student_teacher(s, t, loss, grad_s, grad_loss, grad_scale, "s", "t")
             .aligned(margin, sizeof(float), "margin")
-            .distinct(grad_s, margin, "grad_s", "margin")
-            .workspace(workspace, workspace_bytes_given, workspace_bytes(params));
+            .workspace(workspace, workspace_bytes_given, ws_bytes);
+        if (!check.ok()) return check.status();
+        const auto [s_bytes, t_bytes] = kdf::host::student_teacher_bytes(params);
+        check.disjoint({{s, s_bytes, "s", false},
+                        {t, t_bytes, "t", false},
+                        {margin, sizeof(float) * uint64_t(params->student.c), "margin", false},
+                        {grad_loss, sizeof(float), "grad_loss", false},
+                        {loss, sizeof(float), "loss", true},
+                        {grad_s, s_bytes, "grad_s", true},
+                        {workspace, ws_bytes, "workspace", true}});
         if (!check.ok()) return check.status();
         if (loss == nullptr && grad_s == nullptr) return kdf::host::succeed();
 
@@ -88,7 +97,15 @@ kdfStatus_t kdfOFDMarginFromBN(kdfHandle_t handle, int64_t channels, const float
             .required(margin, "margin")
             .aligned(gamma, sizeof(float), "gamma")
             .aligned(beta, sizeof(float), "beta")
-            .aligned(margin, sizeof(float), "margin");
+            .aligned(margin, sizeof(float), "margin")
+            .extent(channels, 1, "channels");
+        if (!check.ok()) return check.status();
+        // Element c of margin depends on element c of gamma and beta only: margin may be gamma or beta exactly
+        // (in place), but not overlap them otherwise.
+        const uint64_t bytes = sizeof(float) * uint64_t(channels);
+        check.disjoint({{margin == gamma ? nullptr : gamma, bytes, "gamma", false},
+                        {margin == beta ? nullptr : beta, bytes, "beta", false},
+                        {margin, bytes, "margin", true}});
         if (!check.ok()) return check.status();
         return kdf::host::cuda_status("kdfOFDMarginFromBN",
                                       kdf::kernels::ofd_margin_from_bn_launch(channels, gamma, beta, margin, stream));

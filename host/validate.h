@@ -2,6 +2,7 @@
 // naming the argument (see status.h) and returns the failing status.
 #pragma once
 
+#include "../kernels/common/feature_map.h"
 #include "handle.h"
 #include "status.h"
 
@@ -16,6 +17,41 @@ namespace kdf::host {
 // A leading dimension as the API takes it: 0 means dense (`dim`).
 inline int64_t leading_dim(int64_t ld, int64_t dim) { return ld == 0 ? dim : ld; }
 
+// The most elements a tensor may span: every byte offset (up to 16 bytes an element) fits int64.
+constexpr int64_t kMaxElements = INT64_MAX / 16;
+
+// out = a * b or a + b; true on int64 overflow (then `out` is unspecified). For sizes from the caller.
+inline bool checked_mul(int64_t a, int64_t b, int64_t& out) { return __builtin_mul_overflow(a, b, &out); }
+inline bool checked_add(int64_t a, int64_t b, int64_t& out) { return __builtin_add_overflow(a, b, &out); }
+
+// One buffer of a call for the aliasing rule: its first byte, its extent in bytes (a NULL pointer or 0 bytes
+// is absent) and whether the call writes it.
+struct Buffer {
+    const void* p;
+    uint64_t bytes;
+    const char* name;
+    bool written;
+
+    bool overlaps(const Buffer& o) const
+    {
+        if (p == nullptr || o.p == nullptr || bytes == 0 || o.bytes == 0) return false;
+        const uintptr_t a = reinterpret_cast<uintptr_t>(p), b = reinterpret_cast<uintptr_t>(o.p);
+        return a < b ? b - a < bytes : a - b < o.bytes;
+    }
+};
+
+// Byte extents of validated tensors (the validation bounds every product): `rows` rows of `cols` elements, `ld`
+// elements apart; a feature map with its strides resolved.
+inline uint64_t rows_bytes(int64_t rows, int64_t cols, int64_t ld, size_t element_bytes)
+{
+    return static_cast<uint64_t>((rows - 1) * ld + cols) * element_bytes;
+}
+inline uint64_t map_bytes(const kdfFeatureMap_t& m, size_t element_bytes)
+{
+    const Map4d r = Map4d::resolve(m);
+    return static_cast<uint64_t>((r.n - 1) * r.sn + (r.c - 1) * r.sc + r.hw()) * element_bytes;
+}
+
 // `call` prefixes every message, e.g. "kdfKD: params->rows must be >= 1 (got 0)".
 class Checker {
 public:
@@ -28,7 +64,8 @@ public:
     {
         if (!ok()) return *this;
         if (h == nullptr) return fail(KDF_STATUS_NULL_POINTER, "handle is NULL (create one with kdfCreate)");
-        if (h->magic != kdfContext::kLive) return fail(KDF_STATUS_INVALID_VALUE, "handle is not a live kdfHandle_t");
+        if (!handle_is_live(h))
+            return fail(KDF_STATUS_INVALID_VALUE, "handle is not a live kdfHandle_t (destroyed, or not from kdfCreate)");
         return *this;
     }
 
@@ -68,7 +105,7 @@ public:
     // rows x ld elements must be addressable with int64 offsets.
     Checker& extent(int64_t rows, int64_t ld, const char* name)
     {
-        if (ok() && ld > 0 && rows > INT64_MAX / 16 / ld)
+        if (ok() && ld > 0 && rows > kMaxElements / ld)
             fail(KDF_STATUS_INVALID_VALUE, std::string(name) + ": rows x leading dimension overflows int64");
         return *this;
     }
@@ -100,24 +137,36 @@ public:
         return fail(KDF_STATUS_INVALID_VALUE, std::string(name) + " is not a " + type + " (got " + std::to_string(v) + ")");
     }
 
-    // A kdfFeatureMap_t: positive sizes, strides 0 (dense) or large enough that planes and samples do
-    // not overlap, int64-addressable.
+    // A kdfFeatureMap_t: positive sizes; strides 0 (dense) or large enough that planes and samples do not
+    // overlap; the whole map, strides included, int64-addressable in bytes. Every product is overflow-checked:
+    // the fields are the caller's and may hold anything.
     Checker& feature_map(const kdfFeatureMap_t& m, const std::string& name)
     {
         if (!ok()) return *this;
         at_least(m.n, 1, (name + ".n").c_str()).at_least(m.c, 1, (name + ".c").c_str());
         at_least(m.h, 1, (name + ".h").c_str()).at_least(m.w, 1, (name + ".w").c_str());
         if (!ok()) return *this;
-        if (m.h > (int64_t(1) << 31) / m.w || m.c > (INT64_MAX / 16) / (m.h * m.w) || m.n > (INT64_MAX / 16) / (m.c * m.h * m.w))
+        int64_t plane = 0, dense_n = 0;
+        if (checked_mul(m.h, m.w, plane) || plane > (int64_t(1) << 31) || checked_mul(m.c, plane, dense_n))
             return fail(KDF_STATUS_INVALID_VALUE, name + ": shape too large");
-        const int64_t plane = m.h * m.w;
         if (m.stride_c != 0 && m.stride_c < plane)
             return fail(KDF_STATUS_INVALID_VALUE, name + ".stride_c must be 0 or >= h*w (" + std::to_string(plane) + "), got " +
                                                       std::to_string(m.stride_c));
         const int64_t sc = m.stride_c ? m.stride_c : plane;
-        if (m.stride_n != 0 && m.stride_n < sc * (m.c - 1) + plane)
-            return fail(KDF_STATUS_INVALID_VALUE, name + ".stride_n must be 0 or >= (c-1)*stride_c + h*w, got " + std::to_string(m.stride_n));
-        if ((m.stride_n != 0 && m.stride_n > (INT64_MAX / 16) / m.n) || sc > (INT64_MAX / 16) / m.c)
+        int64_t sample = 0;  // elements from a sample's first to its last element, + 1
+        if (checked_mul(sc, m.c - 1, sample) || checked_add(sample, plane, sample))
+            return fail(KDF_STATUS_INVALID_VALUE, name + ": (c-1)*stride_c + h*w overflows int64");
+        if (m.stride_n != 0 && m.stride_n < sample)
+            return fail(KDF_STATUS_INVALID_VALUE, name + ".stride_n must be 0 or >= (c-1)*stride_c + h*w (" +
+                                                      std::to_string(sample) + "), got " + std::to_string(m.stride_n));
+        if (m.stride_n == 0 && dense_n < sample)
+            return fail(KDF_STATUS_INVALID_VALUE, name + ".stride_n is 0 (c*h*w = " + std::to_string(dense_n) +
+                                                      "), which overlaps samples with stride_c " + std::to_string(sc) +
+                                                      ": give stride_n >= " + std::to_string(sample));
+        const int64_t sn = m.stride_n ? m.stride_n : dense_n;
+        int64_t all_n = 0, all_c = 0, span = 0;
+        if (checked_mul(sn, m.n, all_n) || checked_mul(sc, m.c, all_c) || checked_mul(sn, m.n - 1, span) ||
+            checked_add(span, sample, span) || all_n > kMaxElements || all_c > kMaxElements || span > kMaxElements)
             return fail(KDF_STATUS_INVALID_VALUE, name + ": strides overflow int64");
         return *this;
     }
@@ -172,17 +221,28 @@ public:
         return *this;
     }
 
-    Checker& distinct(const void* out, const void* in, const char* out_name, const char* in_name)
+    // The aliasing rule of every entry point (docs/api.md, "Aliasing"): a buffer the call writes shares no byte
+    // with any other buffer of the call, partial overlaps included; buffers the call only reads may overlap each
+    // other. Each buffer is taken as the byte range from its first to its last element (strides included).
+    Checker& disjoint(std::initializer_list<Buffer> buffers)
     {
-        if (ok() && out != nullptr && out == in)
-            fail(KDF_STATUS_INVALID_VALUE, std::string(out_name) + " aliases " + in_name + " (in-place is not supported)");
+        if (!ok()) return *this;
+        for (auto a = buffers.begin(); a != buffers.end(); ++a)
+            for (auto b = a + 1; b != buffers.end(); ++b)
+                if ((a->written || b->written) && a->overlaps(*b)) {
+                    const Buffer& w = a->written ? *a : *b;
+                    const Buffer& o = a->written ? *b : *a;
+                    return fail(KDF_STATUS_INVALID_VALUE, std::string(w.name) + " overlaps " + o.name + ": the call writes " +
+                                                              w.name + ", so it may not share memory with another argument " +
+                                                              "(in-place is not supported)");
+                }
         return *this;
     }
 
     // The tensor checks of a student-teacher call (`s`, `t` named `s_name`, `t_name`): both inputs given; the
     // inputs and the student gradient aligned to their elements (`element_bytes`, fp32 unless the loss takes
-    // 16-bit tensors), the loss and grad_loss float-aligned (NULL outputs pass); the gradient not aliasing an
-    // input; grad_scale finite.
+    // 16-bit tensors), the loss and grad_loss float-aligned (NULL outputs pass); grad_scale finite. Overlaps
+    // are the caller's `disjoint` check, which knows the extents.
     Checker& student_teacher(const void* s, const void* t, const float* loss, const void* grad_s, const float* grad_loss,
                              float grad_scale, const char* s_name, const char* t_name, size_t element_bytes = sizeof(float))
     {
@@ -193,8 +253,6 @@ public:
             .aligned(loss, sizeof(float), "loss")
             .aligned(grad_s, element_bytes, "grad_s")
             .aligned(grad_loss, sizeof(float), "grad_loss")
-            .distinct(grad_s, s, "grad_s", s_name)
-            .distinct(grad_s, t, "grad_s", t_name)
             .finite(grad_scale, "grad_scale");
     }
 

@@ -67,11 +67,19 @@ kdfStatus_t kdfVID(kdfHandle_t handle, const kdfVIDParams_t* params, const void*
             .aligned(grad_pred, sizeof(float), "grad_pred")
             .aligned(grad_log_scale, sizeof(float), "grad_log_scale")
             .aligned(grad_loss, sizeof(float), "grad_loss")
-            .distinct(grad_pred, pred_mean, "grad_pred", "pred_mean")
-            .distinct(grad_pred, target, "grad_pred", "target")
-            .distinct(grad_log_scale, log_scale, "grad_log_scale", "log_scale")
             .finite(grad_scale, "grad_scale")
             .workspace(workspace, workspace_bytes_given, workspace_bytes(params));
+        if (!check.ok()) return check.status();
+        const uint64_t p_bytes = kdf::host::map_bytes(params->pred, sizeof(float));
+        const uint64_t c_bytes = sizeof(float) * uint64_t(params->pred.c);
+        check.disjoint({{pred_mean, p_bytes, "pred_mean", false},
+                        {target, kdf::host::map_bytes(params->target, sizeof(float)), "target", false},
+                        {log_scale, c_bytes, "log_scale", false},
+                        {grad_loss, sizeof(float), "grad_loss", false},
+                        {loss, sizeof(float), "loss", true},
+                        {grad_pred, p_bytes, "grad_pred", true},
+                        {grad_log_scale, c_bytes, "grad_log_scale", true},
+                        {workspace, workspace_bytes(params), "workspace", true}});
         if (!check.ok()) return check.status();
         if (loss == nullptr && grad_pred == nullptr && grad_log_scale == nullptr) return kdf::host::succeed();
 

@@ -21,30 +21,35 @@
 // Fusion plan. The loss needs Z and, in the first batch (or every batch with the EMA), Z needs every score
 // of the batch: a grid-wide dependency. Storing the N (K+1) scores would cost 4 N (K+1) bytes per side;
 // instead the scores are computed twice in that case and once otherwise:
-//   1. crd_z_kernel (grid: 2 sides x N rows x ceil((K+1) / 1024) chunks; 8 warps, a warp per contrast): for a
-//      side that needs an estimate, gathers each bank row (coalesced: lane l reads elements l + 32 j), dots it
-//      with v_i (in registers, normalised in the warp when asked), and keeps a running {max, sum exp(s - max)};
-//      the last block of the side (a ticket) combines the blocks' states in block order and writes the new Z.
-//      For a side whose Z is set in KDF_CRD_Z_ONCE mode (the steady state), every block returns at once.
+//   1. crd_z_kernel (grid: 2 sides x N rows x ceil((K+1) / 1024) chunks; 8 warps, a warp per contrast): every
+//      block checks its contrast indices (and its row's idx) against [0, n_data) and counts a bad block in the
+//      workspace's invalid flag; for a side that needs an estimate, it gathers each bank row (coalesced: lane l
+//      reads elements l + 32 j), dots it with v_i (in registers, normalised in the warp when asked), and keeps a
+//      running {max, sum exp(s - max)}; the last block of the side (a ticket) writes index_status (side 0) and,
+//      unless an index was bad, combines the blocks' states in block order and writes the new Z. For a side
+//      whose Z is set in KDF_CRD_Z_ONCE mode (the steady state), a block only reads its indices.
 //   2. crd_nce_kernel (same grid): gathers and scores again with the final Z, adds the NCE terms (block sums
 //      in warp order, kdf::grid_sum across blocks) and, for a side whose gradient is requested, accumulates
 //      sum_k (d log D / ds') M[c[i, k]] per lane, reduced over the warps in warp order into one D-vector of
 //      partials per block.
 //   3. crd_finish_kernel (2 x N blocks): adds a row's chunk partials in chunk order, scales, goes back through
 //      the normalisation, writes the gradient (with accumulate); then the bank update of the row (skipped when
-//      a later row has the same idx, or idx is out of range).
+//      a later row has the same idx).
+// Bad input never touches the state: when any index of the call is outside [0, n_data), Z and both banks are
+// left as they were, the loss and every gradient row are written as NaN, and index_status (when given) is 1.
 // The gathered N x (K+1) x D tensor never exists: a bank row lives in one warp's registers for one contrast.
 // Why a gather and not a GEMM against the whole bank: docs/losses/crd.md (memory and bandwidth model).
 //
 // Contrast indices: given (int32 or int64), or drawn here: c[i, 0] = idx[i], c[i, k >= 1] = the high 64 bits
 // of x * n_data for x the first output of Philox4x64-10 with key (seed, 0) at counter (i (K+1) + k,
 // offset, 0, 0) (numpy.random.Philox's generator; uniform up to a bias below n_data / 2^64). An index
-// outside [0, n_data) is never read: its score is NaN, so the loss and the row's gradient are NaN.
+// outside [0, n_data) is never dereferenced (its score is NaN) and invalidates the call, as above.
 //
 // Bytes (steady state, fp32): N (K+1) gathered rows of 4 D bytes per side in kernel 2 (2 x 537 MB at
 // N = 64, K = 16384, D = 128; the banks are 25.6 MB each at CIFAR size and stay in a 50 MB L2 only in
-// part), plus the same again in kernel 1 when Z is estimated; indices 4 or 8 bytes per contrast (none when
-// drawn); the gradient partials 4 D bytes per block written once and read once.
+// part), plus the same again in kernel 1 when Z is estimated; indices 4 or 8 bytes per contrast, read twice
+// (the check in kernel 1, the scoring in kernel 2; none when drawn); the gradient partials 4 D bytes per
+// block written once and read once.
 // Numerics: fp32; scores and terms in log space; warp sums by a fixed butterfly (every lane gets the same
 // bits), block sums in warp order, the chunks in chunk order, the loss across blocks in block order.
 // Determinism: grids depend only on the shapes; no float atomics (integer tickets only).
@@ -199,55 +204,69 @@ __device__ __forceinline__ float score(const CRDArgs& a, const Side& s, const Wa
     return v.dot(w) / a.temperature;
 }
 
+// True in some thread when an index of this block's contrasts (given ones; drawn ones are in range by
+// construction except c[i, 0] = idx[i]) or, in a row's first chunk, the row's idx (read by the bank update
+// or the draw) is outside [0, n_data).
+__device__ __forceinline__ bool has_bad_index(const CRDArgs& a, const ScoreBlock& blk)
+{
+    const auto out_of_range = [&](int64_t c) { return c < 0 || c >= a.n_data; };
+    bool bad = false;
+    if (!a.draw)
+        for (int64_t k = blk.k_begin + threadIdx.x; k < blk.k_end; k += kCRDBlock) bad |= out_of_range(raw_contrast(a, blk.row, k));
+    if ((a.update || a.draw) && blk.chunk == 0 && threadIdx.x == 0) bad |= out_of_range(load_index(a.idx, blk.row, a.index64));
+    return bad;
+}
+
 template <int PER_LANE>
 __global__ void __launch_bounds__(kCRDBlock) crd_z_kernel(CRDArgs a)
 {
     const ScoreBlock blk = score_block(a.geo);
+    const bool bad = __syncthreads_or(has_bad_index(a, blk));
     const float z = a.z[blk.side];
-    if (!(z < 0.0f) && !a.z_ema) return;  // Z is set and fixed (the steady state): nothing to estimate
-    const Side s = side_of(a, blk.side);
+    const bool estimating = a.step && (z < 0.0f || a.z_ema);  // else Z is set and fixed (the steady state)
     const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
-    const WarpRow<PER_LANE> v = load_v<PER_LANE>(a, s, blk.row, lane);
-    OnlineLse acc = OnlineLse::empty();
-    WarpRow<PER_LANE> w;
-    for (int64_t k = blk.k_begin + warp; k < blk.k_end; k += kWarps) {
-        const float x = score(a, s, v, blk.row, k, lane, w);
-        if (x != x) acc = {NAN, NAN};  // an out-of-range index poisons Z (and so the loss)
-        else if (acc.sum == acc.sum) acc.add(x);
-    }
-
     __shared__ OnlineLse warps[kWarps];
     __shared__ bool last;
-    if (lane == 0) warps[warp] = acc;
+    if (estimating) {
+        const Side s = side_of(a, blk.side);
+        const WarpRow<PER_LANE> v = load_v<PER_LANE>(a, s, blk.row, lane);
+        OnlineLse acc = OnlineLse::empty();
+        WarpRow<PER_LANE> w;
+        for (int64_t k = blk.k_begin + warp; k < blk.k_end; k += kWarps) acc.add(score(a, s, v, blk.row, k, lane, w));
+        if (lane == 0) warps[warp] = acc;
+    }
     __syncthreads();
     const int64_t per_side = a.geo.n * a.geo.chunks;
     if (threadIdx.x == 0) {
-        OnlineLse t = OnlineLse::empty();
-        for (int i = 0; i < kWarps; ++i) t = OnlineLse::combine(t, warps[i]);
-        a.ws.z_partials[2 * blockIdx.x] = t.max;
-        a.ws.z_partials[2 * blockIdx.x + 1] = t.sum;
+        if (bad) atomicAdd(&a.ws.tickets[3], 1u);
+        if (estimating) {
+            OnlineLse t = OnlineLse::empty();
+            for (int i = 0; i < kWarps; ++i) t = OnlineLse::combine(t, warps[i]);
+            a.ws.z_partials[2 * blockIdx.x] = t.max;
+            a.ws.z_partials[2 * blockIdx.x + 1] = t.sum;
+        }
         __threadfence();
         last = atomicAdd(&a.ws.tickets[1 + blk.side], 1u) == static_cast<unsigned>(per_side - 1);
     }
     __syncthreads();
     if (!last) return;
     __threadfence();
+    // Every block of this side has checked its indices (each side covers all of them).
+    const bool invalid = atomicAdd(&a.ws.tickets[3], 0u) != 0;
+    if (blk.side == 0 && threadIdx.x == 0 && a.index_status != nullptr) *a.index_status = invalid ? 1 : 0;
+    if (!estimating || invalid) return;  // bad input leaves Z as it was
     // The side's block states: thread t combines a contiguous stripe, thread 0 the stripes, both in order.
     __shared__ OnlineLse stripes[kCRDBlock];
     const float* part = a.ws.z_partials + 2 * blk.side * per_side;
     const int64_t stripe = (per_side + kCRDBlock - 1) / kCRDBlock;
     OnlineLse t = OnlineLse::empty();
-    for (int64_t p = threadIdx.x * stripe; p < per_side && p < (threadIdx.x + 1) * stripe; ++p) {
-        const OnlineLse q{__ldcg(&part[2 * p]), __ldcg(&part[2 * p + 1])};
-        t = q.sum != q.sum ? q : OnlineLse::combine(t, q);
-        if (t.sum != t.sum) break;
-    }
+    for (int64_t p = threadIdx.x * stripe; p < per_side && p < (threadIdx.x + 1) * stripe; ++p)
+        t = OnlineLse::combine(t, {__ldcg(&part[2 * p]), __ldcg(&part[2 * p + 1])});
     stripes[threadIdx.x] = t;
     __syncthreads();
     if (threadIdx.x != 0) return;
     OnlineLse all = OnlineLse::empty();
-    for (int i = 0; i < kCRDBlock && all.sum == all.sum; ++i)
-        all = stripes[i].sum != stripes[i].sum ? stripes[i] : OnlineLse::combine(all, stripes[i]);
+    for (int i = 0; i < kCRDBlock; ++i) all = OnlineLse::combine(all, stripes[i]);
     const float log_estimate = all.lse() - logf(static_cast<float>(a.geo.n * a.geo.k1)) + logf(static_cast<float>(a.n_data));
     const float estimate = expf(log_estimate);
     a.z[blk.side] = z < 0.0f ? estimate : a.z_momentum * z + (1.0f - a.z_momentum) * estimate;
@@ -279,12 +298,6 @@ __global__ void __launch_bounds__(kCRDBlock) crd_nce_kernel(CRDArgs a, float log
             for (int j = 0; j < PER_LANE; ++j) acc.x[j] += h * w.x[j];
         }
     }
-    // An out-of-range idx (the row to update) poisons the loss too (its update is skipped).
-    if (a.update && blk.chunk == 0 && warp == 0) {
-        const int64_t c = load_index(a.idx, blk.row, a.index64);
-        if (c < 0 || c >= a.n_data) terms = NAN;
-    }
-
     __shared__ float warp_terms[kWarps];
     __shared__ float warp_acc[kWarps][32 * PER_LANE];
     if (lane == 0) warp_terms[warp] = terms;
@@ -306,7 +319,8 @@ __global__ void __launch_bounds__(kCRDBlock) crd_nce_kernel(CRDArgs a, float log
     if (threadIdx.x == 0)
         for (int i = 0; i < kWarps; ++i) block_terms += warp_terms[i];
     const GridSumResult r = grid_sum<kCRDBlock>(a.ws.loss_sum, block_terms);
-    if (r.last && threadIdx.x == 0) store(a.loss, -a.weight / static_cast<float>(a.geo.n) * r.total, a.accumulate);
+    if (r.last && threadIdx.x == 0)
+        store(a.loss, a.ws.invalid() ? NAN : -a.weight / static_cast<float>(a.geo.n) * r.total, a.accumulate);
 }
 
 template <typename T>
@@ -331,6 +345,10 @@ __global__ void __launch_bounds__(kCRDBlock) crd_finish_kernel(CRDArgs a)
     const int64_t row = blockIdx.x % a.geo.n, d = a.geo.d;
     const Side s = side_of(a, side);
     const float* u = s.v + row * s.ld;
+    if (a.ws.invalid()) {  // an index out of range: NaN gradients, banks untouched
+        for (int64_t e = threadIdx.x; s.grad != nullptr && e < d; e += kCRDBlock) store(s.grad + row * s.ld + e, NAN, a.accumulate);
+        return;
+    }
 
     // v = u (/ ||u||): element e = threadIdx.x + kCRDBlock j of this thread.
     float v[kPerThread];
@@ -376,7 +394,7 @@ __global__ void __launch_bounds__(kCRDBlock) crd_finish_kernel(CRDArgs a)
     int later = 0;  // a later row with the same index wins
     for (int64_t r = row + 1 + threadIdx.x; r < a.geo.n && !later; r += kCRDBlock)
         later = load_index(a.idx, r, a.index64) == c;
-    if (__syncthreads_or(later) || c < 0 || c >= a.n_data) return;
+    if (__syncthreads_or(later)) return;
     float* bank = s.own_bank + c * d;
     float pos[kPerThread];
     sq = 0.0f;

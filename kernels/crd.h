@@ -37,7 +37,7 @@ struct CRDGeometry {
 // block partials ({max, sum exp(s - max)} per block) and the gradient's block partials (D floats per block).
 // O(N (K+1) D / 1024): 4.5 MB at N = 256, K = 16384, D = 128; no N x (K+1) buffer at all.
 struct CRDWorkspace {
-    unsigned* tickets;  // [0] loss, [1] Z_s, [2] Z_t
+    unsigned* tickets;  // [0] loss, [1] Z_s, [2] Z_t, [3] the invalid flag (blocks that saw a bad index)
     GridSum loss_sum;
     float* z_partials;  // 2 floats per block
     float* grad_partials;
@@ -67,8 +67,10 @@ struct CRDWorkspace {
         w.grad_partials = reinterpret_cast<float*>(b + s[0] + s[1] + s[2]);
         return w;
     }
-    // Zeroes the three tickets on `stream` (one 12-byte memset).
-    cudaError_t prepare(cudaStream_t stream) const { return cudaMemsetAsync(tickets, 0, 3 * sizeof(unsigned), stream); }
+    // Zeroes the tickets and the flag on `stream` (one 16-byte memset).
+    cudaError_t prepare(cudaStream_t stream) const { return cudaMemsetAsync(tickets, 0, 4 * sizeof(unsigned), stream); }
+    // In the kernels after the check (kernel 1): some index of this call is out of range.
+    __device__ __forceinline__ bool invalid() const { return *static_cast<volatile const unsigned*>(tickets + 3) != 0; }
 };
 
 struct CRDArgs {
@@ -81,6 +83,7 @@ struct CRDArgs {
     float z_momentum;
     bool normalize;
     bool update;
+    bool step;                 // an output or the update is requested (else the call only checks the indices)
     bool draw;
     bool index64;
     uint64_t seed, offset;
@@ -94,6 +97,7 @@ struct CRDArgs {
     const void* idx;           // N indices, or nullptr (neither update nor draw)
     const void* contrast;      // N x (K+1) indices, or nullptr (draw)
     float* z;                  // {Z_s, Z_t}
+    int32_t* index_status;     // nullable: 0 = every index in range, 1 = some index out of range
     const float* grad_loss;    // nullable (= 1)
     float* loss;               // nullable
     float* grad_s;             // nullable
@@ -101,8 +105,8 @@ struct CRDArgs {
     CRDWorkspace ws;
 };
 
-// The 12-byte ticket memset and three kernels: the Z estimate (its blocks return at once for a side whose
-// Z is set in KDF_CRD_Z_ONCE mode), the NCE scoring with the gradient's partial sums (skipped when no output
+// The 16-byte ticket memset and three kernels: the index check and the Z estimate (its blocks only check for
+// a side whose Z is set in KDF_CRD_Z_ONCE mode), the NCE scoring with the gradient's partial sums (skipped when no output
 // is requested), and the finish (gradients, bank update; skipped when neither is requested).
 LaunchResult crd_launch(const CRDArgs& args, cudaStream_t stream);
 

@@ -279,9 +279,9 @@ TYPED_TEST_P(AttentionLoss, BadInputs)
            KDF_STATUS_MISALIGNED_POINTER, "grad_loss");
     EXPECT_STATUS(this->call(&good, fs.get(), ft.get(), loss.get(), grad.get(), nullptr, 1.0f, 0, ws.get() + 4, ws.size() - 4),
            KDF_STATUS_MISALIGNED_POINTER, "workspace");
-    EXPECT_STATUS(call(good, nullptr, const_cast<float*>(ft.get())), KDF_STATUS_INVALID_VALUE, "grad_s aliases f_t");
+    EXPECT_STATUS(call(good, nullptr, const_cast<float*>(ft.get())), KDF_STATUS_INVALID_VALUE, "grad_s overlaps f_t");
     EXPECT_STATUS(this->call(&good, fs.get(), ft.get(), loss.get(), fs.get(), nullptr, 1.0f, 0, ws.get(), ws.size()),
-           KDF_STATUS_INVALID_VALUE, "grad_s aliases f_s");
+           KDF_STATUS_INVALID_VALUE, "grad_s overlaps f_s");
     EXPECT_STATUS(this->call(&good, fs.get(), ft.get(), loss.get(), grad.get(), nullptr, INFINITY, 0, ws.get(), ws.size()),
            KDF_STATUS_INVALID_VALUE, "grad_scale");
     EXPECT_STATUS(call(good, nullptr, nullptr, 16), KDF_STATUS_WORKSPACE_TOO_SMALL, "workspace_bytes");

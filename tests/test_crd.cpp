@@ -73,7 +73,7 @@ protected:
             DeviceBuffer<Index> cidx(std::vector<Index>(cidx64.begin(), cidx64.end()));
             std::unique_ptr<DeviceBuffer<float>> gl;
             if (c.g.has(c.at("grad_loss", s))) gl = std::make_unique<DeviceBuffer<float>>(c.g.load(c.at("grad_loss", s)).as_float());
-            ASSERT_EQ(kdfCRD(handle, &p, d_vs.get(), d_vt.get(), ms.get(), mt.get(), idx.get(), cidx.get(), z.get(), loss.get(),
+            ASSERT_EQ(kdfCRD(handle, &p, d_vs.get(), d_vt.get(), ms.get(), mt.get(), idx.get(), cidx.get(), z.get(), nullptr, loss.get(),
                              gs.get(), gt.get(), gl ? gl->get() : nullptr, c.grad_scale, 0, ws.get(), ws.size(), stream),
                       KDF_STATUS_SUCCESS)
                 << kdfGetLastErrorString();
@@ -142,7 +142,7 @@ TEST_F(CRD, StridedRowsMatchDenseBitwise)
         DeviceBuffer<float> gs(std::vector<float>(5 * (strided ? ls : 37), 0.5f)), gt(std::vector<float>(5 * (strided ? lt : 37), 0.5f));
         DeviceBuffer<int64_t> idx(f.idx), cidx(f.cidx);
         DeviceBuffer<unsigned char> ws(workspace(p));
-        ASSERT_EQ(kdfCRD(handle, &p, vs.get(), vt.get(), ms.get(), mt.get(), idx.get(), cidx.get(), z.get(), loss.get(),
+        ASSERT_EQ(kdfCRD(handle, &p, vs.get(), vt.get(), ms.get(), mt.get(), idx.get(), cidx.get(), z.get(), nullptr, loss.get(),
                          gs.get(), gt.get(), nullptr, 1.0f, 0, ws.get(), ws.size(), stream),
                   KDF_STATUS_SUCCESS)
             << kdfGetLastErrorString();
@@ -171,7 +171,7 @@ TEST_F(CRD, AccumulateAndNullOutputs)
     DeviceBuffer<unsigned char> ws(workspace(f.p));
     DeviceBuffer<float> gl(std::vector<float>{-0.5f});
     const auto call = [&](float* loss, float* gs, float* gt, int acc) {
-        return kdfCRD(handle, &f.p, vs.get(), vt.get(), ms.get(), mt.get(), idx.get(), cidx.get(), z.get(), loss, gs, gt,
+        return kdfCRD(handle, &f.p, vs.get(), vt.get(), ms.get(), mt.get(), idx.get(), cidx.get(), z.get(), nullptr, loss, gs, gt,
                       gl.get(), 3.0f, acc, ws.get(), ws.size(), stream);
     };
     DeviceBuffer<float> loss(1), gs(60), gt(60);
@@ -202,7 +202,7 @@ TEST_F(CRD, AccumulateAndNullOutputs)
 
     // grad_loss and grad_scale scale the gradients only: 3 * -0.5 against 1 * 1.
     DeviceBuffer<float> s2(60);
-    ASSERT_EQ(kdfCRD(handle, &f.p, vs.get(), vt.get(), ms.get(), mt.get(), idx.get(), cidx.get(), z.get(), nullptr, s2.get(),
+    ASSERT_EQ(kdfCRD(handle, &f.p, vs.get(), vt.get(), ms.get(), mt.get(), idx.get(), cidx.get(), z.get(), nullptr, nullptr, s2.get(),
                      nullptr, nullptr, 1.0f, 0, ws.get(), ws.size(), stream),
               KDF_STATUS_SUCCESS);
     const auto s2_h = s2.download();
@@ -272,7 +272,7 @@ TEST_F(CRD, DrawnIndicesScoreLikeTheSameIndicesGiven)
                 gt(96);
             DeviceBuffer<unsigned char> ws(workspace(p));
             ASSERT_EQ(kdfCRD(handle, &p, vs.get(), vt.get(), ms.get(), mt.get(), idx.get(), draw ? nullptr : drawn.get(),
-                             z.get(), loss.get(), gs.get(), gt.get(), nullptr, 1.0f, 0, ws.get(), ws.size(), stream),
+                             z.get(), nullptr, loss.get(), gs.get(), gt.get(), nullptr, 1.0f, 0, ws.get(), ws.size(), stream),
                       KDF_STATUS_SUCCESS)
                 << kdfGetLastErrorString();
             std::vector<float> r;
@@ -284,40 +284,72 @@ TEST_F(CRD, DrawnIndicesScoreLikeTheSameIndicesGiven)
     }
 }
 
-TEST_F(CRD, OutOfRangeIndicesGiveNaNNeverAnOutOfBoundsRead)
+TEST_F(CRD, OutOfRangeIndicesLeaveTheStateAloneAndReportOnTheDevice)
 {
     const Fixed f = fixed(3, 8, 4, 10);
-    for (const int64_t bad : {int64_t(10), int64_t(-1)}) {
-        SCOPED_TRACE("index " + std::to_string(bad));
-        // A contrast index: the loss and that row's gradients are NaN, the other rows' are not (Z is set).
-        std::vector<int64_t> cidx = f.cidx;
-        cidx[1 * 5 + 2] = bad;
-        DeviceBuffer<float> vs(f.vs), vt(f.vt), ms(f.ms), mt(f.mt), z(std::vector<float>{5.0f, 5.0f}), loss(1), gs(24), gt(24);
-        DeviceBuffer<int64_t> idx(f.idx), d_cidx(cidx);
-        DeviceBuffer<unsigned char> ws(workspace(f.p));
-        ASSERT_EQ(kdfCRD(handle, &f.p, vs.get(), vt.get(), ms.get(), mt.get(), idx.get(), d_cidx.get(), z.get(), loss.get(),
-                         gs.get(), gt.get(), nullptr, 1.0f, 0, ws.get(), ws.size(), stream),
-                  KDF_STATUS_SUCCESS);
-        EXPECT_TRUE(std::isnan(loss.download()[0]));
-        const auto g = gs.download();
-        EXPECT_TRUE(std::isnan(g[8])) << "row 1";
-        EXPECT_TRUE(std::isfinite(g[0]) && std::isfinite(g[16])) << "rows 0 and 2";
+    struct Bad {
+        const char* what;
+        bool contrast;  // a contrast index (else an idx to update)
+        kdfCRDZMode_t z_mode;
+        float z0;       // the Z the call finds (< 0 = unset: this call would set it)
+    };
+    for (const int64_t bad : {int64_t(10), int64_t(-1), int64_t(1) << 40}) {
+        for (const Bad b : {Bad{"contrast, Z unset", true, KDF_CRD_Z_ONCE, -1.0f}, Bad{"contrast, Z set", true, KDF_CRD_Z_ONCE, 5.0f},
+                            Bad{"contrast, EMA", true, KDF_CRD_Z_EMA, 5.0f}, Bad{"idx, Z unset", false, KDF_CRD_Z_ONCE, -1.0f},
+                            Bad{"idx, EMA", false, KDF_CRD_Z_EMA, 5.0f}}) {
+            SCOPED_TRACE(std::string(b.what) + ", index " + std::to_string(bad));
+            kdfCRDParams_t p = f.p;
+            p.update_memory = 1;
+            p.z_mode = b.z_mode;
+            std::vector<int64_t> idx = f.idx, cidx = f.cidx;
+            (b.contrast ? cidx[1 * 5 + 2] : idx[2]) = bad;
+            DeviceBuffer<float> vs(f.vs), vt(f.vt), ms(f.ms), mt(f.mt), z(std::vector<float>{b.z0, b.z0});
+            DeviceBuffer<float> loss(std::vector<float>{0.0f}), gs(24), gt(24);
+            DeviceBuffer<int64_t> d_idx(idx), d_cidx(cidx);
+            DeviceBuffer<int32_t> status(std::vector<int32_t>{-7});
+            DeviceBuffer<unsigned char> ws(workspace(p));
+            ASSERT_EQ(kdfCRD(handle, &p, vs.get(), vt.get(), ms.get(), mt.get(), d_idx.get(), d_cidx.get(), z.get(), status.get(),
+                             loss.get(), gs.get(), gt.get(), nullptr, 1.0f, 0, ws.get(), ws.size(), stream),
+                      KDF_STATUS_SUCCESS);
+            EXPECT_EQ(status.download()[0], 1) << "reported on the device";
+            EXPECT_EQ(z.download(), (std::vector<float>{b.z0, b.z0})) << "Z untouched";
+            EXPECT_EQ(ms.download(), f.ms) << "memory_s untouched";
+            EXPECT_EQ(mt.download(), f.mt) << "memory_t untouched";
+            EXPECT_TRUE(std::isnan(loss.download()[0])) << "the loss is marked invalid";
+            for (const auto& g : {gs.download(), gt.download()})
+                for (float x : g) ASSERT_TRUE(std::isnan(x)) << "every gradient row is marked invalid";
 
-        // An idx to update: the loss is NaN and no bank row changes.
-        kdfCRDParams_t p = f.p;
-        p.update_memory = 1;
-        std::vector<int64_t> idx_bad = f.idx;
-        idx_bad[2] = bad;
-        DeviceBuffer<int64_t> d_idx(idx_bad), good_cidx(f.cidx);
-        DeviceBuffer<float> ms2(f.ms), mt2(f.mt);
-        ASSERT_EQ(kdfCRD(handle, &p, vs.get(), vt.get(), ms2.get(), mt2.get(), d_idx.get(), good_cidx.get(), z.get(), loss.get(),
-                         nullptr, nullptr, nullptr, 1.0f, 0, ws.get(), ws.size(), stream),
+            // The next call with good indices runs from the untouched state: finite, status 0.
+            DeviceBuffer<int64_t> good_idx(f.idx), good_cidx(f.cidx);
+            ASSERT_EQ(kdfCRD(handle, &p, vs.get(), vt.get(), ms.get(), mt.get(), good_idx.get(), good_cidx.get(), z.get(),
+                             status.get(), loss.get(), gs.get(), gt.get(), nullptr, 1.0f, 0, ws.get(), ws.size(), stream),
+                      KDF_STATUS_SUCCESS);
+            EXPECT_EQ(status.download()[0], 0);
+            EXPECT_TRUE(std::isfinite(loss.download()[0]));
+            const auto zs = z.download();
+            EXPECT_TRUE(std::isfinite(zs[0]) && zs[0] > 0.0f && std::isfinite(zs[1]) && zs[1] > 0.0f);
+            for (float x : gs.download()) ASSERT_TRUE(std::isfinite(x));
+        }
+    }
+}
+
+TEST_F(CRD, IndexStatusAloneChecksWithoutTouchingAnything)
+{
+    const Fixed f = fixed(2, 8, 3, 10);
+    std::vector<int64_t> cidx = f.cidx;
+    DeviceBuffer<float> vs(f.vs), vt(f.vt), ms(f.ms), mt(f.mt), z(std::vector<float>{-1.0f, -1.0f});
+    DeviceBuffer<int32_t> status(std::vector<int32_t>{-7});
+    DeviceBuffer<unsigned char> ws(workspace(f.p));
+    for (const int64_t last : {int64_t(9), int64_t(10)}) {
+        cidx.back() = last;
+        DeviceBuffer<int64_t> idx(f.idx), d_cidx(cidx);
+        ASSERT_EQ(kdfCRD(handle, &f.p, vs.get(), vt.get(), ms.get(), mt.get(), idx.get(), d_cidx.get(), z.get(), status.get(),
+                         nullptr, nullptr, nullptr, nullptr, 1.0f, 0, ws.get(), ws.size(), stream),
                   KDF_STATUS_SUCCESS);
-        EXPECT_TRUE(std::isnan(loss.download()[0]));
-        const auto m = ms2.download();
-        size_t changed = 0;
-        for (size_t e = 0; e < m.size(); ++e) changed += m[e] != f.ms[e];
-        EXPECT_EQ(changed, 2u * 8u) << "rows idx[0] and idx[1] updated, idx[2] skipped";
+        EXPECT_EQ(status.download()[0], last == 10 ? 1 : 0);
+        EXPECT_EQ(z.download(), (std::vector<float>{-1.0f, -1.0f})) << "a check alone does not set Z";
+        EXPECT_EQ(ms.download(), f.ms);
+        EXPECT_EQ(mt.download(), f.mt);
     }
 }
 
@@ -334,7 +366,7 @@ TEST_F(CRD, ThreeLaunchesNoSyncAndBitwiseReproducible)
             DeviceBuffer<int64_t> idx(f.idx), cidx(f.cidx);
             DeviceBuffer<unsigned char> ws(workspace(f.p));
             kdfuse::simt::reset_counters();
-            ASSERT_EQ(kdfCRD(handle, &f.p, vs.get(), vt.get(), ms.get(), mt.get(), idx.get(), cidx.get(), z.get(), loss.get(),
+            ASSERT_EQ(kdfCRD(handle, &f.p, vs.get(), vt.get(), ms.get(), mt.get(), idx.get(), cidx.get(), z.get(), nullptr, loss.get(),
                              gs.get(), gt.get(), nullptr, 1.0f, 0, ws.get(), ws.size(), stream),
                       KDF_STATUS_SUCCESS);
             EXPECT_CALL_WORK(3u, 0u);  // Z estimate, NCE scoring, finish (+ the ticket memset)
@@ -353,12 +385,12 @@ TEST_F(CRD, ThreeLaunchesNoSyncAndBitwiseReproducible)
     DeviceBuffer<int64_t> idx(f.idx), cidx(f.cidx);
     DeviceBuffer<unsigned char> ws(workspace(p));
     kdfuse::simt::reset_counters();
-    ASSERT_EQ(kdfCRD(handle, &p, vs.get(), vt.get(), ms.get(), mt.get(), idx.get(), cidx.get(), z.get(), loss.get(), nullptr,
+    ASSERT_EQ(kdfCRD(handle, &p, vs.get(), vt.get(), ms.get(), mt.get(), idx.get(), cidx.get(), z.get(), nullptr, loss.get(), nullptr,
                      nullptr, nullptr, 1.0f, 0, ws.get(), ws.size(), stream),
               KDF_STATUS_SUCCESS);
     EXPECT_EQ(kdfuse::simt::counters().kernel_launches, 2u);
     kdfuse::simt::reset_counters();
-    ASSERT_EQ(kdfCRD(handle, &p, vs.get(), vt.get(), ms.get(), mt.get(), idx.get(), cidx.get(), z.get(), nullptr, nullptr,
+    ASSERT_EQ(kdfCRD(handle, &p, vs.get(), vt.get(), ms.get(), mt.get(), idx.get(), cidx.get(), z.get(), nullptr, nullptr, nullptr,
                      nullptr, nullptr, 1.0f, 0, ws.get(), ws.size(), stream),
               KDF_STATUS_SUCCESS);
     EXPECT_EQ(kdfuse::simt::counters().kernel_launches, 0u);
@@ -389,7 +421,7 @@ TEST_F(CRD, BadInputs)
     DeviceBuffer<int64_t> idx(f.idx), cidx(f.cidx);
     DeviceBuffer<unsigned char> ws(workspace(good));
     auto call = [&](const kdfCRDParams_t& p, const void* c = nullptr, size_t bytes = SIZE_MAX) {
-        return kdfCRD(handle, &p, vs.get(), vt.get(), ms.get(), mt.get(), idx.get(), c ? c : cidx.get(), z.get(), loss.get(),
+        return kdfCRD(handle, &p, vs.get(), vt.get(), ms.get(), mt.get(), idx.get(), c ? c : cidx.get(), z.get(), nullptr, loss.get(),
                       gs.get(), gt.get(), nullptr, 1.0f, 0, ws.get(), bytes == SIZE_MAX ? ws.size() : bytes, stream);
     };
     kdfCRDParams_t p = good;
@@ -434,37 +466,37 @@ TEST_F(CRD, BadInputs)
     EXPECT_STATUS(call(p), KDF_STATUS_INVALID_VALUE, "KDF_CRD_PARAMS_INIT");
     p = good, p.draw_contrast = 1;
     EXPECT_STATUS(call(p), KDF_STATUS_INVALID_VALUE, "contrast_idx must be NULL");
-    EXPECT_STATUS(kdfCRD(handle, &good, vs.get(), vt.get(), ms.get(), mt.get(), idx.get(), nullptr, z.get(), loss.get(),
+    EXPECT_STATUS(kdfCRD(handle, &good, vs.get(), vt.get(), ms.get(), mt.get(), idx.get(), nullptr, z.get(), nullptr, loss.get(),
                          nullptr, nullptr, nullptr, 1.0f, 0, ws.get(), ws.size(), stream),
                   KDF_STATUS_NULL_POINTER, "contrast_idx");
     p = good, p.update_memory = 1;
-    EXPECT_STATUS(kdfCRD(handle, &p, vs.get(), vt.get(), ms.get(), mt.get(), nullptr, cidx.get(), z.get(), loss.get(),
+    EXPECT_STATUS(kdfCRD(handle, &p, vs.get(), vt.get(), ms.get(), mt.get(), nullptr, cidx.get(), z.get(), nullptr, loss.get(),
                          nullptr, nullptr, nullptr, 1.0f, 0, ws.get(), ws.size(), stream),
                   KDF_STATUS_NULL_POINTER, "idx");
-    EXPECT_STATUS(kdfCRD(handle, &good, vs.get(), vt.get(), ms.get(), mt.get(), idx.get(), cidx.get(), nullptr, loss.get(),
+    EXPECT_STATUS(kdfCRD(handle, &good, vs.get(), vt.get(), ms.get(), mt.get(), idx.get(), cidx.get(), nullptr, nullptr, loss.get(),
                          nullptr, nullptr, nullptr, 1.0f, 0, ws.get(), ws.size(), stream),
                   KDF_STATUS_NULL_POINTER, "z");
-    EXPECT_STATUS(kdfCRD(handle, &good, vs.get(), vt.get(), ms.get(), ms.get(), idx.get(), cidx.get(), z.get(), loss.get(),
+    EXPECT_STATUS(kdfCRD(handle, &good, vs.get(), vt.get(), ms.get(), ms.get(), idx.get(), cidx.get(), z.get(), nullptr, loss.get(),
                          nullptr, nullptr, nullptr, 1.0f, 0, ws.get(), ws.size(), stream),
-                  KDF_STATUS_INVALID_VALUE, "memory_s aliases");
-    EXPECT_STATUS(kdfCRD(handle, &good, vs.get(), vt.get(), ms.get(), mt.get(), idx.get(), cidx.get(), z.get(), loss.get(),
+                  KDF_STATUS_INVALID_VALUE, "memory_s overlaps");
+    EXPECT_STATUS(kdfCRD(handle, &good, vs.get(), vt.get(), ms.get(), mt.get(), idx.get(), cidx.get(), z.get(), nullptr, loss.get(),
                          gs.get(), gs.get(), nullptr, 1.0f, 0, ws.get(), ws.size(), stream),
-                  KDF_STATUS_INVALID_VALUE, "grad_s aliases grad_t");
-    EXPECT_STATUS(kdfCRD(handle, &good, vs.get(), vt.get(), ms.get(), mt.get(), idx.get(), cidx.get(), z.get(), loss.get(),
+                  KDF_STATUS_INVALID_VALUE, "grad_s overlaps grad_t");
+    EXPECT_STATUS(kdfCRD(handle, &good, vs.get(), vt.get(), ms.get(), mt.get(), idx.get(), cidx.get(), z.get(), nullptr, loss.get(),
                          const_cast<float*>(vs.get()), nullptr, nullptr, 1.0f, 0, ws.get(), ws.size(), stream),
-                  KDF_STATUS_INVALID_VALUE, "grad_s aliases v_s");
+                  KDF_STATUS_INVALID_VALUE, "grad_s overlaps v_s");
     EXPECT_STATUS(call(good, reinterpret_cast<const char*>(cidx.get()) + 4), KDF_STATUS_MISALIGNED_POINTER, "contrast_idx");
     EXPECT_STATUS(call(good, nullptr, 16), KDF_STATUS_WORKSPACE_TOO_SMALL, "workspace_bytes");
-    EXPECT_STATUS(kdfCRD(handle, &good, vs.get(), vt.get(), ms.get(), mt.get(), idx.get(), cidx.get(), z.get(), loss.get(),
+    EXPECT_STATUS(kdfCRD(handle, &good, vs.get(), vt.get(), ms.get(), mt.get(), idx.get(), cidx.get(), z.get(), nullptr, loss.get(),
                          nullptr, nullptr, nullptr, NAN, 0, ws.get(), ws.size(), stream),
                   KDF_STATUS_INVALID_VALUE, "grad_scale");
-    EXPECT_STATUS(kdfCRD(nullptr, &good, vs.get(), vt.get(), ms.get(), mt.get(), idx.get(), cidx.get(), z.get(), loss.get(),
+    EXPECT_STATUS(kdfCRD(nullptr, &good, vs.get(), vt.get(), ms.get(), mt.get(), idx.get(), cidx.get(), z.get(), nullptr, loss.get(),
                          nullptr, nullptr, nullptr, 1.0f, 0, ws.get(), ws.size(), stream),
                   KDF_STATUS_NULL_POINTER, "handle");
     EXPECT_STATUS(kdfCRDWorkspaceSize(&good, nullptr), KDF_STATUS_NULL_POINTER, "bytes");
     EXPECT_STATUS(kdfCRDDrawContrast(handle, &good, idx.get(), nullptr, stream), KDF_STATUS_NULL_POINTER, "contrast_idx");
     EXPECT_STATUS(kdfCRDDrawContrast(handle, &good, idx.get(), const_cast<int64_t*>(idx.get()), stream), KDF_STATUS_INVALID_VALUE,
-                  "aliases");
+                  " overlaps");
     EXPECT_EQ(call(good), KDF_STATUS_SUCCESS) << kdfGetLastErrorString();
 }
 

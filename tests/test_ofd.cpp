@@ -305,9 +305,9 @@ TEST_F(OFD, BadInputs)
            KDF_STATUS_MISALIGNED_POINTER, "margin");
     EXPECT_STATUS(kdfOFD(handle, &orig, s.get(), t.get(), margin.get(), loss.get(), margin.get(), nullptr, 1.0f, 0, ws_orig.get(),
                   ws_orig.size(), stream),
-           KDF_STATUS_INVALID_VALUE, "grad_s aliases margin");
+           KDF_STATUS_INVALID_VALUE, "grad_s overlaps margin");
     EXPECT_STATUS(call(good, reinterpret_cast<const char*>(s.get()) + 1), KDF_STATUS_MISALIGNED_POINTER, "kdfOFD: s is not 4-byte");
-    EXPECT_STATUS(call(good, nullptr, const_cast<float*>(t.get())), KDF_STATUS_INVALID_VALUE, "grad_s aliases t");
+    EXPECT_STATUS(call(good, nullptr, const_cast<float*>(t.get())), KDF_STATUS_INVALID_VALUE, "grad_s overlaps t");
     EXPECT_STATUS(call(good, nullptr, nullptr, 16), KDF_STATUS_WORKSPACE_TOO_SMALL, "workspace_bytes");
     EXPECT_STATUS(kdfOFD(handle, &good, s.get(), t.get(), nullptr, loss.get(), grad.get(), nullptr, 1.0f, 0, nullptr, ws.size(), stream),
            KDF_STATUS_NULL_POINTER, "workspace is NULL");

@@ -430,11 +430,11 @@ TEST_F(VID, BadInputs)
     x = ok, x.grad_loss = reinterpret_cast<const float*>(misaligned(loss.get()));
     EXPECT_STATUS(call(&good, x), KDF_STATUS_MISALIGNED_POINTER, "grad_loss is not 4-byte aligned");
     x = ok, x.gp = pred.get();
-    EXPECT_STATUS(call(&good, x), KDF_STATUS_INVALID_VALUE, "grad_pred aliases pred_mean");
+    EXPECT_STATUS(call(&good, x), KDF_STATUS_INVALID_VALUE, "grad_pred overlaps pred_mean");
     x = ok, x.gp = target.get();
-    EXPECT_STATUS(call(&good, x), KDF_STATUS_INVALID_VALUE, "grad_pred aliases target");
+    EXPECT_STATUS(call(&good, x), KDF_STATUS_INVALID_VALUE, "grad_pred overlaps target");
     x = ok, x.gls = ls.get();
-    EXPECT_STATUS(call(&good, x), KDF_STATUS_INVALID_VALUE, "grad_log_scale aliases log_scale");
+    EXPECT_STATUS(call(&good, x), KDF_STATUS_INVALID_VALUE, "grad_log_scale overlaps log_scale");
     EXPECT_STATUS(call(&good, ok, INFINITY), KDF_STATUS_INVALID_VALUE, "grad_scale must be finite");
 
     // Workspace.

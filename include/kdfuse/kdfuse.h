@@ -71,7 +71,10 @@ typedef enum kdfDeterminism_t {
 } kdfDeterminism_t;
 
 KDFUSE_API kdfStatus_t kdfCreate(kdfHandle_t* handle);
-KDFUSE_API kdfStatus_t kdfDestroy(kdfHandle_t handle); /* NULL is a no-op */
+/* NULL is a no-op. A handle already destroyed (or not from kdfCreate) is refused with KDF_STATUS_INVALID_VALUE
+ * by every call, without reading the freed memory; as with any freed pointer, a later kdfCreate may return the
+ * same address, which is then that new, live handle. */
+KDFUSE_API kdfStatus_t kdfDestroy(kdfHandle_t handle);
 KDFUSE_API kdfStatus_t kdfSetMathMode(kdfHandle_t handle, kdfMathMode_t mode);
 KDFUSE_API kdfStatus_t kdfGetMathMode(kdfHandle_t handle, kdfMathMode_t* mode);
 KDFUSE_API kdfStatus_t kdfSetDeterminism(kdfHandle_t handle, kdfDeterminism_t mode);
@@ -87,7 +90,12 @@ KDFUSE_API kdfStatus_t kdfGetDeterminism(kdfHandle_t handle, kdfDeterminism_t* m
  *   factor applied to every gradient (not to the loss).
  * - accumulate != 0: outputs are added to (+=) instead of overwritten, the loss included, so several
  *   calls (layers, losses) can sum into one loss buffer and one gradient.
- * - Everything runs on `stream`: no allocation, no synchronisation, no host reads of device data. */
+ * - Everything runs on `stream`: no allocation, no synchronisation, no host reads of device data.
+ * - Aliasing: a buffer a call writes (outputs, the workspace, CRD's banks, z and index_status) shares no byte
+ *   with any other buffer of the call, partial overlaps included; buffers it only reads may overlap freely.
+ *   Each buffer counts as the byte range from its first to its last element, strides included. A call that
+ *   breaks the rule returns KDF_STATUS_INVALID_VALUE naming both buffers. The one in-place exception is
+ *   kdfOFDMarginFromBN (margin may be gamma or beta). docs/api.md, "Aliasing". */
 
 typedef enum kdfDataType_t {
     KDF_DTYPE_FP32 = 0,
@@ -133,7 +141,8 @@ KDFUSE_API kdfStatus_t kdfKD(kdfHandle_t handle, const kdfKDParams_t* params, co
 /* ---- feature-map losses (FitNet, AT, FT, AB, OFD, VID) ------------------------------------------------
  * Inputs are NCHW feature maps. Each H x W plane is contiguous (rows W elements apart); samples and
  * channels are stride_n / stride_c elements apart (0 = dense: C*H*W and H*W), so channel or batch slices
- * of a larger tensor can be passed directly. A gradient has the layout of its input.
+ * of a larger tensor can be passed directly. Planes and samples may not overlap: stride_c >= H*W, and
+ * stride_n >= (C-1)*stride_c + H*W (stride_n = 0 with a wider stride_c is refused: give stride_n). A gradient has the layout of its input.
  * `weight` multiplies the loss and its gradients (a layer's weight, such as RepDistiller's beta), so
  * several layers summed into one loss buffer with `accumulate` give sum_l weight_l * loss_l.
  * Where a loss compares maps of different spatial size, the larger map is adaptive-average-pooled
@@ -495,8 +504,12 @@ KDFUSE_API kdfStatus_t kdfFSP(kdfHandle_t handle, const kdfFSPParams_t* params, 
  * memory_t with v_t; from the pre-update rows; when idx holds a value twice the LAST row wins).
  * Contrast indices: given (draw_contrast = 0; N x (K+1), any values in [0, n_data)) or drawn on the
  * device (draw_contrast = 1): c[i, 0] = idx[i], c[i, k >= 1] uniform in [0, n_data) from Philox4x64-10
- * with key (seed, 0) and counter (i (K+1) + k, offset, 0, 0): use a new offset every step. An index
- * outside [0, n_data) is never read: it makes the loss and its row's gradient NaN and skips its update.
+ * with key (seed, 0) and counter (i (K+1) + k, offset, 0, 0): use a new offset every step.
+ * Bad indices never corrupt the state: when any contrast index, or any idx the call reads (update_memory or
+ * draw_contrast), is outside [0, n_data), the call leaves memory_s, memory_t and z untouched, writes NaN to
+ * the loss and to every gradient row it was asked for, and writes 1 to *index_status (0 when every index is
+ * in range). The indices live on the device, so this is found there: read index_status whenever convenient
+ * (it is written on `stream`; no synchronisation happens in the call).
  * No N x (K+1) x D tensor exists; nothing is synchronised. docs/losses/crd.md. */
 typedef enum kdfIndexType_t {
     KDF_INDEX_INT32 = 0,
@@ -536,12 +549,16 @@ typedef struct kdfCRDParams_t {
 KDFUSE_API kdfStatus_t kdfCRDWorkspaceSize(const kdfCRDParams_t* params, size_t* bytes);
 /* v_s, v_t: N x D. memory_s, memory_t: n_data x D, read and (update_memory) written. idx: N dataset indices
  * (required when update_memory or draw_contrast is set, else may be NULL). contrast_idx: N x (K+1) or NULL
- * (draw_contrast). z: 2 device floats {Z_s, Z_t}, read and written. loss: 1 float or NULL; grad_s, grad_t:
- * layouts of v_s, v_t, or NULL; grad_loss: device scalar or NULL (= 1). */
+ * (draw_contrast). z: 2 device floats {Z_s, Z_t}, read and written. index_status: 1 device int32 (0 = every
+ * index in range, 1 = an index out of range: state untouched, outputs NaN), or NULL (not reported). loss: 1
+ * float or NULL; grad_s, grad_t: layouts of v_s, v_t, or NULL; grad_loss: device scalar or NULL (= 1). A call
+ * with no loss, no gradient and update_memory = 0 only checks the indices into index_status (Z, banks untouched),
+ * or does nothing when index_status is NULL. */
 KDFUSE_API kdfStatus_t kdfCRD(kdfHandle_t handle, const kdfCRDParams_t* params, const void* v_s, const void* v_t,
                               void* memory_s, void* memory_t, const void* idx, const void* contrast_idx, float* z,
-                              float* loss, void* grad_s, void* grad_t, const float* grad_loss, float grad_scale,
-                              int accumulate, void* workspace, size_t workspace_bytes, kdfStream_t stream);
+                              int32_t* index_status, float* loss, void* grad_s, void* grad_t, const float* grad_loss,
+                              float grad_scale, int accumulate, void* workspace, size_t workspace_bytes,
+                              kdfStream_t stream);
 /* Writes the N x (K+1) contrast indices a draw_contrast = 1 call with these params uses (params->index_type;
  * column 0 = idx), for inspection and tests. One kernel on `stream`. */
 KDFUSE_API kdfStatus_t kdfCRDDrawContrast(kdfHandle_t handle, const kdfCRDParams_t* params, const void* idx,

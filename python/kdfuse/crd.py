@@ -7,6 +7,7 @@ column 0 the positive) or drawn by the library from Philox (seed, offset); draw_
 ones."""
 import ctypes
 import numbers
+import os
 
 import torch
 
@@ -74,10 +75,10 @@ if ctypes.sizeof(ctypes.c_size_t) == 8:  # LP64: the layout documented above
 _P, _vp, _fp = ctypes.POINTER, ctypes.c_void_p, ctypes.POINTER(ctypes.c_float)
 _lib.register({
     "kdfCRDWorkspaceSize": (_lib.STATUS, [_P(CRDParams), _P(ctypes.c_size_t)]),
-    # handle, params, v_s, v_t, memory_s, memory_t, idx, contrast_idx, z, loss, grad_s, grad_t, grad_loss,
-    # grad_scale, accumulate, workspace, bytes, stream
-    "kdfCRD": (_lib.STATUS, [_lib.kdfHandle_t, _P(CRDParams), _vp, _vp, _vp, _vp, _vp, _vp, _fp, _fp, _vp, _vp, _fp,
-                             ctypes.c_float, ctypes.c_int, _vp, ctypes.c_size_t, _lib.kdfStream_t]),
+    # handle, params, v_s, v_t, memory_s, memory_t, idx, contrast_idx, z, index_status, loss, grad_s, grad_t,
+    # grad_loss, grad_scale, accumulate, workspace, bytes, stream
+    "kdfCRD": (_lib.STATUS, [_lib.kdfHandle_t, _P(CRDParams), _vp, _vp, _vp, _vp, _vp, _vp, _fp, _vp, _fp, _vp, _vp,
+                             _fp, ctypes.c_float, ctypes.c_int, _vp, ctypes.c_size_t, _lib.kdfStream_t]),
     # handle, params, idx, contrast_idx, stream
     "kdfCRDDrawContrast": (_lib.STATUS, [_lib.kdfHandle_t, _P(CRDParams), _vp, _vp, _lib.kdfStream_t]),
 })
@@ -124,10 +125,17 @@ def _grad_out(g, v, ld, name):
     return g
 
 
+def check_indices_default(device):
+    """Whether crd() reads the call's index status and raises on a bad index: always for CPU tensors (the SIMT
+    build has already finished, so the read costs nothing), for CUDA tensors only with KDFUSE_DEBUG=1 (the read
+    synchronises the stream)."""
+    return device.type != "cuda" or os.environ.get("KDFUSE_DEBUG") == "1"
+
+
 def crd(v_s, v_t, memory_s, memory_t, idx, contrast_idx, z, temperature=0.07, momentum=0.5, z_mode="once",
         z_momentum=0.99, normalize_inputs=False, update_memory=True, seed=None, offset=0, k=None, weight=1.0,
         grad_loss=None, grad_scale=1.0, accumulate=False, want_loss=True, want_grad_s=True, want_grad_t=True,
-        out=None):
+        out=None, check_indices=None):
     """(loss, grad_s, grad_t) of weight * CRD(v_s, v_t) against the banks; updates the state in place.
 
     v_s, v_t: N x D float32 embeddings (unit column stride, rows may be strided), L2-normalised already, or
@@ -143,6 +151,9 @@ def crd(v_s, v_t, memory_s, memory_t, idx, contrast_idx, z, temperature=0.07, mo
     grad_loss: device float32 scalar tensor, a Python number (folded into grad_scale) or None (= 1);
       grad_scale: factor on the gradients. accumulate=True adds into out=(loss, grad_s, grad_t).
     want_*: which outputs to compute when out does not give them (the others are passed as NULL).
+    An index outside [0, n_data) leaves the banks and z untouched and makes the outputs NaN (the library's
+    device-side index status); with check_indices (default: check_indices_default(device)) that status is read
+    after the call and IndexError is raised.
     """
     for name, t in (("v_s", v_s), ("v_t", v_t)):
         if not isinstance(t, torch.Tensor):
@@ -206,11 +217,17 @@ def crd(v_s, v_t, memory_s, memory_t, idx, contrast_idx, z, temperature=0.07, mo
                        normalize_inputs=int(bool(normalize_inputs)), update_memory=int(bool(update_memory)),
                        draw_contrast=int(contrast_idx is None), seed=0 if seed is None else int(seed),
                        offset=int(offset), weight=float(weight))
+    if check_indices is None:
+        check_indices = check_indices_default(device)
+    index_status = torch.zeros(1, dtype=torch.int32, device=device) if check_indices else None
     _feature.call("kdfCRD", "kdfCRDWorkspaceSize", params,
                   [_feature.ptr(s2), _feature.ptr(t2), _feature.ptr(memory_s), _feature.ptr(memory_t),
-                   _feature.ptr(idx), _feature.ptr(contrast_idx), _feature.fptr(z), _feature.fptr(loss),
-                   _feature.ptr(grad_s), _feature.ptr(grad_t), _feature.fptr(grad_loss), ctypes.c_float(grad_scale),
-                   1 if accumulate else 0], device, backend)
+                   _feature.ptr(idx), _feature.ptr(contrast_idx), _feature.fptr(z), _feature.ptr(index_status),
+                   _feature.fptr(loss), _feature.ptr(grad_s), _feature.ptr(grad_t), _feature.fptr(grad_loss),
+                   ctypes.c_float(grad_scale), 1 if accumulate else 0], device, backend)
+    if index_status is not None and int(index_status.item()) != 0:
+        raise IndexError(f"{_FN}: an index of idx or contrast_idx is outside [0, n_data) = [0, {n_data}); the banks "
+                         f"and z were left unchanged and the outputs are NaN")
     return loss, grad_s, grad_t
 
 

@@ -240,8 +240,31 @@ def test_library_errors():
     expect_error("KDF_STATUS_NULL_POINTER", lambda: p.call(idx=None))  # update_memory needs idx
     ms, _, z = p.state()
     err = expect_error("KDF_STATUS_INVALID_VALUE", lambda: p.call((ms, ms, z)))
-    assert "alias" in err.detail
+    assert "memory_s overlaps memory_t" in err.detail
     wide = Problem(n=2, k=3, d=1025, n_data=8, seed=10)
     expect_error("KDF_STATUS_NOT_SUPPORTED", lambda: wide.call())  # D > 1024
     expect_error("KDF_STATUS_INVALID_VALUE",  # n_data beyond int32 indices
                  lambda: draw_contrast(p.idx, 2**31, p.k, seed=1, index_dtype=torch.int32))
+
+
+@pytest.mark.parametrize("where", ["contrast", "idx"])
+@pytest.mark.parametrize("z_mode", ["once", "ema"])
+def test_bad_index_raises_and_leaves_the_state_alone(where, z_mode):
+    # RepDistiller raises IndexError and keeps its state; so does kdfuse, Z unset (this call would set it) or not.
+    p = Problem(seed=9)
+    cidx, idx = p.cidx.clone(), p.idx.clone()
+    (cidx if where == "contrast" else idx)[2, ...] = p.n_data if where == "idx" else -1
+    for z0 in (-1.0, 5.0):
+        ms, mt, z = p.state()
+        z.fill_(z0)
+        with pytest.raises(IndexError, match=r"outside \[0, n_data\)"):
+            p.call((ms, mt, z), contrast_idx=cidx, idx=idx, z_mode=z_mode)
+        assert torch.equal(ms, p.memory_s) and torch.equal(mt, p.memory_t)
+        assert torch.equal(z, torch.full((2,), z0))
+        # Without the check the call returns NaN outputs, the state still untouched.
+        loss, g_s, g_t = p.call((ms, mt, z), contrast_idx=cidx, idx=idx, z_mode=z_mode, check_indices=False)
+        assert torch.isnan(loss) and torch.isnan(g_s).all() and torch.isnan(g_t).all()
+        assert torch.equal(ms, p.memory_s) and torch.equal(z, torch.full((2,), z0))
+        # The next good call runs normally from there.
+        loss, _, _ = p.call((ms, mt, z), z_mode=z_mode)
+        assert torch.isfinite(loss) and (z > 0).all()
