@@ -7,7 +7,7 @@ import torch
 
 from . import _lib
 from ._lib import KDF_STATUS_INVALID_VALUE, KDF_STATUS_NOT_SUPPORTED, KDF_STATUS_SHAPE_MISMATCH, binding_error
-from .kd import _alloc_workspace, _fptr, _vptr, backend_of
+from .kd import _alloc_workspace, _fptr, _vptr, backend_of, check_buffer, extent_bytes
 
 _i64 = ctypes.c_int64
 
@@ -29,6 +29,7 @@ def feature_map(t, name, fn):
     if t.dtype != torch.float32:
         raise binding_error(KDF_STATUS_NOT_SUPPORTED if t.dtype in (torch.float16, torch.bfloat16) else
                             KDF_STATUS_INVALID_VALUE, f"{name} must be float32, got {t.dtype}", fn)
+    check_buffer(t, name, extent_bytes(t), fn, contiguous=False)
     if t.dim() == 2:
         t = t[:, :, None, None]
     if t.dim() != 4:
@@ -52,6 +53,35 @@ def same_device(fn, **tensors):
         raise binding_error(KDF_STATUS_INVALID_VALUE, f"tensors on different devices: {sorted(map(str, devices))}", fn)
     device = devices.pop()
     return backend_of(device), device
+
+
+def check_out(g, like, name, fn):
+    """A caller's output `g` (a gradient, or an accumulator) that the C library writes with the layout of the
+    input `like`: float32 on like's device, with like's shape and strides (KdfuseError otherwise) and the storage
+    behind them (check_buffer). Returns g."""
+    if not isinstance(g, torch.Tensor):
+        raise TypeError(f"{fn}: {name} must be a torch.Tensor, got {type(g).__name__}")
+    if g.dtype != torch.float32 or g.device != like.device:
+        raise binding_error(KDF_STATUS_INVALID_VALUE, f"{name} must be float32 on {like.device}, got {g.dtype} on "
+                                                      f"{g.device}", fn)
+    if g.shape != like.shape or g.stride() != like.stride():
+        raise binding_error(KDF_STATUS_INVALID_VALUE, f"{name} must have the shape and strides of its input "
+                                                      f"({tuple(like.shape)}, {like.stride()}), got "
+                                                      f"({tuple(g.shape)}, {g.stride()})", fn)
+    return check_buffer(g, name, extent_bytes(g), fn, contiguous=False)
+
+
+def check_scalar(t, name, fn, device):
+    """A float32 tensor of one element on `device` (the loss accumulator, grad_loss): KdfuseError for the type,
+    dtype, device or size, check_buffer for its storage. None passes (the library then writes / reads nothing)."""
+    if t is None:
+        return None
+    if not isinstance(t, torch.Tensor):
+        raise TypeError(f"{fn}: {name} must be a float32 tensor of one element or None, got {type(t).__name__}")
+    if t.dtype != torch.float32 or t.device != device or t.numel() != 1:
+        raise binding_error(KDF_STATUS_INVALID_VALUE, f"{name} must be one float32 value on {device}, got "
+                                                      f"{t.dtype} of shape {tuple(t.shape)} on {t.device}", fn)
+    return check_buffer(t, name, 4, fn)
 
 
 def grad_like(t):

@@ -42,12 +42,14 @@ def ab(s, t, margin=1.0, weight=1.0, seed_scaling=True, grad_loss=None, grad_sca
     ms, mt = _feature.feature_map(s, "s", _FN), _feature.feature_map(t, "t", _FN)
     _feature.check_shape(t, s.shape, "t", _FN)
     loss, grad_s = out if out is not None else (None, None)
+    _feature.check_scalar(loss, "loss", _FN, device)
+    _feature.check_scalar(grad_loss, "grad_loss", _FN, device)
     if loss is None and want_loss:
         loss = torch.zeros((), dtype=torch.float32, device=device)
     if grad_s is None and want_grad_s:
         grad_s = _feature.grad_like(s)
-    if grad_s is not None and grad_s.stride() != s.stride():
-        raise _lib.binding_error(_lib.KDF_STATUS_INVALID_VALUE, "grad_s must have the strides of s", _FN)
+    if grad_s is not None:
+        _feature.check_out(grad_s, s, "grad_s", _FN)
     params = ABParams(ctypes.sizeof(ABParams), ms, mt, _lib.KDF_DTYPE_FP32, float(margin), float(weight),
                       1 if seed_scaling else 0)
     _feature.call("kdfAB", "kdfABWorkspaceSize", params,

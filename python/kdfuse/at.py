@@ -33,12 +33,14 @@ def attention_call(fn, entry, size_entry, make_params, f_s, f_t, grad_loss, grad
     backend, device = _feature.same_device(fn, f_s=f_s, f_t=f_t)
     ms, mt = _feature.feature_map(f_s, "f_s", fn), _feature.feature_map(f_t, "f_t", fn)
     loss, grad_s = out if out is not None else (None, None)
+    _feature.check_scalar(loss, "loss", fn, device)
+    _feature.check_scalar(grad_loss, "grad_loss", fn, device)
     if loss is None and want_loss:
         loss = torch.zeros((), dtype=torch.float32, device=device)
     if grad_s is None and want_grad_s:
         grad_s = _feature.grad_like(f_s)
-    if grad_s is not None and (grad_s.shape != f_s.shape or grad_s.stride() != f_s.stride()):
-        raise _lib.binding_error(_lib.KDF_STATUS_INVALID_VALUE, "grad_s must have the shape and strides of f_s", fn)
+    if grad_s is not None:
+        _feature.check_out(grad_s, f_s, "grad_s", fn)
     _feature.call(entry, size_entry, make_params(ms, mt),
                   [_feature.ptr(f_s), _feature.ptr(f_t), _feature.fptr(loss), _feature.ptr(grad_s),
                    _feature.fptr(grad_loss), ctypes.c_float(grad_scale), 1 if accumulate else 0], device, backend)

@@ -44,6 +44,8 @@ def cc(f_s, f_t, variant="seed", weight=1.0, grad_loss=None, grad_scale=1.0, acc
     if nt != n:
         raise binding_error(KDF_STATUS_SHAPE_MISMATCH, f"f_t has {nt} samples, f_s {n}", _FN)
     loss, grad_s, grad_t = out if out is not None else (None, None, None)
+    _feature.check_scalar(loss, "loss", _FN, device)
+    _feature.check_scalar(grad_loss, "grad_loss", _FN, device)
     if loss is None and want_loss:
         loss = torch.zeros((), dtype=torch.float32, device=device)
     if grad_s is None and want_grad_s:
@@ -51,8 +53,8 @@ def cc(f_s, f_t, variant="seed", weight=1.0, grad_loss=None, grad_scale=1.0, acc
     if grad_t is None and want_grad_t:
         grad_t = _feature.grad_like(f_t)
     for g, f, name in ((grad_s, f_s, "grad_s"), (grad_t, f_t, "grad_t")):
-        if g is not None and (g.shape != f.shape or g.stride() != f.stride()):
-            raise binding_error(KDF_STATUS_INVALID_VALUE, f"{name} must have the shape and strides of its input", _FN)
+        if g is not None:
+            _feature.check_out(g, f, name, _FN)
     params = CCParams(ctypes.sizeof(CCParams), n, ds, dt, lds, ldt, _lib.KDF_DTYPE_FP32, _VARIANTS[variant], float(weight))
     _feature.call("kdfCC", "kdfCCWorkspaceSize", params,
                   [_feature.ptr(f_s), _feature.ptr(f_t), _feature.fptr(loss), _feature.ptr(grad_s), _feature.ptr(grad_t),

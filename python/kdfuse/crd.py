@@ -100,6 +100,7 @@ def _tensor(t, name, dtypes, shape, device):
         raise _err(KDF_STATUS_SHAPE_MISMATCH, f"{name} has shape {tuple(t.shape)}, expected {tuple(shape)}")
     if not t.is_contiguous():
         raise _err(KDF_STATUS_INVALID_VALUE, f"{name} must be contiguous")
+    _feature.check_buffer(t, name, t.numel() * t.element_size(), _FN)
 
 
 def _scalar(t, name, device):

@@ -34,12 +34,14 @@ def fitnet(f_s, f_t, weight=1.0, grad_loss=None, grad_scale=1.0, accumulate=Fals
     ms, mt = _feature.feature_map(f_s, "f_s", _FN), _feature.feature_map(f_t, "f_t", _FN)
     _feature.check_shape(f_t, f_s.shape, "f_t", _FN)
     loss, grad_s = out if out is not None else (None, None)
+    _feature.check_scalar(loss, "loss", _FN, device)
+    _feature.check_scalar(grad_loss, "grad_loss", _FN, device)
     if loss is None and want_loss:
         loss = torch.zeros((), dtype=torch.float32, device=device)
     if grad_s is None and want_grad_s:
         grad_s = _feature.grad_like(f_s)
-    if grad_s is not None and grad_s.stride() != f_s.stride():
-        raise _lib.binding_error(_lib.KDF_STATUS_INVALID_VALUE, "grad_s must have the strides of f_s", _FN)
+    if grad_s is not None:
+        _feature.check_out(grad_s, f_s, "grad_s", _FN)
     params = FitNetParams(ctypes.sizeof(FitNetParams), ms, mt, _lib.KDF_DTYPE_FP32, float(weight))
     _feature.call("kdfFitNet", "kdfFitNetWorkspaceSize", params,
                   [_feature.ptr(f_s), _feature.ptr(f_t), _feature.fptr(loss), _feature.ptr(grad_s),

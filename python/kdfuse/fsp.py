@@ -29,12 +29,6 @@ _lib.register({
 })
 
 
-def _grad_out(g, f, name):
-    if g is not None and g.stride() != f.stride():
-        raise _lib.binding_error(_lib.KDF_STATUS_INVALID_VALUE, f"{name} must have the strides of its input", _FN)
-    return g
-
-
 def fsp(s_bot, s_top, t_bot, t_top, weight=1.0, grad_loss=None, grad_scale=1.0, accumulate=False, want_loss=True,
         want_grad_bot=True, want_grad_top=True, out=None):
     """(loss, grad_s_bot, grad_s_top) of FSP for one pair of consecutive maps (float32 N x C x H x W, planes
@@ -43,13 +37,17 @@ def fsp(s_bot, s_top, t_bot, t_top, weight=1.0, grad_loss=None, grad_scale=1.0, 
     maps = [_feature.feature_map(t, n, _FN) for t, n in
             ((s_bot, "s_bot"), (s_top, "s_top"), (t_bot, "t_bot"), (t_top, "t_top"))]
     loss, g_bot, g_top = out if out is not None else (None, None, None)
+    _feature.check_scalar(loss, "loss", _FN, device)
+    _feature.check_scalar(grad_loss, "grad_loss", _FN, device)
     if loss is None and want_loss:
         loss = torch.zeros((), dtype=torch.float32, device=device)
     if g_bot is None and want_grad_bot:
         g_bot = _feature.grad_like(s_bot)
     if g_top is None and want_grad_top:
         g_top = _feature.grad_like(s_top)
-    _grad_out(g_bot, s_bot, "grad_s_bot"), _grad_out(g_top, s_top, "grad_s_top")
+    for g, f, name in ((g_bot, s_bot, "grad_s_bot"), (g_top, s_top, "grad_s_top")):
+        if g is not None:
+            _feature.check_out(g, f, name, _FN)
     params = FSPParams(ctypes.sizeof(FSPParams), *maps, _lib.KDF_DTYPE_FP32, float(weight))
     _feature.call("kdfFSP", "kdfFSPWorkspaceSize", params,
                   [_feature.ptr(s_bot), _feature.ptr(s_top), _feature.ptr(t_bot), _feature.ptr(t_top),

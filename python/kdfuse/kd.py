@@ -42,6 +42,32 @@ def _vptr(t):
     return None if t is None else ctypes.c_void_p(t.data_ptr())
 
 
+def check_buffer(t, name, nbytes, fn, contiguous=True):
+    """Checks a tensor whose data pointer the binding hands to the C library, which will access `nbytes` bytes
+    from it: a torch.Tensor (TypeError), contiguous unless contiguous=False (a strided operand whose layout the
+    library is told), and with at least `nbytes` bytes of its storage from the data pointer on, i.e.
+    untyped_storage().nbytes() minus the storage offset in bytes (ValueError). numel() overstates the memory of
+    an expanded tensor: torch.empty(1, dtype=torch.uint8).expand(65536) holds one byte. Returns t."""
+    if not isinstance(t, torch.Tensor):
+        raise TypeError(f"{fn}: {name} must be a torch.Tensor, got {type(t).__name__}")
+    if contiguous and not t.is_contiguous():
+        raise ValueError(f"{fn}: {name} must be contiguous (shape {tuple(t.shape)}, strides {tuple(t.stride())}): "
+                         f"the C library reads and writes it as one dense block")
+    available = t.untyped_storage().nbytes() - t.storage_offset() * t.element_size()
+    if nbytes > available:
+        raise ValueError(f"{fn}: {name}: the C library accesses {nbytes} bytes from its data pointer, but its storage "
+                         f"holds {available} bytes from there (shape {tuple(t.shape)}, strides {tuple(t.stride())})")
+    return t
+
+
+def extent_bytes(t):
+    """Bytes from t's data pointer to the end of its last element, as its shape and strides lay it out (0 when
+    empty): what the C library accesses of an operand whose layout it is told."""
+    if t.numel() == 0:
+        return 0
+    return (1 + sum((size - 1) * stride for size, stride in zip(t.shape, t.stride()))) * t.element_size()
+
+
 def _leading_dim(t, name):
     """Elements between rows of an N x C tensor with unit column stride (the C API's ld)."""
     n, c = t.shape
@@ -66,6 +92,7 @@ def _check_vector(t, name, numel, device):
         raise _err(KDF_STATUS_SHAPE_MISMATCH, f"{name} has {t.numel()} elements, expected {numel}")
     if not t.is_contiguous():
         raise _err(KDF_STATUS_INVALID_VALUE, f"{name} must be contiguous")
+    check_buffer(t, name, numel * t.element_size(), _FN)
 
 
 def _check_matrix_out(t, name, like, ld):
@@ -80,6 +107,7 @@ def _check_matrix_out(t, name, like, ld):
     if _leading_dim(t, name) != ld:
         raise _err(KDF_STATUS_INVALID_VALUE, f"{name} must have the row stride of its logits ({ld}), "
                                              f"got {t.stride(0)} (the C API shares one ld)")
+    check_buffer(t, name, extent_bytes(t), _FN, contiguous=False)
 
 
 def _params(rows, classes, ld_s, ld_t, dtype, T, reduction):
@@ -122,12 +150,17 @@ def kd(y_s, y_t, T=4.0, weight=None, reduction="batchmean", grad_loss=None, grad
     out: (loss, grad_s, grad_t) tensors to write (or, with accumulate=True, add) into; None entries are
       allocated. grad_s / grad_t must have the row stride of y_s / y_t (the C API shares one ld); new
       gradients are allocated with it. With accumulate=True every requested output must be in out.
-    workspace: a caller-owned uint8 tensor passed as is (its size and alignment are the caller's
-      business, as in the C API); default: kdfKDWorkspaceSize bytes from torch's allocator.
+    workspace: a caller-owned contiguous tensor (e.g. uint8) on the logits' device, passed as is with its
+      numel() * element_size() bytes, which its storage must hold (TypeError / ValueError otherwise); whether
+      that is enough and its alignment are the caller's business, as in the C API (KdfuseError
+      KDF_STATUS_WORKSPACE_TOO_SMALL / MISALIGNED_POINTER). Default: kdfKDWorkspaceSize bytes from torch's
+      allocator.
 
     Rows may be strided (stride(0) >= C); columns must be contiguous. Returns (loss, grad_s, grad_t),
     None for outputs not requested. Raises KdfuseError (the library's status, or the status the library
-    would use for an argument the C API cannot express, such as mismatched shapes).
+    would use for an argument the C API cannot express, such as mismatched shapes), and TypeError /
+    ValueError for a workspace or a tensor whose storage does not hold what the library would access
+    (check_buffer).
     """
     for name, t in (("y_s", y_s), ("y_t", y_t)):
         if not isinstance(t, torch.Tensor):
@@ -149,6 +182,8 @@ def kd(y_s, y_t, T=4.0, weight=None, reduction="batchmean", grad_loss=None, grad
     n, c = y_s.shape
     ld_s = _leading_dim(y_s, "y_s")
     ld_t = _leading_dim(y_t, "y_t")
+    check_buffer(y_s, "y_s", extent_bytes(y_s), _FN, contiguous=False)
+    check_buffer(y_t, "y_t", extent_bytes(y_t), _FN, contiguous=False)
     loss_numel = 1 if reduction == "batchmean" else n
 
     if weight is not None:
@@ -186,6 +221,13 @@ def kd(y_s, y_t, T=4.0, weight=None, reduction="batchmean", grad_loss=None, grad
         else:
             _check_matrix_out(grad_t, "grad_t", y_t, ld_t)
 
+    if workspace is not None:
+        if not isinstance(workspace, torch.Tensor):
+            raise TypeError(f"{_FN}: workspace must be a torch.Tensor, got {type(workspace).__name__}")
+        if workspace.device != device:
+            raise ValueError(f"{_FN}: workspace is on {workspace.device}, the logits on {device}")
+        check_buffer(workspace, "workspace", workspace.numel() * workspace.element_size(), _FN)
+
     params = _params(n, c, ld_s, ld_t, _DTYPES[y_s.dtype], T, _REDUCTIONS[reduction])
     lib = _lib.load(backend)
     if backend == "cuda":
@@ -207,8 +249,6 @@ def _call(lib, backend, device, device_index, params, y_s, y_t, weight, loss, gr
         lib.kdfKDWorkspaceSize(ctypes.byref(params), ctypes.byref(ws_bytes))
         ws_keep, ws_ptr, ws_size = _alloc_workspace(ws_bytes.value, device)
     else:
-        if not isinstance(workspace, torch.Tensor) or workspace.device != device:
-            raise _err(KDF_STATUS_INVALID_VALUE, f"workspace must be a tensor on {device}")
         ws_keep, ws_ptr, ws_size = workspace, _vptr(workspace), workspace.numel() * workspace.element_size()
     stream = torch.cuda.current_stream(device).cuda_stream if backend == "cuda" else None
     with _lib.CALL_LOCK:

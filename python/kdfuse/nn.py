@@ -11,12 +11,17 @@ Learnable parts (VIDLoss's regressor and log_scale, CRDLoss's Embed heads, OFD's
 modules; only the loss itself runs through kdfuse (kdfuse.ops, the torch.ops.kdfuse custom ops). CRD's state
 (memory_v1, memory_v2 and Z in ``params``) are buffers updated in place by the op.
 
+``Correlation()`` is the CC code RepDistiller ships (variant "repdistiller"); the seed's Gram form is
+``Correlation(variant="seed")``.
+
 Where kdfuse's kernels define a case the seed leaves undefined or different, the modules say so: pooling of
 non-square maps (``pool="seed"`` raises ValueError where the seed's square pooling and kdfuse's (H, W) pooling
 would differ; ``pool="hw"`` uses kdfuse's rule), RKD's gradient at duplicate rows, PKT's gradient at an all-zero
-row (0 instead of the seed's NaN), and lists of layers of different lengths (ValueError; the seed's zip drops the
-extra layers without a word). Teacher inputs are constants except KD's y_t, CC's f_t (variant
-"repdistiller") and CRD's teacher embedding (see kdfuse.ops).
+row (0 instead of the seed's NaN), NST's N x C x L maps of different L (ValueError), and lists of layers of
+different lengths (ValueError; the seed's zip drops the extra layers without a word). Teacher inputs are constants
+except KD's y_t, CC's f_t (variant "repdistiller") and CRD's teacher embedding; losses are float32, first order
+only (a double backward raises), on CPU (SIMT build) or CUDA tensors of one device (see kdfuse.ops). The full list
+of differences from RepDistiller's modules: docs/pytorch.md, "Differences from RepDistiller".
 """
 import math
 
@@ -40,14 +45,26 @@ def _layer_pairs(g_s, g_t, name):
 
 class DistillKL(nn.Module):
     """Distilling the Knowledge in a Neural Network: forward(y_s, y_t) -> 0-dim KD loss at temperature T (float32
-    loss; float16 / bfloat16 logits are read as they are and their gradients come back in their dtype)."""
+    loss; float16 / bfloat16 logits are read as they are and their gradients come back in their dtype).
+
+    Logits N x C, or N x C x ... as the seed (softmax over dim 1, the sum over all positions divided by N = shape[0]):
+    dim 1 is moved last and the positions flattened to rows; the kernel's batch mean divides by the number of rows,
+    so the loss is scaled by rows / N."""
 
     def __init__(self, T):
         super().__init__()
         self.T = T
 
     def forward(self, y_s, y_t):
-        return ops.kd(y_s, y_t, self.T)
+        if y_s.dim() <= 2:
+            return ops.kd(y_s, y_t, self.T)
+        if y_s.shape != y_t.shape:
+            raise ValueError(f"DistillKL: y_s and y_t must have the same shape, got {tuple(y_s.shape)} and "
+                             f"{tuple(y_t.shape)}")
+        classes = y_s.shape[1]
+        rows_s = y_s.movedim(1, -1).reshape(-1, classes)
+        rows_t = y_t.movedim(1, -1).reshape(-1, classes)
+        return ops.kd(rows_s, rows_t, self.T) * (rows_s.shape[0] / y_s.shape[0])
 
 
 class HintLoss(nn.Module):
@@ -86,10 +103,11 @@ class Similarity(nn.Module):
 
 
 class Correlation(nn.Module):
-    """Correlation congruence: variant "seed" (Gram form, shape (1,), f_t constant) or "repdistiller" (the code
-    RepDistiller ships, 0-dim, gradients for both embeddings)."""
+    """Correlation congruence: variant "repdistiller" (default: the code RepDistiller ships in distiller_zoo/CC.py,
+    products of consecutive rows of |f_s - f_t| on N x D embeddings, 0-dim, gradients for both embeddings) or
+    "seed" (the seed's Gram form, shape (1,), f_t constant)."""
 
-    def __init__(self, variant="seed"):
+    def __init__(self, variant="repdistiller"):
         super().__init__()
         if variant not in ("seed", "repdistiller"):
             raise ValueError(f"variant must be one of ('seed', 'repdistiller'), not {variant!r}")
@@ -223,7 +241,8 @@ class FSP(nn.Module):
 
 
 class NSTLoss(nn.Module):
-    """Neuron Selectivity Transfer: forward(g_s, g_t) -> list of per-layer-pair losses."""
+    """Neuron Selectivity Transfer: forward(g_s, g_t) -> list of per-layer-pair losses; maps N x C x H x W, or
+    N x C x L of the same L (kdfuse.ops.nst)."""
 
     def __init__(self, full_loss=True):
         super().__init__()

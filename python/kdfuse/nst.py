@@ -34,12 +34,14 @@ def nst(f_s, f_t, weight=1.0, full_loss=True, grad_loss=None, grad_scale=1.0, ac
     backend, device = _feature.same_device(_FN, f_s=f_s, f_t=f_t)
     ms, mt = _feature.feature_map(f_s, "f_s", _FN), _feature.feature_map(f_t, "f_t", _FN)
     loss, grad_s = out if out is not None else (None, None)
+    _feature.check_scalar(loss, "loss", _FN, device)
+    _feature.check_scalar(grad_loss, "grad_loss", _FN, device)
     if loss is None and want_loss:
         loss = torch.zeros((), dtype=torch.float32, device=device)
     if grad_s is None and want_grad_s:
         grad_s = _feature.grad_like(f_s)
-    if grad_s is not None and grad_s.stride() != f_s.stride():
-        raise _lib.binding_error(_lib.KDF_STATUS_INVALID_VALUE, "grad_s must have the strides of f_s", _FN)
+    if grad_s is not None:
+        _feature.check_out(grad_s, f_s, "grad_s", _FN)
     params = NSTParams(ctypes.sizeof(NSTParams), ms, mt, _lib.KDF_DTYPE_FP32, 1 if full_loss else 0, float(weight))
     _feature.call("kdfNST", "kdfNSTWorkspaceSize", params,
                   [_feature.ptr(f_s), _feature.ptr(f_t), _feature.fptr(loss), _feature.ptr(grad_s),

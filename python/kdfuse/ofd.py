@@ -45,7 +45,7 @@ def _channel_vector(x, name, channels, device):
         raise _lib.binding_error(_lib.KDF_STATUS_SHAPE_MISMATCH, f"{name} has {x.numel()} values, expected {channels}", _FN)
     if not x.is_contiguous():
         raise _lib.binding_error(_lib.KDF_STATUS_INVALID_VALUE, f"{name} must be contiguous", _FN)
-    return x
+    return _feature.check_buffer(x, name, channels * 4, _FN)
 
 
 def ofd(s, t, margin=None, variant="seed", weight=1.0, grad_loss=None, grad_scale=1.0, accumulate=False,
@@ -74,12 +74,14 @@ def ofd(s, t, margin=None, variant="seed", weight=1.0, grad_loss=None, grad_scal
         raise _lib.binding_error(_lib.KDF_STATUS_NULL_POINTER, "variant='original' needs the per-channel margin "
                                                                "(see ofd_margin_from_bn)", _FN)
     loss, grad_s = out if out is not None else (None, None)
+    _feature.check_scalar(loss, "loss", _FN, device)
+    _feature.check_scalar(grad_loss, "grad_loss", _FN, device)
     if loss is None and want_loss:
         loss = torch.zeros((), dtype=torch.float32, device=device)
     if grad_s is None and want_grad_s:
         grad_s = _feature.grad_like(s)
-    if grad_s is not None and grad_s.stride() != s.stride():
-        raise _lib.binding_error(_lib.KDF_STATUS_INVALID_VALUE, "grad_s must have the strides of s", _FN)
+    if grad_s is not None:
+        _feature.check_out(grad_s, s, "grad_s", _FN)
     params = OFDParams(ctypes.sizeof(OFDParams), ms, mt, _lib.KDF_DTYPE_FP32, _VARIANTS[variant], float(weight))
     _feature.call("kdfOFD", "kdfOFDWorkspaceSize", params,
                   [_feature.ptr(s), _feature.ptr(t), _feature.fptr(margin), _feature.fptr(loss), _feature.ptr(grad_s),

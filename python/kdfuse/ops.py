@@ -22,7 +22,13 @@ Teacher inputs: kdfuse differentiates the teacher side only where the loss needs
 the "repdistiller" variant, CRD's v_t). Elsewhere the teacher is a constant; a teacher tensor that requires
 grad there is detached, with a one-time warning.
 
-First-order only: the backward is not itself differentiable (no double backward).
+Devices: all tensor arguments of a call must be on one device, cpu or cuda (meta: shapes only, through the fake
+kernels); anything else raises ValueError naming the op and the arguments (a mixed call would otherwise reach the
+fake kernel of one of the devices and return uninitialised memory).
+
+First-order only: the backward is not itself differentiable. With create_graph=True the gradients come out
+attached to a node that raises "kdfuse.<loss>: double backward is not supported" when they are differentiated
+(instead of standing as constants, which would make a second-order result silently wrong).
 
 CRD is stateful: ``torch.ops.kdfuse.crd`` updates the memory banks, Z and the Philox counter in place
 (declared in ``mutates_args``). PyTorch does not allow an autograd formula on an op that mutates its inputs,
@@ -70,6 +76,53 @@ def _fake_grad(x, need):
     return torch.empty_like(x, memory_format=torch.contiguous_format) if need else x.new_empty((0,))
 
 
+_DEVICE_TYPES = ("cpu", "cuda", "meta")
+
+
+def _one_device(where, **tensors):
+    """Checks that the tensor arguments (None and other values skipped: their own checks report them) are on one
+    device, of a type kdfuse runs on: cpu (the SIMT build), cuda (the CUDA build) or meta (shapes only: the fake
+    kernels). ValueError naming `where` and the arguments otherwise: the dispatcher would pick the kernel of one of
+    the devices (for a meta tensor beside real ones, the fake kernel, which returns uninitialised memory)."""
+    devices = {name: t.device for name, t in tensors.items() if isinstance(t, Tensor)}
+    if len(set(devices.values())) > 1:
+        listing = ", ".join(f"{name} on {device}" for name, device in devices.items())
+        raise ValueError(f"{where}: all tensor arguments must be on one device, got {listing}")
+    for name, device in devices.items():
+        if device.type not in _DEVICE_TYPES:
+            raise ValueError(f"{where}: {name} is on {device}; kdfuse runs on cpu (the SIMT build) and cuda (the "
+                             f"CUDA build) tensors")
+
+
+class _FirstOrderOnly(torch.autograd.Function):
+    """The gradients a kdfuse backward returns under create_graph=True, passed through (same values) and attached to
+    this node, whose own backward raises `message`: a kdfuse backward (saved gradient * grad_output) is not
+    differentiable, and without this node its results would be constants to a second backward, silently
+    dropping the second-order terms (torch.autograd.function.once_differentiable, with kdfuse's message)."""
+
+    @staticmethod
+    def forward(ctx, message, *grads):
+        ctx.message = message
+        return tuple(g.detach() for g in grads)
+
+    @staticmethod
+    def backward(ctx, *grad_outputs):
+        raise RuntimeError(ctx.message)
+
+
+def _first_order_only(grads, loss, op=None):
+    """`grads` (a list, None entries kept) as they are, or, when the backward runs with create_graph=True (grad
+    mode on), attached to a _FirstOrderOnly node naming kdfuse.<loss> and its op torch.ops.kdfuse.<op>."""
+    if not torch.is_grad_enabled() or all(g is None for g in grads):
+        return grads
+    message = (f"kdfuse.{loss}: double backward is not supported: the backward of torch.ops.kdfuse.{op or loss} "
+               f"scales the gradient the forward computed (saved gradient * grad_output) and is not itself "
+               f"differentiable; compute higher-order gradients with the PyTorch reference (kdfuse_ref) instead")
+    # inputs that require grad, so that autograd records the node
+    attached = iter(_FirstOrderOnly.apply(message, *(g.detach().requires_grad_() for g in grads if g is not None)))
+    return [None if g is None else next(attached) for g in grads]
+
+
 def _scaled(saved, grad_output):
     """saved * grad_output on the device, in saved's dtype; grad_output is 0-dim, or one value per row (KD
     reduction="none")."""
@@ -83,6 +136,7 @@ def _register_autograd(op, pairs):
     the bool input pairs[i][1] is True. Backward: saved gradient * grad_output of the loss."""
     n_inputs = len(op._opoverload._schema.arguments)
     name = op._qualname
+    loss = name.split("::")[1]
 
     def setup_context(ctx, inputs, output):
         grads = output[1:]
@@ -99,7 +153,7 @@ def _register_autograd(op, pairs):
                     raise RuntimeError(f"{name}: input {arg[pos].name} requires grad but the op was called with "
                                        f"{arg[flag].name}=False, so its gradient was not computed")
                 result[pos] = _scaled(saved, grad_loss)
-        return tuple(result)
+        return tuple(_first_order_only(result, loss))
 
     op.register_autograd(backward, setup_context=setup_context)
 
@@ -118,6 +172,7 @@ def _kd_op(y_s: Tensor, y_t: Tensor, weight: Optional[Tensor], T: float, reducti
 
 @_kd_op.register_fake
 def _(y_s, y_t, weight, T, reduction, need_grad_s, need_grad_t):
+    _one_device("torch.ops.kdfuse.kd", y_s=y_s, y_t=y_t, weight=weight)
     loss = y_s.new_empty(() if reduction == "batchmean" else (y_s.shape[0],), dtype=torch.float32)
     return loss, _fake_grad(y_s, need_grad_s), _fake_grad(y_t, need_grad_t)
 
@@ -133,6 +188,7 @@ def _fitnet_op(f_s: Tensor, f_t: Tensor, need_grad_s: bool) -> Tuple[Tensor, Ten
 
 @_fitnet_op.register_fake
 def _(f_s, f_t, need_grad_s):
+    _one_device("torch.ops.kdfuse.fitnet", f_s=f_s, f_t=f_t)
     return f_s.new_empty(()), _fake_grad(f_s, need_grad_s)
 
 
@@ -147,6 +203,7 @@ def _at_op(f_s: Tensor, f_t: Tensor, p: float, need_grad_s: bool) -> Tuple[Tenso
 
 @_at_op.register_fake
 def _(f_s, f_t, p, need_grad_s):
+    _one_device("torch.ops.kdfuse.at", f_s=f_s, f_t=f_t)
     return f_s.new_empty(()), _fake_grad(f_s, need_grad_s)
 
 
@@ -161,6 +218,7 @@ def _ft_op(f_s: Tensor, f_t: Tensor, p1: float, p2: float, need_grad_s: bool) ->
 
 @_ft_op.register_fake
 def _(f_s, f_t, p1, p2, need_grad_s):
+    _one_device("torch.ops.kdfuse.ft", f_s=f_s, f_t=f_t)
     return f_s.new_empty(()), _fake_grad(f_s, need_grad_s)
 
 
@@ -175,6 +233,7 @@ def _ab_op(s: Tensor, t: Tensor, margin: float, seed_scaling: bool, need_grad_s:
 
 @_ab_op.register_fake
 def _(s, t, margin, seed_scaling, need_grad_s):
+    _one_device("torch.ops.kdfuse.ab", s=s, t=t)
     return s.new_empty(()), _fake_grad(s, need_grad_s)
 
 
@@ -189,6 +248,7 @@ def _ofd_op(s: Tensor, t: Tensor, margin: Optional[Tensor], variant: str, need_g
 
 @_ofd_op.register_fake
 def _(s, t, margin, variant, need_grad_s):
+    _one_device("torch.ops.kdfuse.ofd", s=s, t=t, margin=margin)
     return s.new_empty(()), _fake_grad(s, need_grad_s)
 
 
@@ -205,6 +265,7 @@ def _vid_op(pred_mean: Tensor, target: Tensor, log_scale: Tensor, eps: float, ne
 
 @_vid_op.register_fake
 def _(pred_mean, target, log_scale, eps, need_grad_pred, need_grad_log_scale):
+    _one_device("torch.ops.kdfuse.vid", pred_mean=pred_mean, target=target, log_scale=log_scale)
     return pred_mean.new_empty(()), _fake_grad(pred_mean, need_grad_pred), _fake_grad(log_scale, need_grad_log_scale)
 
 
@@ -219,6 +280,7 @@ def _sp_op(f_s: Tensor, f_t: Tensor, need_grad_s: bool) -> Tuple[Tensor, Tensor]
 
 @_sp_op.register_fake
 def _(f_s, f_t, need_grad_s):
+    _one_device("torch.ops.kdfuse.sp", f_s=f_s, f_t=f_t)
     return f_s.new_empty(()), _fake_grad(f_s, need_grad_s)
 
 
@@ -234,6 +296,7 @@ def _cc_op(f_s: Tensor, f_t: Tensor, variant: str, need_grad_s: bool,
 
 @_cc_op.register_fake
 def _(f_s, f_t, variant, need_grad_s, need_grad_t):
+    _one_device("torch.ops.kdfuse.cc", f_s=f_s, f_t=f_t)
     return f_s.new_empty(()), _fake_grad(f_s, need_grad_s), _fake_grad(f_t, need_grad_t)
 
 
@@ -248,6 +311,7 @@ def _pkt_op(f_s: Tensor, f_t: Tensor, need_grad_s: bool) -> Tuple[Tensor, Tensor
 
 @_pkt_op.register_fake
 def _(f_s, f_t, need_grad_s):
+    _one_device("torch.ops.kdfuse.pkt", f_s=f_s, f_t=f_t)
     return f_s.new_empty(()), _fake_grad(f_s, need_grad_s)
 
 
@@ -262,6 +326,7 @@ def _rkd_op(e_s: Tensor, e_t: Tensor, w_d: float, w_a: float, need_grad_s: bool)
 
 @_rkd_op.register_fake
 def _(e_s, e_t, w_d, w_a, need_grad_s):
+    _one_device("torch.ops.kdfuse.rkd", e_s=e_s, e_t=e_t)
     return e_s.new_empty(()), _fake_grad(e_s, need_grad_s)
 
 
@@ -276,6 +341,7 @@ def _nst_op(f_s: Tensor, f_t: Tensor, full_loss: bool, need_grad_s: bool) -> Tup
 
 @_nst_op.register_fake
 def _(f_s, f_t, full_loss, need_grad_s):
+    _one_device("torch.ops.kdfuse.nst", f_s=f_s, f_t=f_t)
     return f_s.new_empty(()), _fake_grad(f_s, need_grad_s)
 
 
@@ -292,6 +358,7 @@ def _fsp_op(s_bot: Tensor, s_top: Tensor, t_bot: Tensor, t_top: Tensor, need_gra
 
 @_fsp_op.register_fake
 def _(s_bot, s_top, t_bot, t_top, need_grad_bot, need_grad_top):
+    _one_device("torch.ops.kdfuse.fsp", s_bot=s_bot, s_top=s_top, t_bot=t_bot, t_top=t_top)
     return s_bot.new_empty(()), _fake_grad(s_bot, need_grad_bot), _fake_grad(s_top, need_grad_top)
 
 
@@ -322,6 +389,8 @@ def _crd_op(v_s: Tensor, v_t: Tensor, memory_s: Tensor, memory_t: Tensor, idx: O
 @_crd_op.register_fake
 def _(v_s, v_t, memory_s, memory_t, idx, contrast_idx, z, philox, k, temperature, momentum, z_mode, z_momentum,
       normalize_inputs, update_memory, need_grad_s, need_grad_t):
+    _one_device("torch.ops.kdfuse.crd", v_s=v_s, v_t=v_t, memory_s=memory_s, memory_t=memory_t, idx=idx,
+                contrast_idx=contrast_idx, z=z)  # philox: a CPU tensor beside CUDA ones
     return v_s.new_empty(()), _fake_grad(v_s, need_grad_s), _fake_grad(v_t, need_grad_t)
 
 
@@ -329,11 +398,13 @@ def _(v_s, v_t, memory_s, memory_t, idx, contrast_idx, z, philox, k, temperature
 def _attach_grads_op(loss: Tensor, a: Tensor, b: Tensor, grad_a: Tensor, grad_b: Tensor) -> Tensor:
     """A copy of `loss` whose gradient with respect to a (b) is grad_a (grad_b) times the upstream gradient:
     connects a mutating op's fused gradients to autograd (an empty grad_x: x must not require grad)."""
+    _one_device("torch.ops.kdfuse.attach_grads", loss=loss, a=a, b=b, grad_a=grad_a, grad_b=grad_b)
     return loss.clone()
 
 
 @_attach_grads_op.register_fake
 def _(loss, a, b, grad_a, grad_b):
+    _one_device("torch.ops.kdfuse.attach_grads", loss=loss, a=a, b=b, grad_a=grad_a, grad_b=grad_b)
     return torch.empty_like(loss)
 
 
@@ -349,7 +420,7 @@ def _attach_backward(ctx, grad_output):
             if g.numel() == 0:
                 raise RuntimeError("kdfuse::attach_grads: an input that requires grad was given no gradient")
             result[pos] = _scaled(g, grad_output)
-    return tuple(result)
+    return tuple(_first_order_only(result, "crd", "attach_grads"))  # the op's only user
 
 
 _attach_grads_op.register_autograd(_attach_backward, setup_context=_attach_setup)
@@ -424,12 +495,14 @@ def kd(y_s, y_t, T=4.0, weight=None, reduction="batchmean"):
         y_s, y_t = y_s.float(), y_t.float()
     if weight is not None:
         weight = _constant(weight, "kd", "weight")
+    _one_device("kdfuse.ops.kd", y_s=y_s, y_t=y_t, weight=weight)
     return torch.ops.kdfuse.kd(y_s, y_t, weight, float(T), reduction, _wants(y_s), _wants(y_t))[0]
 
 
 def fitnet(f_s, f_t):
     """FitNet hint loss (HintLoss): mean((f_s - f_t)^2), same shapes."""
     f_s, f_t = _float32(f_s, "fitnet", "f_s"), _constant(f_t, "fitnet", "f_t")
+    _one_device("kdfuse.ops.fitnet", f_s=f_s, f_t=f_t)
     if f_s.shape != f_t.shape:
         raise ValueError(f"f_s and f_t must have the same shape, got {tuple(f_s.shape)} and {tuple(f_t.shape)}")
     return torch.ops.kdfuse.fitnet(f_s, f_t, _wants(f_s))[0]
@@ -438,6 +511,7 @@ def fitnet(f_s, f_t):
 def at(f_s, f_t, p=2, pool="seed"):
     """AT loss of one layer pair (Attention): mean((a(f_s) - a(f_t))^2), a(f) = normalize(mean_C f^p)."""
     f_s, f_t = _float32(f_s, "at", "f_s"), _constant(f_t, "at", "f_t")
+    _one_device("kdfuse.ops.at", f_s=f_s, f_t=f_t)
     check_pool("at", pool, f_s, f_t)
     return torch.ops.kdfuse.at(f_s, f_t, float(p), _wants(f_s))[0]
 
@@ -445,6 +519,7 @@ def at(f_s, f_t, p=2, pool="seed"):
 def ft(f_s, f_t, p1=2, p2=1, pool="seed"):
     """FT loss (FactorTransfer): mean|factor_s - factor_t| (p2 = 1) or mean (factor_s - factor_t)^p2."""
     f_s, f_t = _float32(f_s, "ft", "f_s"), _constant(f_t, "ft", "f_t")
+    _one_device("kdfuse.ops.ft", f_s=f_s, f_t=f_t)
     check_pool("ft", pool, f_s, f_t)
     return torch.ops.kdfuse.ft(f_s, f_t, float(p1), float(p2), _wants(f_s))[0]
 
@@ -453,6 +528,7 @@ def ab(source, target, margin=1.0, scale=True):
     """AB loss of one layer with weight 1 (ABLoss's per-layer term): L / N / 1000 * 3, or the raw sum L when
     scale=False. source: the connector's pre-ReLU output, target: the teacher's pre-ReLU map, same shape."""
     s, t = _float32(source, "ab", "source"), _constant(target, "ab", "target")
+    _one_device("kdfuse.ops.ab", source=s, target=t)
     return torch.ops.kdfuse.ab(s, t, float(margin), bool(scale), _wants(s))[0]
 
 
@@ -463,6 +539,7 @@ def ofd(s, t, margin=None, variant="seed"):
     s, t = _float32(s, "ofd", "s"), _constant(t, "ofd", "t")
     if margin is not None:
         margin = _constant(margin, "ofd", "margin").reshape(-1)
+    _one_device("kdfuse.ops.ofd", s=s, t=t, margin=margin)
     return torch.ops.kdfuse.ofd(s, t, margin, variant, _wants(s))[0]
 
 
@@ -491,6 +568,7 @@ def vid(pred_mean, target, log_scale, eps=1e-5, pool="seed"):
     pred_mean = _float32(pred_mean, "vid", "pred_mean")
     target = _constant(target, "vid", "target")
     log_scale = _float32(log_scale, "vid", "log_scale")
+    _one_device("kdfuse.ops.vid", pred_mean=pred_mean, target=target, log_scale=log_scale)
     _check_vid_pool(pool, pred_mean, target)
     return torch.ops.kdfuse.vid(pred_mean, target, log_scale, float(eps), _wants(pred_mean), _wants(log_scale))[0]
 
@@ -498,12 +576,13 @@ def vid(pred_mean, target, log_scale, eps=1e-5, pool="seed"):
 def sp(f_s, f_t):
     """SP loss of one layer pair (Similarity), a 0-dim tensor (the module returns shape (1,) as the seed)."""
     f_s, f_t = _float32(f_s, "sp", "f_s"), _constant(f_t, "sp", "f_t")
+    _one_device("kdfuse.ops.sp", f_s=f_s, f_t=f_t)
     return torch.ops.kdfuse.sp(f_s, f_t, _wants(f_s))[0]
 
 
 def cc(f_s, f_t, variant="seed"):
-    """CC loss (Correlation), 0-dim. variant "seed": Gram form, f_t constant; "repdistiller": RepDistiller's
-    shipped consecutive-row form on N x D embeddings, gradients for both."""
+    """CC loss, 0-dim. variant "seed": Gram form, f_t constant; "repdistiller": RepDistiller's shipped
+    consecutive-row form on N x D embeddings, gradients for both (the default of kdfuse.nn.Correlation)."""
     f_s = _float32(f_s, "cc", "f_s")
     if variant == "repdistiller":
         f_t = _float32(f_t, "cc", "f_t")
@@ -514,6 +593,7 @@ def cc(f_s, f_t, variant="seed"):
         f_t = _constant(f_t, "cc", "f_t")
     else:
         raise ValueError(f"variant must be one of ('seed', 'repdistiller'), not {variant!r}")
+    _one_device("kdfuse.ops.cc", f_s=f_s, f_t=f_t)
     return torch.ops.kdfuse.cc(f_s, f_t, variant, _wants(f_s), _wants(f_t))[0]
 
 
@@ -522,6 +602,7 @@ def pkt(f_s, f_t, eps=1e-7):
     if eps != 1e-7:
         raise ValueError(f"kdfuse.ops.pkt: the kernel uses the seed's eps = 1e-7, got {eps}")
     f_s, f_t = _float32(f_s, "pkt", "f_s"), _constant(f_t, "pkt", "f_t")
+    _one_device("kdfuse.ops.pkt", f_s=f_s, f_t=f_t)
     return torch.ops.kdfuse.pkt(f_s, f_t, _wants(f_s))[0]
 
 
@@ -529,6 +610,7 @@ def rkd(f_s, f_t, w_d=25, w_a=50, empty_mean="nan"):
     """RKD loss w_d L_d + w_a L_a (RKDLoss). empty_mean "nan" (the seed): N = 1 gives NaN; "zero": 0 (the kernel's
     own value). Duplicate rows: the kernel's gradient is the reference's degenerate_grad="zero"."""
     f_s, f_t = _float32(f_s, "rkd", "f_s"), _constant(f_t, "rkd", "f_t")
+    _one_device("kdfuse.ops.rkd", f_s=f_s, f_t=f_t)
     if empty_mean not in ("nan", "zero"):
         raise ValueError(f"empty_mean must be one of ('nan', 'zero'), not {empty_mean!r}")
     loss = torch.ops.kdfuse.rkd(f_s, f_t, float(w_d), float(w_a), _wants(f_s))[0]
@@ -538,8 +620,21 @@ def rkd(f_s, f_t, w_d=25, w_a=50, empty_mean="nan"):
 
 
 def nst(f_s, f_t, full_loss=True, pool="seed"):
-    """NST loss of one layer pair (NSTLoss.nst_loss)."""
+    """NST loss of one layer pair (NSTLoss.nst_loss): maps N x C x H x W, or N x C x L. The seed works on
+    f.view(N, C, -1) after pooling the map with the larger shape[2]; for rank-3 maps that pooling
+    (adaptive_avg_pool2d of a 3-D tensor) would average an unbatched C x L image over its channels, not pool the
+    maps, so a rank-3 pair must have the same L (ValueError otherwise) and runs as N x C x 1 x L maps."""
     f_s, f_t = _float32(f_s, "nst", "f_s"), _constant(f_t, "nst", "f_t")
+    _one_device("kdfuse.ops.nst", f_s=f_s, f_t=f_t)
+    if (f_s.dim(), f_t.dim()) == (3, 3):
+        if f_s.shape[2] != f_t.shape[2]:
+            raise ValueError(f"kdfuse.ops.nst: N x C x L maps must have the same L, got {tuple(f_s.shape)} and "
+                             f"{tuple(f_t.shape)} (the seed's adaptive_avg_pool2d would pool a 3-D map over its "
+                             f"channels, not along L)")
+        f_s, f_t = f_s.unsqueeze(2), f_t.unsqueeze(2)
+    elif (f_s.dim(), f_t.dim()) != (4, 4):
+        raise ValueError(f"kdfuse.ops.nst: f_s and f_t must both be N x C x H x W or both N x C x L maps, got shapes "
+                         f"{tuple(f_s.shape)} and {tuple(f_t.shape)}")
     check_pool("nst", pool, f_s, f_t)
     return torch.ops.kdfuse.nst(f_s, f_t, bool(full_loss), _wants(f_s))[0]
 
@@ -549,6 +644,7 @@ def fsp(s_bot, s_top, t_bot, t_top, pool="seed"):
     both student maps (a middle map of a chain gets both pairs' contributions through autograd)."""
     s_bot, s_top = _float32(s_bot, "fsp", "s_bot"), _float32(s_top, "fsp", "s_top")
     t_bot, t_top = _constant(t_bot, "fsp", "t_bot"), _constant(t_top, "fsp", "t_top")
+    _one_device("kdfuse.ops.fsp", s_bot=s_bot, s_top=s_top, t_bot=t_bot, t_top=t_top)
     check_pool("fsp", pool, s_bot, s_top)
     check_pool("fsp", pool, t_bot, t_top)
     return torch.ops.kdfuse.fsp(s_bot, s_top, t_bot, t_top, _wants(s_bot), _wants(s_top))[0]
@@ -566,6 +662,8 @@ def crd(v_s, v_t, memory_s, memory_t, idx, z, contrast_idx=None, philox=None, k=
     normalize_inputs: v_s, v_t are the raw linear outputs, L2-normalised inside (no eps, as the seed's Embed).
     Gradients for v_s and v_t (both heads train in RepDistiller)."""
     v_s, v_t = _float32(v_s, "crd", "v_s"), _float32(v_t, "crd", "v_t")
+    _one_device("kdfuse.ops.crd", v_s=v_s, v_t=v_t, memory_s=memory_s, memory_t=memory_t, idx=idx, z=z,
+                contrast_idx=contrast_idx)
     if contrast_idx is None:
         if philox is None or k is None:
             raise ValueError("kdfuse.ops.crd: contrast_idx=None draws the contrasts on the device: give philox "

@@ -8,7 +8,7 @@ import torch
 
 from . import _feature, _lib
 from ._lib import KDF_STATUS_INVALID_VALUE, KDF_STATUS_NOT_SUPPORTED, KDF_STATUS_SHAPE_MISMATCH, binding_error
-from .kd import _leading_dim
+from .kd import _leading_dim, check_buffer, extent_bytes
 
 _FN = "kdfuse.pkt"
 _i64 = ctypes.c_int64
@@ -40,6 +40,7 @@ def embedding(t, name, fn):
                             KDF_STATUS_INVALID_VALUE, f"{name} must be float32, got {t.dtype}", fn)
     if t.dim() < 2:
         raise binding_error(KDF_STATUS_INVALID_VALUE, f"{name} must have rank >= 2, got {t.dim()}", fn)
+    check_buffer(t, name, extent_bytes(t), fn, contiguous=False)
     if t.dim() > 2:
         try:
             t = t.view(t.shape[0], -1)
@@ -61,12 +62,15 @@ def embedding_pair(fn, e_s, e_t, grad_s):
         raise binding_error(KDF_STATUS_SHAPE_MISMATCH, f"batch sizes differ: {s2.shape[0]} vs {t2.shape[0]}", fn)
     if grad_s is not None:
         g2, ld_g = embedding(grad_s, "grad_s", fn)
-        if g2.shape != s2.shape or ld_g != ld_s:
-            raise binding_error(KDF_STATUS_INVALID_VALUE, "grad_s must have the shape and row stride of e_s", fn)
+        if g2.device != device or g2.shape != s2.shape or ld_g != ld_s:
+            raise binding_error(KDF_STATUS_INVALID_VALUE, "grad_s must have the device, shape and row stride of e_s",
+                                fn)
     return backend, device, s2, ld_s, t2, ld_t
 
 
 def run(fn, entry, size_entry, params, e_s, e_t, loss, grad_s, grad_loss, grad_scale, accumulate, device, backend):
+    _feature.check_scalar(loss, "loss", fn, device)
+    _feature.check_scalar(grad_loss, "grad_loss", fn, device)
     _feature.call(entry, size_entry, params,
                   [_feature.ptr(e_s), _feature.ptr(e_t), _feature.fptr(loss), _feature.ptr(grad_s),
                    _feature.fptr(grad_loss), ctypes.c_float(grad_scale), 1 if accumulate else 0], device, backend)

@@ -6,6 +6,7 @@ import torch
 
 from . import _feature, _lib
 from ._lib import KDF_STATUS_INVALID_VALUE, KDF_STATUS_NOT_SUPPORTED, KDF_STATUS_SHAPE_MISMATCH, binding_error
+from .kd import check_buffer, extent_bytes
 
 _FN = "kdfuse.sp"
 _i64 = ctypes.c_int64
@@ -37,6 +38,7 @@ def rows_of(t, name, fn):
                             KDF_STATUS_INVALID_VALUE, f"{name} must be float32, got {t.dtype}", fn)
     if t.dim() < 2:
         raise binding_error(KDF_STATUS_INVALID_VALUE, f"{name} must be N x D or N x C x H x W, got {t.dim()}-D", fn)
+    check_buffer(t, name, extent_bytes(t), fn, contiguous=False)
     n = t.shape[0]
     d = t[0].numel() if n else 0
     if n > 0 and not t[0].is_contiguous():
@@ -59,12 +61,14 @@ def sp(f_s, f_t, weight=1.0, grad_loss=None, grad_scale=1.0, accumulate=False, w
     if nt != n:
         raise binding_error(KDF_STATUS_SHAPE_MISMATCH, f"f_t has {nt} samples, f_s {n}", _FN)
     loss, grad_s = out if out is not None else (None, None)
+    _feature.check_scalar(loss, "loss", _FN, device)
+    _feature.check_scalar(grad_loss, "grad_loss", _FN, device)
     if loss is None and want_loss:
         loss = torch.zeros((), dtype=torch.float32, device=device)
     if grad_s is None and want_grad_s:
         grad_s = _feature.grad_like(f_s)
-    if grad_s is not None and (grad_s.shape != f_s.shape or grad_s.stride() != f_s.stride()):
-        raise binding_error(KDF_STATUS_INVALID_VALUE, "grad_s must have the shape and strides of f_s", _FN)
+    if grad_s is not None:
+        _feature.check_out(grad_s, f_s, "grad_s", _FN)
     params = SPParams(ctypes.sizeof(SPParams), n, ds, dt, lds, ldt, _lib.KDF_DTYPE_FP32, float(weight))
     _feature.call("kdfSP", "kdfSPWorkspaceSize", params,
                   [_feature.ptr(f_s), _feature.ptr(f_t), _feature.fptr(loss), _feature.ptr(grad_s),

@@ -40,6 +40,7 @@ def _check_channels(t, name, channels, device):
                                  f"{name} has {t.numel()} elements, expected C = {channels}", _FN)
     if not t.is_contiguous():
         raise _lib.binding_error(_lib.KDF_STATUS_INVALID_VALUE, f"{name} must be contiguous", _FN)
+    _feature.check_buffer(t, name, channels * 4, _FN)
 
 
 def vid(pred_mean, target, log_scale, eps=1e-5, weight=1.0, grad_loss=None, grad_scale=1.0, accumulate=False,
@@ -54,6 +55,8 @@ def vid(pred_mean, target, log_scale, eps=1e-5, weight=1.0, grad_loss=None, grad
     mp, mt = _feature.feature_map(pred_mean, "pred_mean", _FN), _feature.feature_map(target, "target", _FN)
     _check_channels(log_scale, "log_scale", mp.c, device)
     loss, grad_pred, grad_ls = out if out is not None else (None, None, None)
+    _feature.check_scalar(loss, "loss", _FN, device)
+    _feature.check_scalar(grad_loss, "grad_loss", _FN, device)
     if out is None:
         if want_loss:
             loss = torch.zeros((), dtype=torch.float32, device=device)
@@ -61,9 +64,8 @@ def vid(pred_mean, target, log_scale, eps=1e-5, weight=1.0, grad_loss=None, grad
             grad_pred = _feature.grad_like(pred_mean)
         if want_grad_log_scale:
             grad_ls = torch.zeros(log_scale.shape, dtype=torch.float32, device=device)
-    if grad_pred is not None and (grad_pred.shape != pred_mean.shape or grad_pred.stride() != pred_mean.stride()):
-        raise _lib.binding_error(_lib.KDF_STATUS_INVALID_VALUE, "grad_pred must have the shape and strides of pred_mean",
-                                 _FN)
+    if grad_pred is not None:
+        _feature.check_out(grad_pred, pred_mean, "grad_pred", _FN)
     if grad_ls is not None:
         _check_channels(grad_ls, "grad_log_scale", mp.c, device)
     params = VIDParams(ctypes.sizeof(VIDParams), mp, mt, _lib.KDF_DTYPE_FP32, float(eps), float(weight))

@@ -99,6 +99,16 @@ def test_distill_kl():
             [0, 1])
 
 
+@pytest.mark.parametrize("shape", [(3, 10, 5), (2, 7, 3, 2)], ids=["rank3", "rank4"])
+def test_distill_kl_rank_above_2(shape):
+    """N x C x ... logits as the seed: softmax over dim 1 at every position, the sum over all positions divided by N
+    (not by the N * positions rows kdfuse flattens them to); loss and both gradients against the reference."""
+    y_s, y_t = rand(*shape, seed=40, scale=3), rand(*shape, seed=41, scale=3)
+    compare(knn.DistillKL(4), kdfuse_ref.kd.DistillKL(4), [y_s, y_t], [0, 1])
+    with pytest.raises(ValueError, match="same shape"):
+        knn.DistillKL(4)(rand(3, 10, 5, seed=42), rand(3, 10, 4, seed=43))
+
+
 def test_hint_loss():
     compare(knn.HintLoss(), kdfuse_ref.fitnet.HintLoss(), [rand(4, 6, 4, 4, seed=3), rand(4, 6, 4, 4, seed=4)], [0])
 
@@ -115,12 +125,24 @@ def test_similarity():
 
 
 def test_correlation_seed():
-    compare(knn.Correlation(), kdfuse_ref.cc.Correlation(), [rand(6, 16, seed=5), rand(6, 12, seed=6)], [0])
+    compare(knn.Correlation("seed"), kdfuse_ref.cc.Correlation("seed"), [rand(6, 16, seed=5), rand(6, 12, seed=6)], [0])
 
 
-def test_correlation_repdistiller():
-    compare(knn.Correlation("repdistiller"), kdfuse_ref.cc.Correlation("repdistiller"),
-            [rand(6, 16, seed=7), rand(6, 16, seed=8)], [0, 1])
+class ShippedCorrelation(torch.nn.Module):
+    """RepDistiller's distiller_zoo/CC.py Correlation, verbatim."""
+
+    def forward(self, f_s, f_t):
+        delta = torch.abs(f_s - f_t)
+        loss = torch.mean((delta[:-1] * delta[1:]).sum(1))
+        return loss
+
+
+def test_correlation_default_is_what_repdistiller_ships():
+    """Correlation() is the consecutive-row form RepDistiller ships: 0-dim, gradients to both embeddings."""
+    assert knn.Correlation().variant == "repdistiller"
+    compare(knn.Correlation(), ShippedCorrelation(), [rand(6, 16, seed=7), rand(6, 16, seed=8)], [0, 1])
+    compare(knn.Correlation(), kdfuse_ref.cc.Correlation("repdistiller"), [rand(5, 9, seed=9), rand(5, 9, seed=10)],
+            [0, 1])
 
 
 @pytest.mark.parametrize("s_h,t_h", [(8, 4), (4, 8), (4, 4)], ids=["input-pooled", "target-pooled", "equal"])
@@ -161,6 +183,15 @@ def test_fsp():
 def test_nst_loss():
     compare(knn.NSTLoss(), kdfuse_ref.nst.NSTLoss(), [maps(S_SHAPES, 90), maps(T_SHAPES, 100)],
             [(0, 0), (0, 1), (0, 2)])
+
+
+def test_nst_loss_rank_3_maps():
+    """N x C x L maps (the seed's f.view(N, C, -1) takes them as they are) of equal L; different L raise (the seed's
+    adaptive_avg_pool2d would average a 3-D map over its channels)."""
+    g_s, g_t = maps([(3, 4, 10), (3, 5, 6)], 150), maps([(3, 6, 10), (3, 2, 6)], 160)
+    compare(knn.NSTLoss(), kdfuse_ref.nst.NSTLoss(), [g_s, g_t], [(0, 0), (0, 1)])
+    with pytest.raises(ValueError, match="same L"):
+        knn.NSTLoss()(maps([(3, 4, 10)], 170), maps([(3, 4, 5)], 180))
 
 
 @pytest.mark.parametrize("module", [knn.Attention(), knn.Similarity(), knn.NSTLoss(), knn.ABLoss(3),

@@ -1,6 +1,7 @@
 """The PyTorch custom ops (python/kdfuse/ops.py, torch.ops.kdfuse.*) on the SIMT build: torch.library.opcheck on
 every op, each public function's loss and gradients (with a grad_output != 1) against kdfuse_ref in float64, the
-loss-only path, teacher inputs, pooling rules, dtypes and the CRD state. Skipped when the SIMT library is not built."""
+loss-only path, teacher inputs, pooling rules, dtypes, devices, double backward and the CRD state. Skipped when the
+SIMT library is not built."""
 import math
 import warnings
 
@@ -104,6 +105,8 @@ CASES = {
                 lambda a, b: rkd_loss(a, b, 25, 50), lambda a, b: (a, b, 25.0, 50.0, True)),
     "nst": Case("nst", [_square(2, 3, 4, 34), _square(2, 5, 8, 35)], (0,), ops.nst, nst_loss,
                 lambda a, b: (a, b, True, True)),
+    "nst_rank3": Case("nst", [rand(2, 3, 10, seed=64), rand(2, 5, 10, seed=65)], (0,), ops.nst, nst_loss,
+                      lambda a, b: (a.unsqueeze(2), b.unsqueeze(2), True, True)),
     "fsp": Case("fsp", [_square(2, 3, 6, 36), _square(2, 4, 3, 37), _square(2, 3, 6, 38), _square(2, 4, 3, 39)],
                 (0, 1), ops.fsp, lambda sb, st, tb, tt: fsp_loss([sb, st], [tb, tt])[0],
                 lambda sb, st, tb, tt: (sb, st, tb, tt, True, True)),
@@ -345,3 +348,106 @@ def test_crd_only_student_gradient():
     ref.backward()
     assert_close(loss, ref)
     assert_close(v_s.grad, rs.grad)
+
+
+# ---- devices --------------------------------------------------------------------------------------------------
+
+# the public function's names of each case's inputs
+INPUT_NAMES = {"kd": ("y_s", "y_t"), "ab": ("source", "target"), "ofd": ("s", "t"),
+               "vid": ("pred_mean", "target", "log_scale"), "fsp": ("s_bot", "s_top", "t_bot", "t_top")}
+
+
+def _crd_call():
+    """(ops.crd with given contrasts, its positional tensor arguments, their names)."""
+    p = CRDProblem(seed=3)
+    args = [p.u_s, p.u_t, p.memory_s.clone(), p.memory_t.clone(), p.idx, torch.tensor([-1.0, -1.0])]
+    return (lambda *a: ops.crd(*a, contrast_idx=p.contrast_idx, normalize_inputs=True), args,
+            ("v_s", "v_t", "memory_s", "memory_t", "idx", "z"))
+
+
+def _public_call(op):
+    if op == "crd":
+        return _crd_call()
+    case = CASES[op]
+    return case.call, case.inputs, INPUT_NAMES.get(op, ("f_s", "f_t"))
+
+
+@pytest.mark.parametrize("op", sorted(name for name in ops.OPS if name != "attach_grads"))
+def test_tensors_on_different_devices_raise(op):
+    """One argument on the meta device, the others on the CPU: the function refuses the call, naming itself and the
+    arguments' devices (the dispatcher would run the fake kernel and return uninitialised memory)."""
+    call, inputs, names = _public_call(op)
+    for i, name in enumerate(names):
+        args = [x.clone() for x in inputs]
+        args[i] = args[i].to("meta")
+        with pytest.raises(ValueError, match=rf"kdfuse\.ops\.{op}: all tensor arguments must be on one device") as e:
+            call(*args)
+        assert f"{name} on meta" in str(e.value) and "on cpu" in str(e.value)
+
+
+@pytest.mark.parametrize("op", sorted(ops.OPS))
+def test_ops_called_directly_refuse_mixed_devices(op):
+    """torch.ops.kdfuse.<op> itself (its fake kernel, which a meta argument selects) refuses the mixed call."""
+    if op == "crd":
+        p = CRDProblem(seed=4)
+        args = (p.u_s, p.u_t, p.memory_s.clone(), p.memory_t.clone(), p.idx, p.contrast_idx, torch.tensor([-1.0, -1.0]),
+                torch.tensor([7, 0]), p.k, 0.07, 0.5, "once", 0.99, True, True, True, True)
+    elif op == "attach_grads":
+        a, b = rand(3, 4, seed=66), rand(3, 4, seed=67)
+        args = (torch.tensor(1.0), a, b, torch.ones_like(a), torch.ones_like(b))
+    else:
+        case = next(CASES[name] for name in sorted(CASES) if CASES[name].op == op)
+        args = case.op_args(*case.leaves())
+    positions = [i for i, x in enumerate(args) if isinstance(x, torch.Tensor) and not (op == "crd" and i == 7)]
+    for i in positions:  # crd's philox (position 7) is a CPU tensor beside device ones by design
+        moved = [x.detach().to("meta") if j == i else x for j, x in enumerate(args)]
+        with pytest.raises(ValueError, match=rf"torch\.ops\.kdfuse\.{op}: all tensor arguments must be on one device"):
+            getattr(torch.ops.kdfuse, op)(*moved)
+
+
+def test_meta_tensors_alone_give_shapes():
+    """All arguments on meta: the fake kernel's shapes, no error (meta is a supported device for shape inference)."""
+    loss = ops.kd(torch.empty(4, 10, device="meta"), torch.empty(4, 10, device="meta"))
+    assert loss.device.type == "meta" and loss.shape == ()
+
+
+# ---- double backward ------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("name", sorted(CASES) + ["crd"])
+def test_double_backward_raises_naming_the_op(name):
+    """create_graph=True gives the usual first-order gradients; differentiating them raises a kdfuse error naming the
+    loss (they are not constants: treating them so would make a second-order result silently wrong)."""
+    if name == "crd":
+        call, inputs, _ = _crd_call()
+        leaves = [x.requires_grad_(i < 2) for i, x in enumerate(inputs)]
+        loss, op, wanted = call(*leaves), "crd", leaves[:2]
+    else:
+        case = CASES[name]
+        leaves = case.leaves()
+        loss, op, wanted = case.call(*leaves), case.op, [leaves[i] for i in case.grads]
+        first = torch.autograd.grad(case.call(*leaves), wanted, torch.ones_like(loss))
+    grads = torch.autograd.grad(loss, wanted, torch.ones_like(loss), create_graph=True)
+    assert all(g.requires_grad for g in grads)
+    if name != "crd":  # CRD's state moved on between the calls
+        for g, f in zip(grads, first):
+            assert torch.equal(g.detach(), f)
+    with pytest.raises(RuntimeError, match=rf"kdfuse\.{op}: double backward is not supported"):
+        sum(g.sum() for g in grads).backward()
+
+
+def test_backward_without_create_graph_is_unchanged():
+    """Without create_graph the gradients are plain tensors (no extra node)."""
+    f_s = rand(3, 4, 5, 5, seed=68).requires_grad_()
+    g, = torch.autograd.grad(ops.fitnet(f_s, rand(3, 4, 5, 5, seed=69)), f_s)
+    assert not g.requires_grad and g.grad_fn is None
+
+
+def test_nst_ranks():
+    """N x C x L maps of equal L run as N x C x 1 x L (tested against the reference above); of different L they are
+    refused (the seed would pool a 3-D tensor over its channels), as are other ranks and mixed ranks."""
+    with pytest.raises(ValueError, match="same L"):
+        ops.nst(rand(2, 3, 10, seed=70), rand(2, 5, 6, seed=71))
+    with pytest.raises(ValueError, match="both be N x C x H x W or both N x C x L"):
+        ops.nst(rand(2, 3, seed=72), rand(2, 3, seed=73))
+    with pytest.raises(ValueError, match="both be N x C x H x W or both N x C x L"):
+        ops.nst(rand(2, 3, 4, seed=74), rand(2, 3, 2, 2, seed=75))
