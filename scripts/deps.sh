@@ -3,7 +3,7 @@
 # README's commands; does nothing when everything is present.
 set -euo pipefail
 
-KDFUSE_DEBIAN_PACKAGES=(cmake g++ make python3 binutils libboost-context-dev libgtest-dev libgmock-dev libbenchmark-dev)
+KDFUSE_DEBIAN_PACKAGES=(cmake g++ make python3 binutils libboost-context-dev libgtest-dev libgmock-dev libbenchmark-dev gcovr)
 
 kdfuse_install_debian_packages() {
     local missing=()

@@ -6,8 +6,12 @@
 # UBSan, compiles the CUDA library for sm_80/sm_90 (failing on any register spill) and checks that an
 # installed package can be consumed with find_package.
 #
+# The sanitizer build also fuzzes every entry point (tests/fuzz, seeded with the random schedule's seed) and
+# reports gcov line coverage of kernels/ and host/, failing below the goal.
+#
 # Environment: KDFUSE_JOBS (parallel jobs, default: nproc), KDFUSE_RANDOM_SEED (seed of the random
-# schedule, default: drawn and printed), KDFUSE_SKIP_ASAN=1 to skip the sanitizer build.
+# schedule and the fuzzer, default: drawn and printed), KDFUSE_FUZZ_SECONDS (fuzzing in the sanitizer build,
+# default 90), KDFUSE_SKIP_ASAN=1 to skip the sanitizer build.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
@@ -15,6 +19,8 @@ source scripts/deps.sh
 
 jobs=${KDFUSE_JOBS:-$(nproc)}
 seed=${KDFUSE_RANDOM_SEED:-$(( (RANDOM << 15) | RANDOM ))}
+fuzz_seconds=${KDFUSE_FUZZ_SECONDS:-90}
+coverage_goal=95
 step() { printf '\n==== %s\n' "$*"; }
 
 step "dependencies"
@@ -50,13 +56,18 @@ for schedule in forward reverse "random:$seed"; do
 done
 
 if [ "${KDFUSE_SKIP_ASAN:-0}" != "1" ]; then
-    step "SIMT tests under AddressSanitizer + UBSan"
-    cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=Debug -DKDFUSE_SANITIZE=ON -DKDFUSE_BUILD_CUDA=OFF \
-        -DKDFUSE_PYTHON="$py" >/dev/null
+    step "SIMT tests under AddressSanitizer + UBSan (with gcov coverage; the fuzz harness for ${fuzz_seconds} s)"
+    find build-asan -name '*.gcda' -delete 2>/dev/null || true
+    cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=Debug -DKDFUSE_SANITIZE=ON -DKDFUSE_COVERAGE=ON -DKDFUSE_BUILD_CUDA=OFF \
+        -DKDFUSE_FUZZ_SECONDS="$fuzz_seconds" -DKDFUSE_PYTHON="$py" >/dev/null
     cmake --build build-asan -j "$jobs" 2>&1 | grep -E "error|warning" || true
     test "${PIPESTATUS[0]}" -eq 0
-    (cd build-asan && ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 \
+    (cd build-asan && ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 KDFUSE_FUZZ_SEED="$seed" \
         KDFUSE_SIMT_SCHEDULE="random:$seed" ctest -j "$jobs" --output-on-failure)
+
+    step "line coverage of kernels/ and host/ over the SIMT tests (gcov; goal >= ${coverage_goal}%)"
+    gcovr -r . --object-directory build-asan --filter 'kernels/' --filter 'host/' --print-summary \
+        --fail-under-line "$coverage_goal" | tee build-asan/coverage.txt
 fi
 
 step "install and consume the package with find_package"
