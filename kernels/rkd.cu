@@ -28,8 +28,17 @@
 //   (gamma_ijk = 0 when n_ij or n_ik < 1e-12): the reference's degenerate_grad="zero". Forward values are
 //   the seed's (those angles are 0 either way).
 //
-// Fusion plan (the N^3 angle values exist only in registers; memory is O(N^2), independent of D):
-//   GEMMs G_s = e_s e_s^T, G_t = e_t e_t^T (kdf::build_grams, common/gram_split.cuh: above 64 columns a
+// Centring. Distances and angles depend only on differences of rows, so each network's embeddings are
+//   centred first, c = e - mean row (the same vector subtracted from every row, so differences are unchanged,
+//   and exactly so for rows within a factor 2 of the mean: Sterbenz), and G = c c^T. The Gram form's
+//   |c_i|^2 + |c_j|^2 - 2 c_i.c_j then cancels only relative to the batch's spread, not to the rows' norms:
+//   near-duplicate embeddings (distances 1e-3 of the norms, as at initialisation) or a large common offset
+//   no longer lose their digits (measured in docs/accuracy.md). dL/de = M c (M's rows sum to 0, so the mean's
+//   gradient is 0, and M c avoids M e's cancellation against the offset).
+//
+// Fusion plan (the N^3 angle values exist only in registers):
+//   kernel 0 (thread per column of e_s and e_t): the column means in row order, c = e - mean.
+//   GEMMs G_s = c_s c_s^T, G_t = c_t c_t^T (kdf::build_grams, common/gram_split.cuh: above 64 columns a
 //     strided-batched GEMM over column slices and a slice-reduction kernel).
 //   kernel 1 (block per row r, thread per column c): the distance row sums of both networks; for anchor
 //     r, loop over k: the angle loss terms, Gamma_rc and T_rc; and Psi_rc, looping over the anchors.
@@ -37,14 +46,16 @@
 //     kernel boundary): the distance loss terms and rho's row partials; the loss through kdf::grid_sum.
 //   kernel 3 (gradient only, block per row): needs rho (grid-wide again): Delta, and M's row r (which
 //     reads column r of Gamma, Psi, T, written by other blocks of kernel 1).
-//   GEMM grad_s = M e_s (beta = 1 when accumulating).
-// Loss only: 2 GEMMs + 2 kernels; with the gradient: 3 GEMMs + 3 kernels; + the slice reduction for D > 64.
+//   GEMM grad_s = M c_s (beta = 1 when accumulating).
+// Loss only: 2 GEMMs + 3 kernels; with the gradient: 3 GEMMs + 4 kernels; + the slice reduction for D > 64.
 // FLOPs: 2 N^2 (2 D_s + D_t) in the GEMMs; ~25 N^3 per network evaluation in kernel 1 (the anchor loop and
 // the Psi loop each evaluate both networks' angles: about 100 N^3 in all), O(N^2) elsewhere.
-// Bytes (fp32): 4 N (2 D_s + D_t) read, 4 N D_s written; N x N matrices (6 x 4 N^2) L2-resident.
-// Numerics: fp32. The Gram form subtracts G entries: the differences of rows that are close relative to
-// their norms lose digits (relative error ~ 1e-7 |e|^2 / |e_i - e_j|^2); rows that are exactly equal give
-// exactly 0 (both entries are summed in the same order), as in the seed. Grid size fixed by N, fixed
+// Bytes (fp32): e read twice by kernel 0 (the second pass mostly from cache) and c written, 4 N (D_s + D_t)
+// each; c read by the GEMMs, 4 N (2 D_s + D_t); 4 N D_s written; N x N matrices (6 x 4 N^2) L2-resident.
+// Memory O(N^2 + N (D_s + D_t)).
+// Numerics: fp32. The Gram form subtracts G entries: differences of rows that are close relative to their
+// distance from the batch mean lose digits (relative error ~ 1e-7 |c|^2 / |e_i - e_j|^2); rows that are
+// exactly equal give exactly 0 (both entries are summed in the same order), as in the seed. Grid size fixed by N, fixed
 // summation orders: bitwise reproducible for a given cuBLAS.
 #include "rkd.h"
 
@@ -88,6 +99,24 @@ struct Gram {
 };
 
 __device__ __forceinline__ float upstream(const RKDArgs& a) { return (a.grad_loss ? *a.grad_loss : 1.0f) * a.grad_scale; }
+
+// Kernel 0: c = e - mean row for both networks (columns of e_s, then of e_t; a thread per column, the mean
+// summed in row order: coalesced across the threads of a warp).
+__global__ void __launch_bounds__(kBlock) rkd_centre_kernel(RKDArgs a)
+{
+    const int64_t N = a.rows, columns = a.dim_s + a.dim_t;
+    for (int64_t col = static_cast<int64_t>(blockIdx.x) * kBlock + threadIdx.x; col < columns;
+         col += static_cast<int64_t>(gridDim.x) * kBlock) {
+        const bool s = col < a.dim_s;
+        const int64_t j = s ? col : col - a.dim_s, ld = s ? a.ld_s : a.ld_t, dim = s ? a.dim_s : a.dim_t;
+        const float* e = s ? a.e_s : a.e_t;
+        float* c = s ? a.ws.centred_s : a.ws.centred_t;
+        float sum = 0.0f;
+        for (int64_t i = 0; i < N; ++i) sum += e[i * ld + j];
+        const float mean = sum / static_cast<float>(N);
+        for (int64_t i = 0; i < N; ++i) c[i * dim + j] = e[i * ld + j] - mean;
+    }
+}
 
 // Kernel 1: distance row sums, angle terms with anchor r (loss, Gamma, T), Psi's row r.
 __global__ void __launch_bounds__(kBlock) rkd_angle_kernel(RKDArgs a)
@@ -247,8 +276,13 @@ LaunchResult rkd_launch(const RKDArgs& a, cudaStream_t stream)
     const bool grad = a.grad_s != nullptr;
     r.cublas = gemm_bind(a.cublas, stream, a.ws.cublas, a.allow_tf32);
     if (r.cublas != CUBLAS_STATUS_SUCCESS) return r;
-    r = build_grams(a.cublas, stream, a.rows, {a.e_s, a.ld_s, a.dim_s, a.ws.gram_s, a.ws.partials.s, 0},
-                  {a.e_t, a.ld_t, a.dim_t, a.ws.gram_t, a.ws.partials.t, 0});
+    const int64_t centre_blocks = (a.dim_s + a.dim_t + kBlock - 1) / kBlock;
+    if ((r.cuda = kdf::launch(rkd_centre_kernel, {dim3(static_cast<unsigned>(centre_blocks < 65535 ? centre_blocks : 65535)),
+                                                  dim3(kBlock), 0, stream},
+                              a)))
+        return r;
+    r = build_grams(a.cublas, stream, a.rows, {a.ws.centred_s, a.dim_s, a.dim_s, a.ws.gram_s, a.ws.partials.s, 0},
+                    {a.ws.centred_t, a.dim_t, a.dim_t, a.ws.gram_t, a.ws.partials.t, 0});
     if (r.cublas || r.cuda) return r;
 
     const dim3 grid(static_cast<unsigned>(rkd_blocks(a.rows)));
@@ -258,8 +292,8 @@ LaunchResult rkd_launch(const RKDArgs& a, cudaStream_t stream)
     if ((r.cuda = kdf::launch(rkd_distance_kernel, {grid, dim3(kBlock), 0, stream}, a)) != cudaSuccess) return r;
     if (!grad) return r;
     if ((r.cuda = kdf::launch(rkd_coef_kernel, {grid, dim3(kBlock), 0, stream}, a)) != cudaSuccess) return r;
-    r.cublas = gemm_rm(a.cublas, false, false, n, static_cast<int>(a.dim_s), n, 1.0f, a.ws.coef, n, a.e_s,
-                       static_cast<int>(a.ld_s), a.accumulate ? 1.0f : 0.0f, a.grad_s, static_cast<int>(a.ld_s));
+    r.cublas = gemm_rm(a.cublas, false, false, n, static_cast<int>(a.dim_s), n, 1.0f, a.ws.coef, n, a.ws.centred_s,
+                       static_cast<int>(a.dim_s), a.accumulate ? 1.0f : 0.0f, a.grad_s, static_cast<int>(a.ld_s));
     return r;
 }
 

@@ -16,7 +16,8 @@ namespace kdf::kernels {
 inline int64_t rkd_blocks(int64_t rows) { return rows < 65535 ? rows : 65535; }
 
 // Workspace: six N x N matrices (G_s, G_t; the angle term's Psi, Gamma, T; the gradient's coefficient
-// matrix M), five N-vectors of per-row partial sums, the grid sum of the loss and the cuBLAS slice.
+// matrix M), five N-vectors of per-row partial sums, the grid sum of the loss, the cuBLAS slice, and the
+// centred embeddings (N x D_s and N x D_t, dense) the Gram matrices are built from.
 struct RKDWorkspace {
     float* gram_s;
     float* gram_t;
@@ -32,13 +33,17 @@ struct RKDWorkspace {
     GridSum sum;
     void* cublas;
     GramPartials partials;  // of the split Gram matrices (common/gram_split.h)
+    float* centred_s;       // e_s minus its mean row, N x D_s
+    float* centred_t;
 
     static int64_t matrix_bytes(int64_t rows) { return round_up(rows * rows * int64_t(sizeof(float)), 256); }
+    static int64_t centred_bytes(int64_t rows, int64_t dim) { return round_up(rows * dim * int64_t(sizeof(float)), 256); }
     static int64_t vector_bytes(int64_t rows) { return round_up(rows * int64_t(sizeof(float)), 256); }
     static int64_t bytes(int64_t rows, int64_t dim_s, int64_t dim_t)
     {
         return 6 * matrix_bytes(rows) + 5 * vector_bytes(rows) + GridSum::bytes(rkd_blocks(rows)) +
-               static_cast<int64_t>(kCublasWorkspaceBytes) + GramPartials::bytes(rows, dim_s, dim_t);
+               static_cast<int64_t>(kCublasWorkspaceBytes) + GramPartials::bytes(rows, dim_s, dim_t) +
+               centred_bytes(rows, dim_s) + centred_bytes(rows, dim_t);
     }
     static RKDWorkspace carve(void* workspace, int64_t rows, int64_t dim_s, int64_t dim_t)
     {
@@ -51,7 +56,11 @@ struct RKDWorkspace {
         for (float** p : vecs) *p = reinterpret_cast<float*>(b), b += v;
         w.sum = GridSum::carve(b, rkd_blocks(rows));
         w.cublas = b + GridSum::bytes(rkd_blocks(rows));
-        w.partials = GramPartials::carve(static_cast<unsigned char*>(w.cublas) + kCublasWorkspaceBytes, rows, dim_s, dim_t);
+        b = static_cast<unsigned char*>(w.cublas) + kCublasWorkspaceBytes;
+        w.partials = GramPartials::carve(b, rows, dim_s, dim_t);
+        b += GramPartials::bytes(rows, dim_s, dim_t);
+        w.centred_s = reinterpret_cast<float*>(b);
+        w.centred_t = reinterpret_cast<float*>(b + centred_bytes(rows, dim_s));
         return w;
     }
 };
@@ -72,9 +81,9 @@ struct RKDArgs {
     bool allow_tf32;
 };
 
-// Loss only: the Gram matrices (common/gram_split.cuh: two GEMMs, or more and a reduction kernel for wide
-// features) and two kernels (plus a 4-byte memset of the ticket). With the gradient: one more GEMM and one
-// more kernel (see rkd.cu for why).
+// Loss only: the centring kernel, the Gram matrices (common/gram_split.cuh: two GEMMs, or more and a
+// reduction kernel for wide features) and two kernels (plus a 4-byte memset of the ticket). With the
+// gradient: one more GEMM and one more kernel (see rkd.cu for why).
 LaunchResult rkd_launch(const RKDArgs& args, cudaStream_t stream);
 
 }  // namespace kdf::kernels
