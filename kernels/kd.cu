@@ -28,7 +28,9 @@
 // probabilities formed relative to their own log-sum-exp (no cancellation of two large lse values);
 // p_j that are 0 (underflow, or a -inf teacher logit: a masked vocabulary entry, fp16 saturating) contribute
 // exactly 0 to the loss and to grad_t, as PyTorch's kl_div; a -inf student logit where p_j > 0 makes the row's
-// KL +inf with finite gradients (q_j = 0), as PyTorch. -inf logits are skipped by the log-sum-exp. Rows with
+// KL +inf with finite gradients (q_j = 0), as PyTorch. -inf logits are skipped by the log-sum-exp. A +inf or
+// NaN logit makes the row's gradients NaN (PyTorch's log_softmax backward spreads it over the row); a NaN
+// teacher probability adds nothing to the loss (PyTorch's kl_div masks target <= 0 and NaN alike). Rows with
 // weight 0 are not read at all.
 #include "kd.h"
 
@@ -103,7 +105,10 @@ __global__ void __launch_bounds__(BLOCK) kd_kernel(KDArgs args, bool vec, bool c
         __syncthreads();
         const float lse_s = row_lse_s, lse_t = row_lse_t;
         const float g = args.grad_loss ? args.grad_loss[args.per_row ? row : 0] : 1.0f;
-        const float coef = g * args.grad_scale * w * args.temperature * batch_scale;
+        // A +inf or NaN logit in either row makes its softmax NaN somewhere: the whole row's gradients are NaN,
+        // as PyTorch's (the backward of log_softmax sums over the row).
+        const bool poisoned = !(lse_s < INFINITY) || !(lse_t < INFINITY);
+        const float coef = poisoned ? NAN : g * args.grad_scale * w * args.temperature * batch_scale;
 
         // Passes 2 and 3 read the cached fp32 values (already divided by T) or the rows again.
         const auto for_each_column = [&](auto&& f) {
@@ -140,7 +145,7 @@ __global__ void __launch_bounds__(BLOCK) kd_kernel(KDArgs args, bool vec, bool c
                 const float log_q = a - lse_s;
                 const float log_p = b - lse_t;
                 const float p = expf(log_p);
-                store(&gt[j], p > 0.0f ? coef * p * ((log_p - log_q) - kl) : 0.0f, args.accumulate);
+                store(&gt[j], p > 0.0f || poisoned ? coef * p * ((log_p - log_q) - kl) : 0.0f, args.accumulate);
             });
         }
         __syncthreads();  // the next row reuses the cache and the reduction storage

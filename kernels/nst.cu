@@ -93,7 +93,7 @@ __global__ void __launch_bounds__(BLOCK) nst_normalize_kernel(NSTArgs a)
     if (threadIdx.x == 0) {
         const float norm = sqrtf(total);
         a.ws.norms[b] = norm;
-        s_inv = 1.0f / fmaxf(norm, kNormEps);
+        s_inv = 1.0f / nan_max(norm, kNormEps);
     }
     __syncthreads();
     const float inv = s_inv;

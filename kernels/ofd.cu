@@ -76,10 +76,10 @@ __global__ void __launch_bounds__(BLOCK) ofd_margin_kernel(OFDArgs a, int64_t sp
         NegStats mine{0.0f, 0};
         for_each_pair<LAYOUT, false, false>(part, part, a.f_t + a.t.offset(n0, c), nullptr, nullptr, false,
                                             threadIdx.x, BLOCK, [&mine](int64_t, float v, float) {
-                                                if (v < 0.0f) {
-                                                    mine.sum += v;
-                                                    ++mine.count;
-                                                }
+                                                // The seed's t * (t < 0): v * 0 is 0, or NaN for +inf / NaN,
+                                                // which then make the channel's margin NaN, as the seed's.
+                                                mine.sum += v < 0.0f ? v : v * 0.0f;
+                                                mine.count += v < 0.0f;
                                                 return 0.0f;
                                             });
         const NegStats total = Reduce(temp).Reduce(mine, CombineNegStats{});
@@ -122,7 +122,7 @@ __global__ void __launch_bounds__(BLOCK) ofd_kernel(OFDArgs a)
                                       blockIdx.x * int64_t(BLOCK) + threadIdx.x, int64_t(gridDim.x) * BLOCK,
                                       [&sum, margin, coef](int64_t c, float s, float t) {
                                           const float m = margin[c];
-                                          const float tm = t < m ? m : t;  // max(t, m); a NaN t stays NaN
+                                          const float tm = t < m || m != m ? m : t;  // torch.max(t, m): a NaN in either stays NaN
                                           const float keep = (s <= tm && tm <= 0.0f) ? 0.0f : 1.0f;
                                           const float d = s - tm;
                                           sum += d * d * keep;

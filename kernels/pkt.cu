@@ -16,8 +16,10 @@
 //   x_i . dL/dx_i = sum_j H_ij C_ij =: q_i, an N x N quantity. Hence one GEMM on the raw rows:
 //   dL/de = P e,   P_ij = k_i H_ij k_j - delta_ij k_i q_i / n_i.
 //   A zero student row (n_i = 0): the seed's gradient is NaN (sqrt'(0) * 0); here P's row i is 0, so the
-//   row gets a zero gradient. Rows with a non-finite norm also get P row 0 (their loss terms are the
-//   seed's; their gradient is the seed's NaN -> 0 masking: 0).
+//   row gets a zero gradient. A row with a non-finite norm (an inf or NaN element): its loss terms are the
+//   seed's (the row is masked to 0), its gradient row is NaN as the seed's, and it must not reach the other
+//   rows: the GEMM's 0 * inf would be NaN in every row. So the GEMM reads e with such rows zeroed (written
+//   by kernel 2), and P's row i is NaN.
 //
 // Fusion plan (per call): GEMM G_s = e_s e_s^T, GEMM G_t = e_t e_t^T (cuBLAS, caller's stream; kdf::build_grams
 // splits D > 64 into column slices, common/gram_split.cuh), then
@@ -25,11 +27,13 @@
 //            with the gradient, a, sum_k a_ik s_ik (a second row reduction) and B's row i. The loss is
 //            summed per block in row order and across blocks by kdf::grid_sum (same launch).
 //   kernel 2 (gradient only, one block per row i): P's row i needs H_ij = (B_ij + B_ji) / 2, i.e. column i
-//            of B, which other blocks of kernel 1 write: a grid-wide dependency, hence a second kernel.
-//   GEMM grad_s = P e_s (beta = 1 when accumulating, so the GEMM itself adds into grad_s).
+//            of B, which other blocks of kernel 1 write: a grid-wide dependency, hence a second kernel. It also
+//            copies row i of e_s into the masked copy (zeros for a row of non-finite norm).
+//   GEMM grad_s = P masked(e_s) (beta = 1 when accumulating, so the GEMM itself adds into grad_s).
 // Loss only: 2 GEMMs + 1 kernel; with the gradient: 3 GEMMs + 2 kernels; + the slice reduction for D > 64.
 // Bytes moved (fp32): the GEMMs read e_s twice and e_t once (4 N (2 D_s + D_t)) and write grad_s once
-// (4 N D_s; read as well when accumulating); the N x N matrices (G_s, G_t, B, P: 4 N^2 each) stay in L2
+// (4 N D_s; read as well when accumulating); with the gradient kernel 2 reads e_s and writes its masked copy
+// (4 N D_s each, workspace); the N x N matrices (G_s, G_t, B, P: 4 N^2 each) stay in L2
 // for the N of distillation batches. FLOPs: 2 N^2 (2 D_s + D_t) in the GEMMs, O(N^2) in the kernels.
 // Numerics: fp32 throughout; TF32 (opt-in) rounds the GEMM inputs to 10-bit mantissas. The cosines are
 // G_ij k_i k_j instead of the seed's dot products of rounded x_i, the same to a few ulps. The loss terms
@@ -147,13 +151,16 @@ __global__ void __launch_bounds__(kBlock, 4) pkt_coef_kernel(PKTArgs a)
         float* p_row = a.ws.gram_t + i * N;
         const float g_ii = gs_row[i];
         const float k_i = inv_norm(g_ii);
-        const bool live = k_i != 0.0f && g_ii > 0.0f;  // zero and non-finite rows: zero gradient
+        const bool finite = k_i != 0.0f;              // else an inf or NaN element: masked, NaN gradient
+        const bool live = finite && g_ii > 0.0f;      // a zero row: zero gradient
+        for (int64_t d = threadIdx.x; d < a.dim_s; d += kBlock)
+            a.ws.masked_s[i * a.dim_s + d] = finite ? a.f_s[i * a.ld_s + d] : 0.0f;
         float q = 0.0f;
         for (int64_t j = threadIdx.x; j < N; j += kBlock) {
             const float k_j = inv_norm(a.ws.gram_s[j * (N + 1)]);
             const float h = 0.5f * (b_row[j] + a.ws.dsim[j * N + i]);
             q += h * cosine(gs_row[j], k_i, k_j);
-            p_row[j] = live ? k_i * h * k_j : 0.0f;
+            p_row[j] = live ? k_i * h * k_j : (finite ? 0.0f : NAN);
         }
         q = Reduce(temp).Sum(q);
         if (threadIdx.x == 0 && live) p_row[i] = k_i * (b_row[i] * k_i - q / sqrtf(g_ii));
@@ -180,8 +187,8 @@ LaunchResult pkt_launch(const PKTArgs& a, cudaStream_t stream)
     if ((r.cuda = kdf::launch(pkt_rows_kernel, {grid, dim3(kBlock), 0, stream}, a)) != cudaSuccess) return r;
     if (!grad) return r;
     if ((r.cuda = kdf::launch(pkt_coef_kernel, {grid, dim3(kBlock), 0, stream}, a)) != cudaSuccess) return r;
-    r.cublas = gemm_rm(a.cublas, false, false, n, static_cast<int>(a.dim_s), n, 1.0f, a.ws.gram_t, n, a.f_s,
-                       static_cast<int>(a.ld_s), a.accumulate ? 1.0f : 0.0f, a.grad_s, static_cast<int>(a.ld_s));
+    r.cublas = gemm_rm(a.cublas, false, false, n, static_cast<int>(a.dim_s), n, 1.0f, a.ws.gram_t, n, a.ws.masked_s,
+                       static_cast<int>(a.dim_s), a.accumulate ? 1.0f : 0.0f, a.grad_s, static_cast<int>(a.ld_s));
     return r;
 }
 

@@ -24,12 +24,13 @@ struct PKTWorkspace {
     GridSum sum;
     void* cublas;
     GramPartials partials;  // of the split Gram matrices (common/gram_split.h)
+    float* masked_s;        // e_s with the rows of non-finite norm zeroed, N x D_s (the gradient GEMM's input)
 
     static int64_t matrix_bytes(int64_t rows) { return round_up(rows * rows * int64_t(sizeof(float)), 256); }
     static int64_t bytes(int64_t rows, int64_t dim_s, int64_t dim_t)
     {
         return 3 * matrix_bytes(rows) + GridSum::bytes(pkt_blocks(rows)) + static_cast<int64_t>(kCublasWorkspaceBytes) +
-               GramPartials::bytes(rows, dim_s, dim_t);
+               GramPartials::bytes(rows, dim_s, dim_t) + round_up(rows * dim_s * int64_t(sizeof(float)), 256);
     }
     static PKTWorkspace carve(void* workspace, int64_t rows, int64_t dim_s, int64_t dim_t)
     {
@@ -41,7 +42,9 @@ struct PKTWorkspace {
         w.dsim = reinterpret_cast<float*>(b + 2 * m);
         w.sum = GridSum::carve(b + 3 * m, pkt_blocks(rows));
         w.cublas = b + 3 * m + GridSum::bytes(pkt_blocks(rows));
-        w.partials = GramPartials::carve(static_cast<unsigned char*>(w.cublas) + kCublasWorkspaceBytes, rows, dim_s, dim_t);
+        b = static_cast<unsigned char*>(w.cublas) + kCublasWorkspaceBytes;
+        w.partials = GramPartials::carve(b, rows, dim_s, dim_t);
+        w.masked_s = reinterpret_cast<float*>(b + GramPartials::bytes(rows, dim_s, dim_t));
         return w;
     }
 };

@@ -72,7 +72,8 @@ __device__ __forceinline__ float huber(float x)
     const float ax = fabsf(x);
     return ax < 1.0f ? 0.5f * x * x : ax - 0.5f;
 }
-__device__ __forceinline__ float huber_grad(float x) { return fminf(fmaxf(x, -1.0f), 1.0f); }
+// clamp(x, -1, 1), keeping a NaN x NaN as torch.clamp does (fminf / fmaxf would return a bound).
+__device__ __forceinline__ float huber_grad(float x) { return x < -1.0f ? -1.0f : (x > 1.0f ? 1.0f : x); }
 
 // Views of one network's Gram matrix.
 struct Gram {
@@ -82,16 +83,16 @@ struct Gram {
     // |e_i - e_j|^2 from G (may round below 0)
     __device__ __forceinline__ float sq(int64_t i, int64_t j) const { return at(i, i) + at(j, j) - 2.0f * at(i, j); }
     // the seed's pdist entry (i != j)
-    __device__ __forceinline__ float dist(int64_t i, int64_t j) const { return sqrtf(fmaxf(sq(i, j), 1e-12f)); }
+    __device__ __forceinline__ float dist(int64_t i, int64_t j) const { return sqrtf(nan_max(sq(i, j), 1e-12f)); }
     // |e_j - e_i| (F.normalize divides by max(|e_j - e_i|, 1e-12))
-    __device__ __forceinline__ float norm(int64_t i, int64_t j) const { return sqrtf(fmaxf(sq(i, j), 0.0f)); }
+    __device__ __forceinline__ float norm(int64_t i, int64_t j) const { return sqrtf(nan_max(sq(i, j), 0.0f)); }
     // angle a_ajk = <u_aj, u_ak>; 0 when j or k is the anchor. Returns in `inv` 1 / (den_aj den_ak) when both
     // differences are >= 1e-12 (the gradient flows through v), else 0 (a zero difference: u is held at 0).
     // v = (G_jk - G_ak) - (G_aj - G_aa): grouped so that a row equal to the anchor gives exactly 0.
     __device__ __forceinline__ float angle(int64_t a, int64_t j, int64_t k, float& inv) const
     {
         const float nj = norm(a, j), nk = norm(a, k);
-        const float dd = fmaxf(nj, 1e-12f) * fmaxf(nk, 1e-12f);
+        const float dd = nan_max(nj, 1e-12f) * nan_max(nk, 1e-12f);
         inv = (nj >= 1e-12f && nk >= 1e-12f) ? 1.0f / dd : 0.0f;
         if (j == a || k == a) return 0.0f;
         return ((at(j, k) - at(a, k)) - (at(a, j) - at(a, a))) / dd;

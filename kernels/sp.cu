@@ -68,7 +68,7 @@ __global__ void __launch_bounds__(BLOCK) sp_rows_kernel(SPArgs a, bool want_grad
         }
         __syncthreads();
         const float norm_s = row_stat[0];
-        const float rs = fmaxf(norm_s, kNormEps), rt = fmaxf(row_stat[1], kNormEps);
+        const float rs = nan_max(norm_s, kNormEps), rt = nan_max(row_stat[1], kNormEps);
 
         float sq = 0.0f, qd = 0.0f;
         for (int64_t j = threadIdx.x; j < n; j += BLOCK) {

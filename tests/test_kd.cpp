@@ -380,6 +380,30 @@ TEST_F(KD, MinusInfiniteLogitsFollowPyTorch)
     EXPECT_EQ(loss.download()[0], inf);
 }
 
+// A +inf or NaN logit: PyTorch's softmax of that row is NaN somewhere, and its log_softmax backward spreads the
+// NaN over the row's gradients; a NaN teacher probability adds nothing to kl_div's sum. Other rows are untouched.
+TEST_F(KD, PlusInfiniteOrNaNLogitsMakeTheirRowsGradientNaN)
+{
+    const int64_t n = 3, c = 5;
+    std::vector<float> ys = kdftest::uniform(n * c, 3), yt = kdftest::uniform(n * c, 4);
+    ys[0 * c + 2] = INFINITY;  // row 0: student +inf
+    yt[1 * c + 4] = NAN;       // row 1: teacher NaN
+    kdfKDParams_t p = KDF_KD_PARAMS_INIT;
+    p.rows = n, p.classes = c, p.reduction = KDF_REDUCTION_NONE;
+    DeviceBuffer<float> d_ys(ys), d_yt(yt), loss(n), gs(n * c), gt(n * c);
+    ASSERT_EQ(kdfKD(handle, &p, d_ys.get(), d_yt.get(), nullptr, loss.get(), gs.get(), gt.get(), nullptr, 1.0f, 0, nullptr, 0, stream),
+              KDF_STATUS_SUCCESS);
+    const auto l = loss.download(), g_s = gs.download(), g_t = gt.download();
+    EXPECT_TRUE(std::isnan(l[0])) << "student +inf: the student softmax is NaN";
+    EXPECT_TRUE(std::isfinite(l[1])) << "a NaN teacher probability adds nothing, as kl_div";
+    EXPECT_TRUE(std::isfinite(l[2]));
+    for (int64_t j = 0; j < c; ++j) {
+        EXPECT_TRUE(std::isnan(g_s[0 * c + j]) && std::isnan(g_s[1 * c + j])) << j;
+        EXPECT_TRUE(std::isnan(g_t[0 * c + j]) && std::isnan(g_t[1 * c + j])) << j;
+        EXPECT_TRUE(std::isfinite(g_s[2 * c + j]) && std::isfinite(g_t[2 * c + j])) << j;
+    }
+}
+
 TEST_F(KD, BadInputsGetAStatusAndANamedArgument)
 {
     kdfKDParams_t good = KDF_KD_PARAMS_INIT;

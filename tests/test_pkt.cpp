@@ -114,15 +114,15 @@ TEST_F(PKT, WorkspaceAtResnet32x4Shapes)
     // N = 64: three 64 x 64 float matrices (16 KiB each), the grid sum (64 partials: 256 + 256 bytes) and the
     // 4 MiB cuBLAS slice; flattened feature maps (D >= 16384) add the 64 slices of each split Gram matrix
     // (common/gram_split.h: 64 x 16 KiB per network), the pooled 256-d
-    // embeddings 4 slices per network.
+    // embeddings 4 slices per network; the gradient GEMM's masked copy of the student, N x D_s.
     kdfPKTParams_t p = KDF_PKT_PARAMS_INIT;
     p.rows = 64;
     const size_t want = 3u * 16384u + 512u + (4u << 20);
     p.dim_student = p.dim_teacher = 256;
-    EXPECT_EQ(workspace(p), want + 2 * 4 * 16384);
+    EXPECT_EQ(workspace(p), want + 2 * 4 * 16384 + 64 * 256 * 4);
     for (int64_t d : {32 * 32 * 32, 64 * 32 * 32, 128 * 16 * 16, 256 * 8 * 8}) {
         p.dim_student = p.dim_teacher = d;
-        EXPECT_EQ(workspace(p), want + 2 * 64 * 16384) << "D = " << d;
+        EXPECT_EQ(workspace(p), want + 2 * 64 * 16384 + size_t(64 * d * 4)) << "D = " << d;
     }
 }
 

@@ -228,8 +228,8 @@ __global__ void __launch_bounds__(BLOCK) attention_grad_kernel(AttentionArgs a)
         }
         __syncthreads();
         sg.through_norm = shared_norm_s >= kNormEps;
-        sg.inv_s = 1.0f / fmaxf(shared_norm_s, kNormEps);
-        sg.inv_t = 1.0f / fmaxf(shared_norm_t, kNormEps);
+        sg.inv_s = 1.0f / nan_max(shared_norm_s, kNormEps);
+        sg.inv_t = 1.0f / nan_max(shared_norm_t, kNormEps);
 
         Pair terms{0.0f, 0.0f};  // sum phi(d), sum a_s phi'(d)
         for (int64_t o = threadIdx.x; o < hw; o += BLOCK) {

@@ -39,6 +39,10 @@ struct OnlineLse {
     }
 };
 
+// max(x, m) that keeps a NaN x NaN, as torch.clamp(min=m) and F.normalize's max(norm, eps) do (fmaxf returns
+// the other operand, which would turn a NaN input into finite outputs).
+__host__ __device__ __forceinline__ float nan_max(float x, float m) { return x < m ? m : x; }
+
 // p is a multiple of `bytes` (a power of two).
 __host__ __device__ __forceinline__ bool aligned_to(const void* p, size_t bytes)
 {
