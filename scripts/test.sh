@@ -55,6 +55,9 @@ for schedule in forward reverse "random:$seed"; do
     (cd build && KDFUSE_SIMT_SCHEDULE=$schedule ctest -j "$jobs" --output-on-failure)
 done
 
+step "accuracy against float64 on real-network features, kdfuse vs the seed in fp32 (once: schedule-independent)"
+"$py" -m pytest -q -p no:cacheprovider python/tests/test_accuracy.py
+
 if [ "${KDFUSE_SKIP_ASAN:-0}" != "1" ]; then
     step "SIMT tests under AddressSanitizer + UBSan (with gcov coverage; the fuzz harness for ${fuzz_seconds} s)"
     find build-asan -name '*.gcda' -delete 2>/dev/null || true
