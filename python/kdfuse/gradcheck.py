@@ -235,31 +235,37 @@ def print_table(rows):
             print("  ".join("-" * w for w in widths) + "  " + "-" * 6)
 
 
+def load_for_command(prog, backend, path=None):
+    """(library, device) of a command's --backend and --lib (KDFUSE_LIB, else build/), the library's version and
+    path printed; None, with the reason on stderr, when it cannot be loaded or the CUDA backend has no device."""
+    if path:
+        os.environ["KDFUSE_LIB"] = path
+    from kdfuse import _lib
+    try:
+        lib = _lib.load(backend)
+    except (OSError, _lib.KdfuseError) as e:
+        print(f"{prog}: cannot load the {backend} library: {e}", file=sys.stderr)
+        return None
+    if backend == "cuda" and not torch.cuda.is_available():
+        print(f"{prog}: --backend cuda needs a CUDA device visible to PyTorch", file=sys.stderr)
+        return None
+    print(f"kdfuse {_lib.version_string(lib)} ({lib.kdfGetBackendName().decode()}) from {lib.kdfuse_path}")
+    return lib, torch.device("cuda" if backend == "cuda" else "cpu")
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m kdfuse.gradcheck", description=__doc__.split("\n")[0])
     parser.add_argument("--backend", choices=("simt", "cuda"), default="simt")
     parser.add_argument("--lib", help="path of the shared library (default: KDFUSE_LIB, else build/)")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
-    if args.lib:
-        os.environ["KDFUSE_LIB"] = args.lib
-
     from kdfuse import _lib
     from kdfuse_ref import LOSSES
 
-    try:
-        lib = _lib.load(args.backend)
-    except (OSError, _lib.KdfuseError) as e:
-        print(f"gradcheck: cannot load the {args.backend} library: {e}", file=sys.stderr)
+    loaded = load_for_command("gradcheck", args.backend, args.lib)
+    if loaded is None:
         return 2
-    if args.backend == "cuda":
-        if not torch.cuda.is_available():
-            print("gradcheck: --backend cuda needs a CUDA device visible to PyTorch", file=sys.stderr)
-            return 2
-        device = torch.device("cuda")
-    else:
-        device = torch.device("cpu")
-    print(f"kdfuse {_lib.version_string(lib)} ({lib.kdfGetBackendName().decode()}) from {lib.kdfuse_path}")
+    lib, device = loaded
     print(f"tolerance: |lib - ref| <= atol + rtol*|ref| elementwise, rtol={RTOL:g}, "
           f"atol={ATOL_FACTOR:g}*max|ref| + {ATOL_FLOOR:g}; reference: kdfuse_ref in float64")
     print()

@@ -3,11 +3,8 @@
 Exit status: 0 if every row passes, 1 if a row fails, 2 if the library cannot be loaded.
 """
 import argparse
-import os
 import sys
 import time
-
-import torch
 
 from . import FLOOR, RATIO_LIMIT, format_table, run
 
@@ -21,26 +18,16 @@ def main(argv=None):
     parser.add_argument("--markdown", action="store_true", help="print the table as Markdown")
     parser.add_argument("--failures", action="store_true", help="print only the failing rows")
     parser.add_argument("--floor", type=float, default=FLOOR,
-                        help="least torch error a ratio divides by (default 2^-24; for experiments)")
+                        help="least torch error a ratio divides by (default 2^-22; for experiments)")
     args = parser.parse_args(argv)
-    if args.lib:
-        os.environ["KDFUSE_LIB"] = args.lib
 
-    from kdfuse import _lib
+    from ..gradcheck import load_for_command
     from .cases import all_cases
 
-    try:
-        lib = _lib.load(args.backend)
-    except (OSError, _lib.KdfuseError) as e:
-        print(f"accuracy: cannot load the {args.backend} library: {e}", file=sys.stderr)
+    loaded = load_for_command("accuracy", args.backend, args.lib)
+    if loaded is None:
         return 2
-    device = torch.device("cpu")
-    if args.backend == "cuda":
-        if not torch.cuda.is_available():
-            print("accuracy: --backend cuda needs a CUDA device visible to PyTorch", file=sys.stderr)
-            return 2
-        device = torch.device("cuda")
-    print(f"kdfuse {_lib.version_string(lib)} ({lib.kdfGetBackendName().decode()}) from {lib.kdfuse_path}")
+    device = loaded[1]
     print(f"error = ||x - ref|| / ||ref|| against kdfuse_ref in float64; ratio = err_kdfuse / max(err_torch_fp32, "
           f"{args.floor:.2e}); PASS if ratio <= {RATIO_LIMIT:g}")
     print()
