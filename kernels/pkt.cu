@@ -7,6 +7,14 @@
 //   loss = w / N^2 * sum_ij t_ij log((t_ij + eps) / (s_ij + eps))
 // Every entry comes from the raw Gram matrix G = e e^T: n_i = sqrt(G_ii) and C_ij = G_ij k_i k_j with
 // k_i = 1 / (n_i + eps) (k_i = 0 for a non-finite norm, then C_ij = 0), so no normalised copy is written.
+// 1 + C_ij cancels when rows are nearly anti-parallel (C near -1): the Gram entry's rounding, a few ulps of
+// |e_i| |e_j|, becomes a large relative error of S_ij. For C_ij < 0 the similarity is therefore formed
+// without the cancellation, from the identity (x_i = k_i e_i, c_i = 1 - |x_i|^2 = eps (2 n_i + eps) / (n_i + eps)^2
+// in closed form):
+//   1 + C_ij = (|x_i + x_j|^2 + c_i + c_j) / 2,   |x_i + x_j|^2 = sum_d (k_i e_id + k_j e_jd)^2
+// a sum of squares (no cancellation), computed directly by a warp per pair. Non-negative cosines keep
+// (1 + C) / 2 from G (no cancellation there); features after a ReLU have no negative cosine at all, so the
+// direct sums cost nothing on real features and N^2 D / 2 at most.
 //
 // Gradient (student only; gamma = g * c * w / N^2 with g = grad_loss, c = grad_scale):
 //   a_ij = dL/ds_ij = -gamma t_ij / (s_ij + eps)
@@ -23,6 +31,7 @@
 //
 // Fusion plan (per call): GEMM G_s = e_s e_s^T, GEMM G_t = e_t e_t^T (cuBLAS, caller's stream; kdf::build_grams
 // splits D > 64 into column slices, common/gram_split.cuh), then
+//   kernel 0 (one block per row of either network): S_s, S_t, with the direct sums above for C < 0.
 //   kernel 1 (one block per row i): r_i of both networks (a row reduction), then s, t, the loss terms and,
 //            with the gradient, a, sum_k a_ik s_ik (a second row reduction) and B's row i. The loss is
 //            summed per block in row order and across blocks by kdf::grid_sum (same launch).
@@ -30,7 +39,7 @@
 //            of B, which other blocks of kernel 1 write: a grid-wide dependency, hence a second kernel. It also
 //            copies row i of e_s into the masked copy (zeros for a row of non-finite norm).
 //   GEMM grad_s = P masked(e_s) (beta = 1 when accumulating, so the GEMM itself adds into grad_s).
-// Loss only: 2 GEMMs + 1 kernel; with the gradient: 3 GEMMs + 2 kernels; + the slice reduction for D > 64.
+// Loss only: 2 GEMMs + 2 kernels; with the gradient: 3 GEMMs + 3 kernels; + the slice reduction for D > 64.
 // Bytes moved (fp32): the GEMMs read e_s twice and e_t once (4 N (2 D_s + D_t)) and write grad_s once
 // (4 N D_s; read as well when accumulating); with the gradient kernel 2 reads e_s and writes its masked copy
 // (4 N D_s each, workspace); the N x N matrices (G_s, G_t, B, P: 4 N^2 each) stay in L2
@@ -67,6 +76,45 @@ __device__ __forceinline__ float cosine(float gij, float ki, float kj)
     return (ki != 0.0f && kj != 0.0f) ? gij * ki * kj : 0.0f;
 }
 
+// Kernel 0: S = (1 + C) / 2 of both networks. Block (network, row i), a warp per column j; the direct sum of a
+// pair with a negative cosine is spread over the warp's lanes (coalesced) and added by a fixed butterfly.
+__global__ void __launch_bounds__(kBlock) pkt_similarity_kernel(PKTArgs a)
+{
+    constexpr int kWarps = kBlock / 32;
+    const int64_t N = a.rows;
+    const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
+    for (int64_t item = blockIdx.x; item < 2 * N; item += gridDim.x) {
+        const bool student = item < N;
+        const int64_t i = student ? item : item - N;
+        const float* G = student ? a.ws.gram_s : a.ws.gram_t;
+        const float* e = student ? a.f_s : a.f_t;
+        const int64_t ld = student ? a.ld_s : a.ld_t, dim = student ? a.dim_s : a.dim_t;
+        float* S = student ? a.ws.sim_s : a.ws.sim_t;
+        const float g_ii = G[i * N + i], k_i = inv_norm(g_ii);
+        for (int64_t j = warp; j < N; j += kWarps) {
+            const float g_jj = G[j * N + j], k_j = inv_norm(g_jj);
+            const float c = cosine(G[i * N + j], k_i, k_j);
+            float s = 0.5f * (c + 1.0f);
+            if (c < 0.0f) {  // uniform over the warp
+                const float* ei = e + i * ld;
+                const float* ej = e + j * ld;
+                float sq = 0.0f;
+                for (int64_t d = lane; d < dim; d += 32) {
+                    const float x = k_i * ei[d] + k_j * ej[d];
+                    sq += x * x;
+                }
+                for (int o = 16; o > 0; o /= 2) sq += __shfl_xor_sync(0xffffffffu, sq, o);
+                const auto defect = [](float gii) {  // c_i = 1 - |x_i|^2, exactly as a function of n_i
+                    const float n = sqrtf(gii), d = n + kEps;
+                    return kEps * (2.0f * n + kEps) / (d * d);
+                };
+                s = 0.25f * (sq + defect(g_ii) + defect(g_jj));
+            }
+            if (lane == 0) S[i * N + j] = s;
+        }
+    }
+}
+
 __global__ void __launch_bounds__(kBlock) pkt_rows_kernel(PKTArgs a)
 {
     using Reduce = cub::BlockReduce<float, kBlock>;
@@ -74,19 +122,15 @@ __global__ void __launch_bounds__(kBlock) pkt_rows_kernel(PKTArgs a)
     __shared__ float sh_rs, sh_rt, sh_m;
 
     const int64_t N = a.rows;
-    const float* Gs = a.ws.gram_s;
-    const float* Gt = a.ws.gram_t;
     const bool grad = a.grad_s != nullptr;
     const float inv_nn = 1.0f / (static_cast<float>(N) * static_cast<float>(N));
     const float gamma = grad ? (a.grad_loss ? *a.grad_loss : 1.0f) * a.grad_scale * a.weight * inv_nn : 0.0f;
     float block_loss = 0.0f;  // thread 0: this block's row terms, in row order
 
     for (int64_t i = blockIdx.x; i < N; i += gridDim.x) {
-        const float ks_i = inv_norm(Gs[i * N + i]);
-        const float kt_i = inv_norm(Gt[i * N + i]);
         auto sims = [&](int64_t j, float& ss, float& st) {
-            ss = 0.5f * (cosine(Gs[i * N + j], ks_i, inv_norm(Gs[j * N + j])) + 1.0f);
-            st = 0.5f * (cosine(Gt[i * N + j], kt_i, inv_norm(Gt[j * N + j])) + 1.0f);
+            ss = a.ws.sim_s[i * N + j];
+            st = a.ws.sim_t[i * N + j];
         };
         // Pass 1: the row sums of S_s and S_t.
         float rs = 0.0f, rt = 0.0f;
@@ -184,6 +228,9 @@ LaunchResult pkt_launch(const PKTArgs& a, cudaStream_t stream)
     const dim3 grid(static_cast<unsigned>(pkt_blocks(a.rows)));
     if (a.loss != nullptr)
         if ((r.cuda = a.ws.sum.prepare(stream)) != cudaSuccess) return r;
+    const int64_t sim_blocks = 2 * a.rows < 65535 ? 2 * a.rows : 65535;
+    if ((r.cuda = kdf::launch(pkt_similarity_kernel, {dim3(static_cast<unsigned>(sim_blocks)), dim3(kBlock), 0, stream}, a)))
+        return r;
     if ((r.cuda = kdf::launch(pkt_rows_kernel, {grid, dim3(kBlock), 0, stream}, a)) != cudaSuccess) return r;
     if (!grad) return r;
     if ((r.cuda = kdf::launch(pkt_coef_kernel, {grid, dim3(kBlock), 0, stream}, a)) != cudaSuccess) return r;

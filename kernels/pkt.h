@@ -16,11 +16,14 @@ namespace kdf::kernels {
 inline int64_t pkt_blocks(int64_t rows) { return rows < 65535 ? rows : 65535; }
 
 // Workspace: the Gram matrices G_s, G_t (N x N each; G_t's buffer is reused for the gradient's
-// coefficient matrix P), dL/dS_s (N x N), the grid sum of the loss, the cuBLAS slice.
+// coefficient matrix P), dL/dS_s (N x N), the similarities S_s and S_t (N x N each), the grid sum of the loss,
+// the cuBLAS slice, the partial Gram matrices and the masked copy of e_s.
 struct PKTWorkspace {
     float* gram_s;
     float* gram_t;
     float* dsim;
+    float* sim_s;  // S_ij = (1 + cos_ij) / 2, without the cancellation of 1 + cos near -1 (pkt.cu)
+    float* sim_t;
     GridSum sum;
     void* cublas;
     GramPartials partials;  // of the split Gram matrices (common/gram_split.h)
@@ -29,7 +32,7 @@ struct PKTWorkspace {
     static int64_t matrix_bytes(int64_t rows) { return round_up(rows * rows * int64_t(sizeof(float)), 256); }
     static int64_t bytes(int64_t rows, int64_t dim_s, int64_t dim_t)
     {
-        return 3 * matrix_bytes(rows) + GridSum::bytes(pkt_blocks(rows)) + static_cast<int64_t>(kCublasWorkspaceBytes) +
+        return 5 * matrix_bytes(rows) + GridSum::bytes(pkt_blocks(rows)) + static_cast<int64_t>(kCublasWorkspaceBytes) +
                GramPartials::bytes(rows, dim_s, dim_t) + round_up(rows * dim_s * int64_t(sizeof(float)), 256);
     }
     static PKTWorkspace carve(void* workspace, int64_t rows, int64_t dim_s, int64_t dim_t)
@@ -40,8 +43,10 @@ struct PKTWorkspace {
         w.gram_s = reinterpret_cast<float*>(b);
         w.gram_t = reinterpret_cast<float*>(b + m);
         w.dsim = reinterpret_cast<float*>(b + 2 * m);
-        w.sum = GridSum::carve(b + 3 * m, pkt_blocks(rows));
-        w.cublas = b + 3 * m + GridSum::bytes(pkt_blocks(rows));
+        w.sim_s = reinterpret_cast<float*>(b + 3 * m);
+        w.sim_t = reinterpret_cast<float*>(b + 4 * m);
+        w.sum = GridSum::carve(b + 5 * m, pkt_blocks(rows));
+        w.cublas = b + 5 * m + GridSum::bytes(pkt_blocks(rows));
         b = static_cast<unsigned char*>(w.cublas) + kCublasWorkspaceBytes;
         w.partials = GramPartials::carve(b, rows, dim_s, dim_t);
         w.masked_s = reinterpret_cast<float*>(b + GramPartials::bytes(rows, dim_s, dim_t));

@@ -92,13 +92,13 @@ TEST_F(PKT, LaunchAndGemmCountsNoSyncAndBitwiseReproducible)
                          ws.size(), stream),
                   KDF_STATUS_SUCCESS);
         // G_s, G_t: one strided-batched GEMM each over 4 slices of 64 columns (common/gram_split.h), the
-        // slice reduction; rows and coefficient kernels; grad_s = P f_s.
-        EXPECT_CALL_WORK(3u, 3u);
+        // slice reduction; similarity, rows and coefficient kernels; grad_s = P masked(f_s).
+        EXPECT_CALL_WORK(4u, 3u);
         kdfuse::simt::reset_counters();
         ASSERT_EQ(kdfPKT(handle, &c.params, fs.get(), ft.get(), loss.get(), nullptr, nullptr, 1.0f, 0, ws.get(), ws.size(),
                          stream),
                   KDF_STATUS_SUCCESS);
-        EXPECT_CALL_WORK(2u, 2u);  // loss only: the slice reduction, the rows kernel
+        EXPECT_CALL_WORK(3u, 2u);  // loss only: the slice reduction, the similarity and rows kernels
         runs.push_back(kdftest::concat({loss.download(), grad.download()}));
     });
     ASSERT_EQ(runs.size(), 3u);
@@ -111,13 +111,13 @@ TEST_F(PKT, LaunchAndGemmCountsNoSyncAndBitwiseReproducible)
 
 TEST_F(PKT, WorkspaceAtResnet32x4Shapes)
 {
-    // N = 64: three 64 x 64 float matrices (16 KiB each), the grid sum (64 partials: 256 + 256 bytes) and the
+    // N = 64: five 64 x 64 float matrices (16 KiB each), the grid sum (64 partials: 256 + 256 bytes) and the
     // 4 MiB cuBLAS slice; flattened feature maps (D >= 16384) add the 64 slices of each split Gram matrix
     // (common/gram_split.h: 64 x 16 KiB per network), the pooled 256-d
     // embeddings 4 slices per network; the gradient GEMM's masked copy of the student, N x D_s.
     kdfPKTParams_t p = KDF_PKT_PARAMS_INIT;
     p.rows = 64;
-    const size_t want = 3u * 16384u + 512u + (4u << 20);
+    const size_t want = 5u * 16384u + 512u + (4u << 20);
     p.dim_student = p.dim_teacher = 256;
     EXPECT_EQ(workspace(p), want + 2 * 4 * 16384 + 64 * 256 * 4);
     for (int64_t d : {32 * 32 * 32, 64 * 32 * 32, 128 * 16 * 16, 256 * 8 * 8}) {

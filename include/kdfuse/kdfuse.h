@@ -373,8 +373,8 @@ KDFUSE_API kdfStatus_t kdfCC(kdfHandle_t handle, const kdfCCParams_t* params, co
  * e_s (N x D_s) and e_t (N x D_t): row i of each describes sample i (flatten feature maps first, as the
  * seed's view(N, -1)); rows are ld_student / ld_teacher elements apart (0 = dense), columns contiguous.
  * grad_s has the layout of e_s. Only N x N matrices are formed (Gram matrices by cuBLAS GEMM); the
- * workspace is O(N^2) plus the constant cuBLAS slice (PKT), plus N (D_s + D_t) floats for RKD, whose Gram
- * matrices are built from mean-centred copies of the embeddings (accuracy on near-duplicate rows). Gradients flow to e_s only (the
+ * workspace is O(N^2) plus the constant cuBLAS slice, plus N D_s floats for PKT (a masked copy of e_s for the
+ * gradient GEMM) and N (D_s + D_t) for RKD (Gram matrices of mean-centred copies: accuracy on near-duplicate rows). Gradients flow to e_s only (the
  * teacher is a constant, as the seed's no_grad). `weight` multiplies the loss and its gradients.
  *
  * PKT (Passalis & Tefas; RepDistiller's PKT), eps = 1e-7:

@@ -32,8 +32,6 @@ KNOWN = {
     "cc[large-offset 32x128 seed]": "loss 6.6e-6 vs 2.8e-6 (2.4x), as the near-duplicate case",
     "rkd[anti-parallel 32x256]": "grad 7.3e-7 vs 3.1e-7 (2.4x): angles from centred Gram entries",
     "rkd[tight anti-parallel 32x256]": "grad 6.7e-7 vs 3.4e-7 (2.0x), as above",
-    "pkt[anti-parallel 8x64]": "grad 4.3e-4 vs 1.1e-4 (3.9x), loss 2.0x: 1 + cos from the Gram entry cancels",
-    "pkt[tight anti-parallel 8x64]": "loss 1.7e-6 vs 1.3e-7 (7.0x), as above",
     "sp[resnet32x4>resnet8x4]": "grad 6.1e-7 vs 3.8e-7 (1.6x): Gram of 16384-wide rows summed in 64 slices",
     "sp[vgg13>vgg8]": "grad 6.3e-7 vs 3.5e-7 (1.8x), as above",
     "sp[resnet32x4>ShuffleV2]": "grad 5.5e-7 vs 3.4e-7 (1.6x), as above",
