@@ -2,7 +2,7 @@
 
     PYTHONPATH=python:python_ref python -m kdfuse.gradcheck [--backend simt|cuda] [--lib PATH]
 
-For each of the fourteen losses (kdfuse_ref.LOSSES) either the checks below run, or one row says
+For each loss of kdfuse_ref.LOSSES (the fourteen, and KDSVD) either the checks below run, or one row says
 "not implemented" (no checker here, or the library does not export the loss's entry point); such rows
 never count as passing. Inputs are float32; the reference runs in float64 on the same float32 values
 and its gradients come from torch.autograd in float64: d/dx [grad_scale * sum(loss * grad_loss)].

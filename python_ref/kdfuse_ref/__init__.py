@@ -1,3 +1,3 @@
 """PyTorch reference implementations of the RepDistiller-family distillation losses (see README.md)."""
 
-LOSSES = ("kd", "fitnet", "at", "sp", "cc", "vid", "rkd", "pkt", "ab", "ft", "fsp", "nst", "crd", "ofd")
+LOSSES = ("kd", "fitnet", "at", "sp", "cc", "vid", "rkd", "pkt", "ab", "ft", "fsp", "nst", "crd", "ofd", "kdsvd")
