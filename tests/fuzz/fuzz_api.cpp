@@ -10,12 +10,15 @@
 //   struct_size      wrong: KDF_STATUS_INVALID_VALUE from the call and the size query;
 //   handle           NULL: KDF_STATUS_NULL_POINTER; destroyed: KDF_STATUS_INVALID_VALUE;
 //   grad_scale       NaN or infinite: KDF_STATUS_INVALID_VALUE;
+//   library          the handle and library-wide entry points (kdfCreate, kdfDestroy, the mode setters and getters,
+//                    the version, backend and status strings) with random arguments: every status as documented;
 //   fields           one to three params fields set to extreme values (negative, 0, 2^31, INT64_MAX, NaN, out-of-range
 //                    enums...), run in count-only mode with stand-in pointers that are never dereferenced: the size
 //                    query and the call must agree on a params error; when the query accepts the params the call
 //                    may only refuse a pointer (NULL, alignment, overlap): a CUDA, cuBLAS or internal error, or a
 //                    shape error the query missed, means validation let through what a launch then refused.
-// In every refusal the detail names the function, and no written buffer changes. Sanitizer reports abort the run.
+// In every refusal the detail names the function, and no written buffer changes. Valid calls run with a random
+// math mode (FP32 or TF32) and determinism mode on the handle. Sanitizer reports abort the run.
 //
 // Usage: kdfuse_fuzz [--seconds S] [--seed N] [--case I]   (KDFUSE_FUZZ_SECONDS, KDFUSE_FUZZ_SEED as defaults).
 // Case i of seed s draws from its own generator, so `--seed s --case i` replays exactly one failing case.
@@ -45,9 +48,9 @@ std::vector<std::string> g_simt_errors;
 
 void on_simt_error(const char* message, void*) { g_simt_errors.push_back(message); }
 
-enum class Mutation { Valid, Null, Misaligned, Overlap, ShortWorkspace, StructSize, Handle, GradScale, Fields, Count };
+enum class Mutation { Valid, Null, Misaligned, Overlap, ShortWorkspace, StructSize, Handle, GradScale, Fields, Library, Count };
 const char* kMutationNames[] = {"valid", "null", "misaligned", "overlap", "short-workspace", "struct_size", "handle",
-                                "grad_scale", "fields"};
+                                "grad_scale", "fields", "library"};
 
 // Device allocations of one case, freed at its end.
 struct Allocations {
@@ -324,6 +327,72 @@ void run_fields(Case& c, Entry& e, Rng& r)
         c.fail(std::string("the size query accepted the params, the call failed with ") + kdfGetStatusName(got) + ": " + detail);
 }
 
+// An int a C caller might store in an enum field: valid values and garbage.
+int random_enum(Rng& r)
+{
+    const int values[] = {0, 1, 2, -1, 3, 1000, INT_MIN, INT_MAX};
+    return values[r() % 8];
+}
+
+template <typename E>
+E as_enum(int v)
+{
+    E e;
+    std::memcpy(&e, &v, sizeof v);
+    return e;
+}
+
+// The library-wide and handle entry points with random arguments.
+void run_library(Case& c, Rng& r)
+{
+    const int v = random_enum(r);
+    switch (r() % 7) {
+    case 0: {  // names and strings of any int: never NULL, never empty
+        const kdfStatus_t s = as_enum<kdfStatus_t>(v);
+        if (kdfGetStatusName(s) == nullptr || *kdfGetStatusName(s) == '\0' || kdfGetStatusString(s) == nullptr ||
+            *kdfGetStatusString(s) == '\0')
+            c.fail("a status name or string is NULL or empty for " + std::to_string(v));
+        if (kdfGetVersion() != KDFUSE_VERSION || std::strcmp(kdfGetBackendName(), "simt") != 0)
+            c.fail("version or backend name");
+        break;
+    }
+    case 1: {
+        const bool valid = v == KDF_MATH_FP32 || v == KDF_MATH_TF32;
+        c.expect_status(kdfSetMathMode(c.handle, as_enum<kdfMathMode_t>(v)), valid ? KDF_STATUS_SUCCESS : KDF_STATUS_INVALID_VALUE,
+                        "mode", "kdfSetMathMode");
+        kdfMathMode_t got = KDF_MATH_FP32;
+        if (valid && (kdfGetMathMode(c.handle, &got) != KDF_STATUS_SUCCESS || static_cast<int>(got) != v))
+            c.fail("kdfGetMathMode does not return the mode just set");
+        break;
+    }
+    case 2: {
+        const bool valid = v == KDF_DETERMINISTIC || v == KDF_FAST;
+        c.expect_status(kdfSetDeterminism(c.handle, as_enum<kdfDeterminism_t>(v)),
+                        valid ? KDF_STATUS_SUCCESS : KDF_STATUS_INVALID_VALUE, "mode", "kdfSetDeterminism");
+        kdfDeterminism_t got = KDF_DETERMINISTIC;
+        if (valid && (kdfGetDeterminism(c.handle, &got) != KDF_STATUS_SUCCESS || static_cast<int>(got) != v))
+            c.fail("kdfGetDeterminism does not return the mode just set");
+        break;
+    }
+    case 3:
+        c.expect_status(kdfGetMathMode(c.handle, nullptr), KDF_STATUS_NULL_POINTER, "mode", "kdfGetMathMode");
+        break;
+    case 4:
+        c.expect_status(kdfGetDeterminism(nullptr, nullptr), KDF_STATUS_NULL_POINTER, "handle", "kdfGetDeterminism");
+        break;
+    case 5:
+        c.expect_status(kdfCreate(nullptr), KDF_STATUS_NULL_POINTER, "handle", "kdfCreate");
+        break;
+    default: {  // a fresh handle lives until destroyed once; NULL destroys nothing
+        kdfHandle_t h = nullptr;
+        c.expect_status(kdfCreate(&h), KDF_STATUS_SUCCESS, "", "kdfCreate");
+        c.expect_status(kdfDestroy(h), KDF_STATUS_SUCCESS, "", "kdfDestroy");
+        c.expect_status(kdfDestroy(nullptr), KDF_STATUS_SUCCESS, "", "kdfDestroy");
+        break;
+    }
+    }
+}
+
 void run_case(Case& c)
 {
     Rng r(c.seed ^ (0x9e3779b97f4a7c15ull * (c.index + 1)));
@@ -331,10 +400,14 @@ void run_case(Case& c)
     Entry& e = entries[r() % entries.size()];
     // Valid calls a third of the time, each kind of mistake about as often as the others.
     const Mutation m = (r() % 3 == 0) ? Mutation::Valid : static_cast<Mutation>(1 + r() % (int(Mutation::Count) - 1));
-    c.what = e.name + " " + kMutationNames[int(m)];
+    c.what = (m == Mutation::Library ? std::string("library") : e.name) + " " + kMutationNames[int(m)];
     g_simt_errors.clear();
+    // The handle's modes for this case (a library case may change them for the next ones).
+    kdfSetMathMode(c.handle, (r() & 1) ? KDF_MATH_TF32 : KDF_MATH_FP32);
+    kdfSetDeterminism(c.handle, (r() & 1) ? KDF_FAST : KDF_DETERMINISTIC);
     if (m == Mutation::Valid) run_valid(c, e, r);
     else if (m == Mutation::Fields) run_fields(c, e, r);
+    else if (m == Mutation::Library) run_library(c, r);
     else run_broken(c, e, r, m);
     if (!g_simt_errors.empty()) c.fail("SIMT backend reported: " + g_simt_errors.front());
 }
