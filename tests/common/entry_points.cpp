@@ -167,52 +167,51 @@ void student_teacher_map_fields(Entry& e)
     e.fields.push_back(KDF_FIELD(P, Enum, dtype));
 }
 
+// A student-teacher call on two feature maps (FitNet, AT, FT, AB, NST): its entry, the maps' fields and `extra`.
+template <typename P>
+void add_maps(std::vector<Entry>& list, Rng& r, bool random, const char* name, const P& p, const char* s_name,
+              const char* t_name, kdfStatus_t (*query)(const P*, size_t*),
+              kdfStatus_t (*fn)(kdfHandle_t, const P*, const void*, const void*, float*, void*, const float*, float, int,
+                                void*, size_t, kdfStream_t),
+              std::initializer_list<Field> extra)
+{
+    Entry e = student_teacher(r, random, name, p, s_name, map_bytes(p.student), t_name, map_bytes(p.teacher), query, fn);
+    student_teacher_map_fields<P>(e);
+    e.fields.insert(e.fields.end(), extra);
+    list.push_back(std::move(e));
+}
+
 void add_feature_maps(std::vector<Entry>& list, Rng& r, bool random)
 {
     {
         kdfFitNetParams_t p = same_shape_maps(r, kdfFitNetParams_t KDF_FITNET_PARAMS_INIT);
         p.weight = drawf(r, -2.0f, 2.0f);
-        Entry e = student_teacher(r, random, "kdfFitNet", p, "f_s", map_bytes(p.student), "f_t", map_bytes(p.teacher),
-                                  kdfFitNetWorkspaceSize, kdfFitNet);
-        student_teacher_map_fields<kdfFitNetParams_t>(e);
-        e.fields.push_back(KDF_FIELD(kdfFitNetParams_t, F32, weight));
-        list.push_back(std::move(e));
+        add_maps(list, r, random, "kdfFitNet", p, "f_s", "f_t", kdfFitNetWorkspaceSize, kdfFitNet,
+                 {KDF_FIELD(kdfFitNetParams_t, F32, weight)});
     }
     {
         kdfATParams_t p = pooled_maps(r, kdfATParams_t KDF_AT_PARAMS_INIT);
         p.p = drawf(r, 0.5f, 3.0f);
-        Entry e = student_teacher(r, random, "kdfAT", p, "f_s", map_bytes(p.student), "f_t", map_bytes(p.teacher),
-                                  kdfATWorkspaceSize, kdfAT);
-        student_teacher_map_fields<kdfATParams_t>(e);
-        e.fields.insert(e.fields.end(), {KDF_FIELD(kdfATParams_t, F32, p), KDF_FIELD(kdfATParams_t, F32, weight)});
-        list.push_back(std::move(e));
+        add_maps(list, r, random, "kdfAT", p, "f_s", "f_t", kdfATWorkspaceSize, kdfAT,
+                 {KDF_FIELD(kdfATParams_t, F32, p), KDF_FIELD(kdfATParams_t, F32, weight)});
     }
     {
         kdfFTParams_t p = pooled_maps(r, kdfFTParams_t KDF_FT_PARAMS_INIT);
         p.p2 = coin(r) ? 1.0f : 2.0f;
-        Entry e = student_teacher(r, random, "kdfFT", p, "f_s", map_bytes(p.student), "f_t", map_bytes(p.teacher),
-                                  kdfFTWorkspaceSize, kdfFT);
-        student_teacher_map_fields<kdfFTParams_t>(e);
-        e.fields.insert(e.fields.end(), {KDF_FIELD(kdfFTParams_t, F32, p1), KDF_FIELD(kdfFTParams_t, F32, p2)});
-        list.push_back(std::move(e));
+        add_maps(list, r, random, "kdfFT", p, "f_s", "f_t", kdfFTWorkspaceSize, kdfFT,
+                 {KDF_FIELD(kdfFTParams_t, F32, p1), KDF_FIELD(kdfFTParams_t, F32, p2)});
     }
     {
         kdfABParams_t p = same_shape_maps(r, kdfABParams_t KDF_AB_PARAMS_INIT);
         p.margin = drawf(r, 0.0f, 2.0f), p.seed_scaling = coin(r);
-        Entry e = student_teacher(r, random, "kdfAB", p, "s", map_bytes(p.student), "t", map_bytes(p.teacher),
-                                  kdfABWorkspaceSize, kdfAB);
-        student_teacher_map_fields<kdfABParams_t>(e);
-        e.fields.insert(e.fields.end(), {KDF_FIELD(kdfABParams_t, F32, margin), KDF_FIELD(kdfABParams_t, Flag, seed_scaling)});
-        list.push_back(std::move(e));
+        add_maps(list, r, random, "kdfAB", p, "s", "t", kdfABWorkspaceSize, kdfAB,
+                 {KDF_FIELD(kdfABParams_t, F32, margin), KDF_FIELD(kdfABParams_t, Flag, seed_scaling)});
     }
     {
         kdfNSTParams_t p = pooled_maps(r, kdfNSTParams_t KDF_NST_PARAMS_INIT);
         p.full_loss = coin(r);
-        Entry e = student_teacher(r, random, "kdfNST", p, "f_s", map_bytes(p.student), "f_t", map_bytes(p.teacher),
-                                  kdfNSTWorkspaceSize, kdfNST);
-        student_teacher_map_fields<kdfNSTParams_t>(e);
-        e.fields.push_back(KDF_FIELD(kdfNSTParams_t, Flag, full_loss));
-        list.push_back(std::move(e));
+        add_maps(list, r, random, "kdfNST", p, "f_s", "f_t", kdfNSTWorkspaceSize, kdfNST,
+                 {KDF_FIELD(kdfNSTParams_t, Flag, full_loss)});
     }
     {
         kdfOFDParams_t p = same_shape_maps(r, kdfOFDParams_t KDF_OFD_PARAMS_INIT);
