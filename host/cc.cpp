@@ -6,7 +6,7 @@ using kdf::host::Checker;
 
 namespace {
 
-constexpr int64_t kMaxGramRows = 46340;  // N x N fits int (cuBLAS sizes, grid indexing)
+constexpr int64_t kMaxGramRows = 46339;  // (N+1) x (N+1) fits int (cuBLAS sizes, grid indexing; the mean row)
 
 bool shipped(const kdfCCParams_t* p) { return static_cast<int>(p->variant) == KDF_CC_REPDISTILLER; }
 
@@ -86,7 +86,7 @@ kdfStatus_t kdfCC(kdfHandle_t handle, const kdfCCParams_t* params, const void* f
         if (args.shipped)
             args.sum = kdf::GridSum::carve(workspace, kdf::kernels::cc_shipped_blocks(args.n, args.ds));
         else
-            args.ws = kdf::kernels::GramWorkspace::carve(workspace, args.n, args.ds, args.dt, kdf::kernels::cc_seed_blocks(args.n));
+            kdf::kernels::cc_seed_carve(args, workspace);
         args.cublas = handle->cublas;
         args.allow_tf32 = handle->math == KDF_MATH_TF32;
         return kdf::host::launch_status("kdfCC", kdf::kernels::cc_launch(args, stream));

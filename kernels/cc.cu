@@ -6,20 +6,28 @@
 // Gradient (g = grad_loss, c = grad_scale, k = -2 g c w / N^2): P = dL/dQ_s = k d;
 //   dL/dG = (P - Q_s <Q_s, P>_F) / r_s          (Jacobian of G / ||G||_F)
 //   dL/df_s = (dG + dG^T) f_s,  dG + dG^T = k/r_s ((d + d^T) - (Q_s + Q_s^T) <Q_s, d>_F)
+// Centring: with near-duplicate rows (or a large common offset) every G_ij is |m|^2 plus a small part, the
+// Gram GEMM's accumulation error (a few ulps of |m|^2 per term) swamps the small parts, and d = Q_t - Q_s is a
+// difference of nearly equal matrices: the loss lost ~4 digits (1.1e-4 relative error against 2.6e-6 for the
+// seed in fp32 on 32 x 128 rows of one base + 1e-3 noise). So G is built as G_ij = G'_ij + (G'_in + G'_jn) + G'_nn
+// from the Gram G' of [c; m] (c = f - m, m the mean row as an extra row n; common/centre.cuh): every term is
+// summed relative to its own size and only the final sum rounds at |m|^2.
 // Two whole-matrix statistics, each needed before the next step can start: r_s, r_t before any Q, and
 // <Q_s, d>_F before any entry of dG. Without a grid-wide barrier each is a kernel boundary, hence
 // (fusion plan, 3 kernels and 3 GEMMs; loss only: 2 kernels, 2 GEMMs; + the slice reduction for D > 64):
-//   GEMM 1, 2: G_s, G_t into the workspace (kdf::build_grams, common/gram_split.cuh: above 64 columns a
-//   strided-batched GEMM over column slices and a slice-reduction kernel).
+//   kernel 0 (kdf::centre_rows): [c; m] of f_s and f_t, dense, in the workspace.
+//   GEMM 1, 2: G'_s, G'_t ((n+1) x (n+1)) into the workspace (kdf::build_grams, common/gram_split.cuh: above
+//   64 columns a strided-batched GEMM over column slices and a slice-reduction kernel).
 //   kernel 1 (cc_norms): sum G_s^2 and sum G_t^2 (kdf::grid_sum each); the last blocks write r_s, r_t.
 //   kernel 2 (cc_diff): d elementwise; sum d^2 (the loss) and <Q_s, d> (grid sums, last block writes).
 //     The shortcut <Q_s, d> = -||d||^2 / 2 (both Q have unit norm) would drop kernel 2's second sum but
 //     not the kernel; computing 2 - 2 <G_s, G_t> / (r_s r_t) in kernel 1 instead would save kernel 2 at the
 //     price of catastrophic cancellation as the student approaches the teacher, so it is not done.
-//   kernel 3 (cc_sym): S = dG + dG^T in place over G_s, one thread per pair {i, j}.
+//   kernel 3 (cc_sym): S = dG + dG^T in place over G'_s's leading n x n block, one thread per pair {i, j}.
 //   GEMM 3: grad_s = S f_s (+ grad_s with accumulate: beta = 1).
 // FLOPs: 2 N^2 (D_s + D_t) + 2 N^2 D_s; bytes: the GEMMs' 4 N (2 D_s + D_t) read + 4 N D_s written, and
-// about 9 x 4 N^2 for the kernels. Workspace 2 N^2 floats + the cuBLAS slice; no N x N x D tensor.
+// about 9 x 4 N^2 for the kernels; the centring reads f twice and writes [c; m], 4 (N+1) (D_s + D_t) bytes.
+// Workspace 2 (N+1)^2 + (N+1) (D_s + D_t) floats + the cuBLAS slice; no N x N x D tensor.
 //
 // Shipped variant (RepDistiller's distiller_zoo/CC.py). delta = |f_s - f_t| (N x D):
 //   loss = w / (N - 1) * sum_{i < N-1} sum_d delta[i,d] delta[i+1,d]
@@ -31,6 +39,7 @@
 // kdf::grid_sum. Bytes: 8 N D read (+ 2 halo rows per chunk) + 8 N D written (both gradients).
 #include "cc.h"
 
+#include "common/centre.cuh"
 #include "common/gram_pair.cuh"
 #include "common/gram_split.cuh"
 
@@ -48,7 +57,8 @@ __global__ void __launch_bounds__(BLOCK) cc_norms_kernel(CCArgs a)
     const int64_t total = a.n * a.n;
     float ss = 0.0f, tt = 0.0f;
     for (int64_t k = blockIdx.x * int64_t(BLOCK) + threadIdx.x; k < total; k += int64_t(gridDim.x) * BLOCK) {
-        const float s = a.ws.gram_s[k], t = a.ws.gram_t[k];
+        const float s = static_cast<float>(gram_of_centred(a.ws.gram_s, a.n, k / a.n, k % a.n));
+        const float t = static_cast<float>(gram_of_centred(a.ws.gram_t, a.n, k / a.n, k % a.n));
         ss += s * s;
         tt += t * t;
     }
@@ -71,8 +81,10 @@ __global__ void __launch_bounds__(BLOCK) cc_diff_kernel(CCArgs a, bool want_grad
     const float rs = a.ws.stats[0], rt = a.ws.stats[1];
     float sq = 0.0f, qd = 0.0f;
     for (int64_t k = blockIdx.x * int64_t(BLOCK) + threadIdx.x; k < total; k += int64_t(gridDim.x) * BLOCK) {
-        const float qs = a.ws.gram_s[k] / rs;
-        const float d = a.ws.gram_t[k] / rt - qs;
+        // In double: Q_t - Q_s of near-equal rows is a small difference of entries near 1/N.
+        const double qs64 = gram_of_centred(a.ws.gram_s, a.n, k / a.n, k % a.n) / rs;
+        const float qs = static_cast<float>(qs64);
+        const float d = static_cast<float>(gram_of_centred(a.ws.gram_t, a.n, k / a.n, k % a.n) / rt - qs64);
         sq += d * d;
         qd += qs * d;
     }
@@ -101,12 +113,12 @@ __global__ void __launch_bounds__(BLOCK) cc_sym_kernel(CCArgs a)
     float* gs = a.ws.gram_s;
     const float* gt = a.ws.gram_t;
     for_each_upper_pair<BLOCK>(n, [=](int64_t i, int64_t j) {
-        const int64_t ij = i * n + j, ji = j * n + i;
-        const float qs_ij = gs[ij] / rs, qs_ji = gs[ji] / rs;
-        const float d_ij = gt[ij] / rt - qs_ij, d_ji = gt[ji] / rt - qs_ji;
-        const float s = k * ((d_ij + d_ji) - (qs_ij + qs_ji) * qd) / rs;
-        gs[ij] = s;
-        gs[ji] = s;
+        // In double, as cc_diff: S is a small difference of terms near 1/N for near-equal rows.
+        const double qs_ij = gram_of_centred(gs, n, i, j) / rs, qs_ji = gram_of_centred(gs, n, j, i) / rs;
+        const double d_ij = gram_of_centred(gt, n, i, j) / rt - qs_ij, d_ji = gram_of_centred(gt, n, j, i) / rt - qs_ji;
+        const float s = static_cast<float>(k * ((d_ij + d_ji) - (qs_ij + qs_ji) * qd) / rs);
+        gs[i * (n + 1) + j] = s;  // row n and column n (the mean's terms) stay for the other pairs
+        gs[j * (n + 1) + i] = s;
     });
 }
 
@@ -161,7 +173,17 @@ int64_t cc_shipped_blocks(int64_t n, int64_t d)
 size_t cc_workspace_bytes(int64_t n, int64_t ds, int64_t dt, bool shipped)
 {
     if (shipped) return static_cast<size_t>(GridSum::bytes(cc_shipped_blocks(n, ds)));
-    return static_cast<size_t>(GramWorkspace::bytes(n, ds, dt, cc_seed_blocks(n)));
+    return static_cast<size_t>(GramWorkspace::bytes(n + 1, ds, dt, cc_seed_blocks(n)) + centred_bytes(n + 1, ds) +
+                               centred_bytes(n + 1, dt));
+}
+
+void cc_seed_carve(CCArgs& a, void* workspace)
+{
+    auto* p = static_cast<unsigned char*>(workspace);
+    a.ws = GramWorkspace::carve(p, a.n + 1, a.ds, a.dt, cc_seed_blocks(a.n));
+    p += GramWorkspace::bytes(a.n + 1, a.ds, a.dt, cc_seed_blocks(a.n));
+    a.centred_s = reinterpret_cast<float*>(p);
+    a.centred_t = reinterpret_cast<float*>(p + centred_bytes(a.n + 1, a.ds));
 }
 
 LaunchResult cc_launch(const CCArgs& a, cudaStream_t stream)
@@ -177,8 +199,10 @@ LaunchResult cc_launch(const CCArgs& a, cudaStream_t stream)
     const int n = static_cast<int>(a.n);
     const bool want_grad = a.grad_s != nullptr;
     if ((r.cublas = gemm_bind(a.cublas, stream, a.ws.cublas, a.allow_tf32))) return r;
-    r = build_grams(a.cublas, stream, a.n, {a.f_s, a.ld_s, a.ds, a.ws.gram_s, a.ws.partials.s, 0},
-                  {a.f_t, a.ld_t, a.dt, a.ws.gram_t, a.ws.partials.t, 0});
+    if ((r.cuda = centre_rows(stream, a.n, {a.f_s, a.ld_s, a.ds, a.centred_s}, {a.f_t, a.ld_t, a.dt, a.centred_t}, true)))
+        return r;
+    r = build_grams(a.cublas, stream, a.n + 1, {a.centred_s, a.ds, a.ds, a.ws.gram_s, a.ws.partials.s, 0},
+                    {a.centred_t, a.dt, a.dt, a.ws.gram_t, a.ws.partials.t, 0});
     if (r.cublas || r.cuda) return r;
     if ((r.cuda = a.ws.prepare(stream))) return r;
     const LaunchConfig cfg{dim3(static_cast<unsigned>(cc_seed_blocks(a.n))), dim3(kBlock), 0, stream};
@@ -186,7 +210,7 @@ LaunchResult cc_launch(const CCArgs& a, cudaStream_t stream)
     if ((r.cuda = kdf::launch(cc_diff_kernel<kBlock>, cfg, a, want_grad))) return r;
     if (!want_grad) return r;
     if ((r.cuda = kdf::launch(cc_sym_kernel<kBlock>, cfg, a))) return r;
-    r.cublas = gemm_rm(a.cublas, false, false, n, static_cast<int>(a.ds), n, 1.0f, a.ws.gram_s, n, a.f_s,
+    r.cublas = gemm_rm(a.cublas, false, false, n, static_cast<int>(a.ds), n, 1.0f, a.ws.gram_s, n + 1, a.f_s,
                        static_cast<int>(a.ld_s), a.accumulate ? 1.0f : 0.0f, a.grad_s, static_cast<int>(a.ld_s));
     return r;
 }

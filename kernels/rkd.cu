@@ -37,7 +37,7 @@
 //   gradient is 0, and M c avoids M e's cancellation against the offset).
 //
 // Fusion plan (the N^3 angle values exist only in registers):
-//   kernel 0 (thread per column of e_s and e_t): the column means in row order, c = e - mean.
+//   kernel 0 (kdf::centre_rows, common/centre.cuh; a thread per column of e_s and e_t): c = e - mean row.
 //   GEMMs G_s = c_s c_s^T, G_t = c_t c_t^T (kdf::build_grams, common/gram_split.cuh: above 64 columns a
 //     strided-batched GEMM over column slices and a slice-reduction kernel).
 //   kernel 1 (block per row r, thread per column c): the distance row sums of both networks; for anchor
@@ -59,6 +59,7 @@
 // summation orders: bitwise reproducible for a given cuBLAS.
 #include "rkd.h"
 
+#include "common/centre.cuh"
 #include "common/device.cuh"
 #include "common/gram_split.cuh"
 
@@ -100,24 +101,6 @@ struct Gram {
 };
 
 __device__ __forceinline__ float upstream(const RKDArgs& a) { return (a.grad_loss ? *a.grad_loss : 1.0f) * a.grad_scale; }
-
-// Kernel 0: c = e - mean row for both networks (columns of e_s, then of e_t; a thread per column, the mean
-// summed in row order: coalesced across the threads of a warp).
-__global__ void __launch_bounds__(kBlock) rkd_centre_kernel(RKDArgs a)
-{
-    const int64_t N = a.rows, columns = a.dim_s + a.dim_t;
-    for (int64_t col = static_cast<int64_t>(blockIdx.x) * kBlock + threadIdx.x; col < columns;
-         col += static_cast<int64_t>(gridDim.x) * kBlock) {
-        const bool s = col < a.dim_s;
-        const int64_t j = s ? col : col - a.dim_s, ld = s ? a.ld_s : a.ld_t, dim = s ? a.dim_s : a.dim_t;
-        const float* e = s ? a.e_s : a.e_t;
-        float* c = s ? a.ws.centred_s : a.ws.centred_t;
-        float sum = 0.0f;
-        for (int64_t i = 0; i < N; ++i) sum += e[i * ld + j];
-        const float mean = sum / static_cast<float>(N);
-        for (int64_t i = 0; i < N; ++i) c[i * dim + j] = e[i * ld + j] - mean;
-    }
-}
 
 // Kernel 1: distance row sums, angle terms with anchor r (loss, Gamma, T), Psi's row r.
 __global__ void __launch_bounds__(kBlock) rkd_angle_kernel(RKDArgs a)
@@ -277,10 +260,8 @@ LaunchResult rkd_launch(const RKDArgs& a, cudaStream_t stream)
     const bool grad = a.grad_s != nullptr;
     r.cublas = gemm_bind(a.cublas, stream, a.ws.cublas, a.allow_tf32);
     if (r.cublas != CUBLAS_STATUS_SUCCESS) return r;
-    const int64_t centre_blocks = (a.dim_s + a.dim_t + kBlock - 1) / kBlock;
-    if ((r.cuda = kdf::launch(rkd_centre_kernel, {dim3(static_cast<unsigned>(centre_blocks < 65535 ? centre_blocks : 65535)),
-                                                  dim3(kBlock), 0, stream},
-                              a)))
+    if ((r.cuda = centre_rows(stream, a.rows, {a.e_s, a.ld_s, a.dim_s, a.ws.centred_s},
+                              {a.e_t, a.ld_t, a.dim_t, a.ws.centred_t}, false)))
         return r;
     r = build_grams(a.cublas, stream, a.rows, {a.ws.centred_s, a.dim_s, a.dim_s, a.ws.gram_s, a.ws.partials.s, 0},
                     {a.ws.centred_t, a.dim_t, a.dim_t, a.ws.gram_t, a.ws.partials.t, 0});

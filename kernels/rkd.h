@@ -2,6 +2,7 @@
 // workspace layout is shared by the launcher and the workspace size query.
 #pragma once
 
+#include "common/centre.h"
 #include "common/gemm.h"
 #include "common/gram_split.h"
 #include "common/grid_sum.h"
@@ -37,7 +38,6 @@ struct RKDWorkspace {
     float* centred_t;
 
     static int64_t matrix_bytes(int64_t rows) { return round_up(rows * rows * int64_t(sizeof(float)), 256); }
-    static int64_t centred_bytes(int64_t rows, int64_t dim) { return round_up(rows * dim * int64_t(sizeof(float)), 256); }
     static int64_t vector_bytes(int64_t rows) { return round_up(rows * int64_t(sizeof(float)), 256); }
     static int64_t bytes(int64_t rows, int64_t dim_s, int64_t dim_t)
     {

@@ -122,11 +122,11 @@ TEST_F(CC, KernelAndGemmCountsNoSyncAndBitwiseReproducible)
         bool loss, grad;
         uint64_t kernels, gemms;
     };
-    // Seed: G_s, G_t (common/gram_split.h: one strided-batched GEMM each over 2 slices of 64 columns, then
-    // the reduction kernel); norms and diff kernels; with the gradient the symmetrising kernel and one GEMM.
-    // Shipped: one kernel, no GEMM, whatever is requested.
-    for (const Want w : {Want{"seed_64x128", true, true, 4, 3}, Want{"seed_64x128", true, false, 3, 2},
-                         Want{"seed_64x128", false, true, 4, 3}, Want{"ship_64x128", true, true, 1, 0},
+    // Seed: the centring kernel; G'_s, G'_t (common/gram_split.h: one strided-batched GEMM each over 2 slices of
+    // 64 columns, then the reduction kernel); norms and diff kernels; with the gradient the symmetrising kernel
+    // and one GEMM. Shipped: one kernel, no GEMM, whatever is requested.
+    for (const Want w : {Want{"seed_64x128", true, true, 5, 3}, Want{"seed_64x128", true, false, 4, 2},
+                         Want{"seed_64x128", false, true, 5, 3}, Want{"ship_64x128", true, true, 1, 0},
                          Want{"ship_64x128", false, true, 1, 0}}) {
         SCOPED_TRACE(std::string(w.name) + ": loss " + (w.loss ? "on" : "off") + ", grad " + (w.grad ? "on" : "off"));
         const Case c = load(kdftest::find_case("cc", w.name));
@@ -170,14 +170,15 @@ TEST_F(CC, MultiLayerSumIntoOneLoss)
             << kdfGetLastErrorString();
     }
     EXPECT_CLOSE(loss.download(), g.load("loss").values, "summed loss");
-    // The gradients are checked at rtol 1e-4 with a floor of 2e-5 x max (not 1e-6): the seed gradient is a
+    // The gradients are checked at rtol 1e-4 with a floor of 4e-5 x max (not 1e-6): the seed gradient is a
     // small difference of Gram-sized terms over D up to 65536 (docs/losses/cc.md, Numerics; PyTorch's own
-    // fp32 CC is off by up to 1.4e-5 x max at these widths).
+    // fp32 CC is off by up to 1.4e-5 x max at these widths, kdfuse by 2.9e-5 at its worst element: at N = 2
+    // the centred Gram's terms |c|^2, |c||m|, |m|^2 are each as large as |f|^2, so their GEMM errors add up).
     for (int i = 0; i < 3; ++i) {
         const auto want = g.load("grad_f_s" + std::to_string(i)).values;
         double scale = 0.0;
         for (double v : want) scale = std::max(scale, std::abs(v));
-        EXPECT_EQ(kdftest::compare(keep[3 * i + 2]->download(), want, 1e-4, 2e-5 * scale), "") << "grad_s of layer " << i;
+        EXPECT_EQ(kdftest::compare(keep[3 * i + 2]->download(), want, 1e-4, 4e-5 * scale), "") << "grad_s of layer " << i;
     }
 }
 
@@ -205,16 +206,19 @@ TEST_F(CC, SeedAndShippedQuirks)
 
 TEST_F(CC, WorkspaceAtResnet32x4Shapes)
 {
-    // N = 64 (resnet32x4 -> resnet8x4): the seed variant needs the cuBLAS slice, two 64 x 64 Gram matrices,
-    // the statistics, two grid sums of 16 partials (64^2 / 1024 blocks) and the 64 slices of each split Gram
-    // matrix (common/gram_split.h: 1 MiB each), independent of D from D = 16384 on.
+    // N = 64 (resnet32x4 -> resnet8x4): the seed variant needs the cuBLAS slice, two 65 x 65 Gram matrices (of
+    // the centred rows and the mean), the statistics, two grid sums of 16 partials (64^2 / 1024 blocks), the 64
+    // slices of each split Gram matrix (common/gram_split.h: 64 x 65^2 floats each) and the centred copies,
+    // 65 x D floats per network.
     kdfCCParams_t p = KDF_CC_PARAMS_INIT;
     p.rows = 64;
     for (const auto& [ds, dt] : {std::pair<int64_t, int64_t>{256 * 8 * 8, 256 * 8 * 8}, {32 * 32 * 32, 64 * 32 * 32},
                                  {128 * 16 * 16, 128 * 16 * 16}}) {
         p.dim_student = ds;
         p.dim_teacher = dt;
-        EXPECT_EQ(workspace(p), (size_t(4) << 20) + 2 * 16384 + 256 + 2 * 256 + 256 + 2 * 64 * 16384);
+        const auto round_up = [](size_t x) { return (x + 255) / 256 * 256; };
+        EXPECT_EQ(workspace(p), (size_t(4) << 20) + 2 * round_up(65 * 65 * 4) + 256 + 2 * 256 + 256 + 2 * 64 * 65 * 65 * 4 +
+                                    round_up(65 * size_t(ds) * 4) + round_up(65 * size_t(dt) * 4));
     }
     // Shipped variant on RepDistiller's 128-wide CC embeddings: one grid sum of (2 chunks x 128) / 256 = 1 block.
     p.variant = KDF_CC_REPDISTILLER, p.dim_student = 128, p.dim_teacher = 128;
@@ -237,7 +241,7 @@ TEST_F(CC, BadInputs)
     kdftest::expect_row_params_checked(good, "KDF_CC_PARAMS_INIT", call);
     kdfCCParams_t p = good;
     p.rows = 46341;
-    EXPECT_STATUS(call(p), KDF_STATUS_INVALID_VALUE, "params->rows must be <= 46340");
+    EXPECT_STATUS(call(p), KDF_STATUS_INVALID_VALUE, "params->rows must be <= 46339");
     p = good, p.variant = KDF_CC_REPDISTILLER;
     EXPECT_STATUS(call(p), KDF_STATUS_SHAPE_MISMATCH, "params->dim_student (5) != params->dim_teacher (6)");
     p = good, p.variant = static_cast<kdfCCVariant_t>(2);

@@ -338,7 +338,8 @@ KDFUSE_API kdfStatus_t kdfSP(kdfHandle_t handle, const kdfSPParams_t* params, co
 /* ---- CC (Peng et al., correlation congruence; RepDistiller's Correlation) ------------------------------
  * KDF_CC_SEED (default): f_s N x D_s, f_t N x D_t; G = f f^T, Q = G / ||G||_F (no eps: an all-zero input
  *   gives NaN, as the seed); loss = weight * sum_ij (Q_t - Q_s)_ij^2 / N^2. Gradients flow to f_s only
- *   (grad_t must be NULL); D_s and D_t may differ; N <= 46340.
+ *   (grad_t must be NULL); D_s and D_t may differ; N <= 46339. (The Gram matrices are built from mean-centred
+ *   rows plus the mean, which keeps near-duplicate rows accurate; docs/losses/cc.md.)
  * KDF_CC_REPDISTILLER (RepDistiller's shipped distiller_zoo/CC.py): f_s, f_t N x D (D_s == D_t, the CC
  *   embeddings), delta = |f_s - f_t|, loss = weight * mean_{i < N-1} sum_d delta[i,d] delta[i+1,d]
  *   (consecutive rows: batch-order dependent; N = 1 gives NaN and zero gradients, as the shipped code).

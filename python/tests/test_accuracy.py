@@ -27,9 +27,6 @@ CASES = all_cases()
 
 # Measured on the SIMT backend (docs/accuracy.md): ratio of the failing quantity, kdfuse vs torch fp32 error.
 KNOWN = {
-    "cc[near-duplicate 32x128 seed]": "loss 1.1e-4 vs 2.6e-6 (43x): Q = G / ||G|| of near-equal rows; no centring "
-                                      "applies (the Gram form is not translation invariant)",
-    "cc[large-offset 32x128 seed]": "loss 6.6e-6 vs 2.8e-6 (2.4x), as the near-duplicate case",
     "rkd[anti-parallel 32x256]": "grad 7.3e-7 vs 3.1e-7 (2.4x): angles from centred Gram entries",
     "rkd[tight anti-parallel 32x256]": "grad 6.7e-7 vs 3.4e-7 (2.0x), as above",
     "sp[resnet32x4>resnet8x4]": "grad 6.1e-7 vs 3.8e-7 (1.6x): Gram of 16384-wide rows summed in 64 slices",
