@@ -73,6 +73,10 @@ size_t workspace_bytes(const kdfCRDParams_t* p) { return static_cast<size_t>(kdf
 
 size_t index_bytes(const kdfCRDParams_t* p) { return p->index_type == KDF_INDEX_INT64 ? 8 : 4; }
 
+// Extents of idx (N indices) and contrast_idx (N x (K+1)) for the aliasing rule.
+uint64_t idx_extent(const kdfCRDParams_t* p) { return index_bytes(p) * uint64_t(p->rows); }
+uint64_t contrast_extent(const kdfCRDParams_t* p) { return idx_extent(p) * uint64_t(p->k + 1); }
+
 kdf::kernels::CRDArgs make_args(const kdfCRDParams_t* p)
 {
     kdf::kernels::CRDArgs a{};
@@ -112,6 +116,7 @@ kdfStatus_t kdfCRD(kdfHandle_t handle, const kdfCRDParams_t* params, const void*
         Checker check("kdfCRD");
         check.handle(handle);
         if (!check_params(check, params).ok()) return check.status();
+        const size_t ws_bytes = workspace_bytes(params);
         const bool draw = params->draw_contrast != 0, update = params->update_memory != 0;
         check.required(v_s, "v_s").required(v_t, "v_t").required(memory_s, "memory_s").required(memory_t, "memory_t")
             .required(z, "z");
@@ -133,7 +138,7 @@ kdfStatus_t kdfCRD(kdfHandle_t handle, const kdfCRDParams_t* params, const void*
             .aligned(grad_t, sizeof(float), "grad_t")
             .aligned(grad_loss, sizeof(float), "grad_loss")
             .finite(grad_scale, "grad_scale")
-            .workspace(workspace, workspace_bytes_given, workspace_bytes(params));
+            .workspace(workspace, workspace_bytes_given, ws_bytes);
         if (!check.ok()) return check.status();
         using kdf::host::rows_bytes;
         const int64_t n = params->rows, d = params->dim;
@@ -142,8 +147,8 @@ kdfStatus_t kdfCRD(kdfHandle_t handle, const kdfCRDParams_t* params, const void*
         const uint64_t bank_bytes = rows_bytes(params->n_data, d, d, sizeof(float));
         check.disjoint({{v_s, s_bytes, "v_s", false},
                         {v_t, t_bytes, "v_t", false},
-                        {idx, index_bytes(params) * uint64_t(n), "idx", false},
-                        {contrast_idx, index_bytes(params) * uint64_t(n) * uint64_t(params->k + 1), "contrast_idx", false},
+                        {idx, idx_extent(params), "idx", false},
+                        {contrast_idx, contrast_extent(params), "contrast_idx", false},
                         {grad_loss, sizeof(float), "grad_loss", false},
                         {memory_s, bank_bytes, "memory_s", true},
                         {memory_t, bank_bytes, "memory_t", true},
@@ -152,7 +157,7 @@ kdfStatus_t kdfCRD(kdfHandle_t handle, const kdfCRDParams_t* params, const void*
                         {loss, sizeof(float), "loss", true},
                         {grad_s, s_bytes, "grad_s", true},
                         {grad_t, t_bytes, "grad_t", true},
-                        {workspace, workspace_bytes(params), "workspace", true}});
+                        {workspace, ws_bytes, "workspace", true}});
         if (!check.ok()) return check.status();
         if (loss == nullptr && grad_s == nullptr && grad_t == nullptr && !update && index_status == nullptr)
             return kdf::host::succeed();
@@ -189,8 +194,7 @@ kdfStatus_t kdfCRDDrawContrast(kdfHandle_t handle, const kdfCRDParams_t* params,
             .required(contrast_idx, "contrast_idx")
             .aligned(idx, index_bytes(params), "idx")
             .aligned(contrast_idx, index_bytes(params), "contrast_idx")
-            .disjoint({{idx, index_bytes(params) * uint64_t(params->rows), "idx", false},
-                       {contrast_idx, index_bytes(params) * uint64_t(params->rows) * uint64_t(params->k + 1), "contrast_idx", true}});
+            .disjoint({{idx, idx_extent(params), "idx", false}, {contrast_idx, contrast_extent(params), "contrast_idx", true}});
         if (!check.ok()) return check.status();
         kdf::kernels::CRDArgs args = make_args(params);
         args.draw = true;

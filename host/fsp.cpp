@@ -66,6 +66,7 @@ kdfStatus_t kdfFSP(kdfHandle_t handle, const kdfFSPParams_t* params, const void*
         Checker check("kdfFSP");
         check.handle(handle);
         if (!check_params(check, params).ok()) return check.status();
+        const size_t ws_bytes = workspace_bytes(params);
         check.required(s_bot, "s_bot")
             .required(s_top, "s_top")
             .required(t_bot, "t_bot")
@@ -79,7 +80,7 @@ kdfStatus_t kdfFSP(kdfHandle_t handle, const kdfFSPParams_t* params, const void*
             .aligned(grad_s_top, sizeof(float), "grad_s_top")
             .aligned(grad_loss, sizeof(float), "grad_loss")
             .finite(grad_scale, "grad_scale")
-            .workspace(workspace, workspace_bytes_given, workspace_bytes(params));
+            .workspace(workspace, workspace_bytes_given, ws_bytes);
         if (!check.ok()) return check.status();
         using kdf::host::map_bytes;
         const uint64_t bot_bytes = map_bytes(params->student_bot, sizeof(float));
@@ -92,7 +93,7 @@ kdfStatus_t kdfFSP(kdfHandle_t handle, const kdfFSPParams_t* params, const void*
                         {loss, sizeof(float), "loss", true},
                         {grad_s_bot, bot_bytes, "grad_s_bot", true},
                         {grad_s_top, top_bytes, "grad_s_top", true},
-                        {workspace, workspace_bytes(params), "workspace", true}});
+                        {workspace, ws_bytes, "workspace", true}});
         if (!check.ok()) return check.status();
         if (loss == nullptr && grad_s_bot == nullptr && grad_s_top == nullptr) return kdf::host::succeed();
 

@@ -57,6 +57,7 @@ kdfStatus_t kdfVID(kdfHandle_t handle, const kdfVIDParams_t* params, const void*
         Checker check("kdfVID");
         check.handle(handle);
         if (!check_params(check, params).ok()) return check.status();
+        const size_t ws_bytes = workspace_bytes(params);
         check.required(pred_mean, "pred_mean")
             .required(target, "target")
             .required(log_scale, "log_scale")
@@ -68,7 +69,7 @@ kdfStatus_t kdfVID(kdfHandle_t handle, const kdfVIDParams_t* params, const void*
             .aligned(grad_log_scale, sizeof(float), "grad_log_scale")
             .aligned(grad_loss, sizeof(float), "grad_loss")
             .finite(grad_scale, "grad_scale")
-            .workspace(workspace, workspace_bytes_given, workspace_bytes(params));
+            .workspace(workspace, workspace_bytes_given, ws_bytes);
         if (!check.ok()) return check.status();
         const uint64_t p_bytes = kdf::host::map_bytes(params->pred, sizeof(float));
         const uint64_t c_bytes = sizeof(float) * uint64_t(params->pred.c);
@@ -79,7 +80,7 @@ kdfStatus_t kdfVID(kdfHandle_t handle, const kdfVIDParams_t* params, const void*
                         {loss, sizeof(float), "loss", true},
                         {grad_pred, p_bytes, "grad_pred", true},
                         {grad_log_scale, c_bytes, "grad_log_scale", true},
-                        {workspace, workspace_bytes(params), "workspace", true}});
+                        {workspace, ws_bytes, "workspace", true}});
         if (!check.ok()) return check.status();
         if (loss == nullptr && grad_pred == nullptr && grad_log_scale == nullptr) return kdf::host::succeed();
 
