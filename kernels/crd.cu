@@ -63,7 +63,6 @@ namespace kdf::kernels {
 namespace {
 
 constexpr int kWarps = kCRDBlock / 32;
-constexpr unsigned kFullMask = 0xffffffffu;
 
 // ---- Philox4x64-10 (Salmon et al., SC'11; the constants of Random123 and numpy.random.Philox) ----------
 __device__ __forceinline__ uint64_t philox4x64_first(uint64_t c0, uint64_t c1, uint64_t c2, uint64_t c3, uint64_t k0,
@@ -100,12 +99,6 @@ __device__ __forceinline__ int64_t contrast_index(const CRDArgs& a, int64_t i, i
 {
     const int64_t c = raw_contrast(a, i, k);
     return c >= 0 && c < a.n_data ? c : -1;
-}
-
-__device__ __forceinline__ float warp_sum(float x)
-{
-    for (int o = 16; o > 0; o /= 2) x += __shfl_xor_sync(kFullMask, x, o);
-    return x;
 }
 
 __device__ __forceinline__ float softplus(float x) { return x > 0.0f ? x + log1pf(expf(-x)) : log1pf(expf(x)); }

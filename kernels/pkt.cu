@@ -31,7 +31,7 @@
 //
 // Fusion plan (per call): GEMM G_s = e_s e_s^T, GEMM G_t = e_t e_t^T (cuBLAS, caller's stream; kdf::build_grams
 // splits D > 64 into column slices, common/gram_split.cuh), then
-//   kernel 0 (one block per row of either network): S_s, S_t, with the direct sums above for C < 0.
+//   kernel 0 (one block per row of either network, each pair once): S_s, S_t, with the direct sums above for C < 0.
 //   kernel 1 (one block per row i): r_i of both networks (a row reduction), then s, t, the loss terms and,
 //            with the gradient, a, sum_k a_ik s_ik (a second row reduction) and B's row i. The loss is
 //            summed per block in row order and across blocks by kdf::grid_sum (same launch).
@@ -76,8 +76,9 @@ __device__ __forceinline__ float cosine(float gij, float ki, float kj)
     return (ki != 0.0f && kj != 0.0f) ? gij * ki * kj : 0.0f;
 }
 
-// Kernel 0: S = (1 + C) / 2 of both networks. Block (network, row i), a warp per column j; the direct sum of a
-// pair with a negative cosine is spread over the warp's lanes (coalesced) and added by a fixed butterfly.
+// Kernel 0: S = (1 + C) / 2 of both networks. Block (network, row i), a warp per column j >= i, writing S_ij and
+// S_ji (each unordered pair once); the direct sum of a pair with a negative cosine is spread over the warp's
+// lanes (coalesced) and added by a fixed butterfly.
 __global__ void __launch_bounds__(kBlock) pkt_similarity_kernel(PKTArgs a)
 {
     constexpr int kWarps = kBlock / 32;
@@ -91,7 +92,7 @@ __global__ void __launch_bounds__(kBlock) pkt_similarity_kernel(PKTArgs a)
         const int64_t ld = student ? a.ld_s : a.ld_t, dim = student ? a.dim_s : a.dim_t;
         float* S = student ? a.ws.sim_s : a.ws.sim_t;
         const float g_ii = G[i * N + i], k_i = inv_norm(g_ii);
-        for (int64_t j = warp; j < N; j += kWarps) {
+        for (int64_t j = i + warp; j < N; j += kWarps) {
             const float g_jj = G[j * N + j], k_j = inv_norm(g_jj);
             const float c = cosine(G[i * N + j], k_i, k_j);
             float s = 0.5f * (c + 1.0f);
@@ -103,14 +104,14 @@ __global__ void __launch_bounds__(kBlock) pkt_similarity_kernel(PKTArgs a)
                     const float x = k_i * ei[d] + k_j * ej[d];
                     sq += x * x;
                 }
-                for (int o = 16; o > 0; o /= 2) sq += __shfl_xor_sync(0xffffffffu, sq, o);
+                sq = warp_sum(sq);
                 const auto defect = [](float gii) {  // c_i = 1 - |x_i|^2, exactly as a function of n_i
                     const float n = sqrtf(gii), d = n + kEps;
                     return kEps * (2.0f * n + kEps) / (d * d);
                 };
                 s = 0.25f * (sq + defect(g_ii) + defect(g_jj));
             }
-            if (lane == 0) S[i * N + j] = s;
+            if (lane == 0) S[i * N + j] = S[j * N + i] = s;
         }
     }
 }

@@ -43,6 +43,13 @@ struct OnlineLse {
 // the other operand, which would turn a NaN input into finite outputs).
 __host__ __device__ __forceinline__ float nan_max(float x, float m) { return x < m ? m : x; }
 
+// Sum over a full warp by a fixed butterfly: every lane gets the same bits.
+__device__ __forceinline__ float warp_sum(float x)
+{
+    for (int o = 16; o > 0; o /= 2) x += __shfl_xor_sync(0xffffffffu, x, o);
+    return x;
+}
+
 // p is a multiple of `bytes` (a power of two).
 __host__ __device__ __forceinline__ bool aligned_to(const void* p, size_t bytes)
 {
