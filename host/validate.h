@@ -11,6 +11,7 @@
 #include <initializer_list>
 #include <string>
 #include <utility>
+#include <vector>
 
 namespace kdf::host {
 
@@ -224,11 +225,14 @@ public:
     // The aliasing rule of every entry point (docs/api.md, "Aliasing"): a buffer the call writes shares no byte
     // with any other buffer of the call, partial overlaps included; buffers the call only reads may overlap each
     // other. Each buffer is taken as the byte range from its first to its last element (strides included).
-    Checker& disjoint(std::initializer_list<Buffer> buffers)
+    Checker& disjoint(std::initializer_list<Buffer> buffers) { return disjoint(buffers.begin(), buffers.end()); }
+    // The same for a list built at run time (a call with a variable number of tensors).
+    Checker& disjoint(const std::vector<Buffer>& buffers) { return disjoint(buffers.data(), buffers.data() + buffers.size()); }
+    Checker& disjoint(const Buffer* begin, const Buffer* end)
     {
         if (!ok()) return *this;
-        for (auto a = buffers.begin(); a != buffers.end(); ++a)
-            for (auto b = a + 1; b != buffers.end(); ++b)
+        for (auto a = begin; a != end; ++a)
+            for (auto b = a + 1; b != end; ++b)
                 if ((a->written || b->written) && a->overlaps(*b)) {
                     const Buffer& w = a->written ? *a : *b;
                     const Buffer& o = a->written ? *b : *a;

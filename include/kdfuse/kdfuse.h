@@ -566,6 +566,48 @@ KDFUSE_API kdfStatus_t kdfCRD(kdfHandle_t handle, const kdfCRDParams_t* params, 
 KDFUSE_API kdfStatus_t kdfCRDDrawContrast(kdfHandle_t handle, const kdfCRDParams_t* params, const void* idx,
                                           void* contrast_idx, kdfStream_t stream);
 
+
+/* ---- KDSVD (Lee et al., SVD-based self-supervised distillation; RepDistiller's KDSVD) ----------------
+ * All layers of both networks in one call. For layer l, network x and sample b, F = the C_l x P map
+ * (P = h*w; square maps only, h == w) and v_j its right singular vectors (the eigenvectors of F F^T, by
+ * decreasing singular value s_j; a vector of a zero singular value, and every vector of a map that is
+ * zero or holds a non-finite value, is 0):
+ *   teacher: v_t[j], j < k, each signed so that its entry of largest magnitude (the first on ties) is
+ *            positive; s_hat[j] = s_j / max(|s_0..s_{k-1}|, 1e-12)
+ *   student: the first min(k + 3, C, P) vectors; w[j] = sum of the student vectors whose |cos| with
+ *            v_t[j] equals the largest (exact ties add), each times the sign of its cosine
+ *   a_t[:, j] = s_hat[j] v_t[j],  a_s[:, j] = s_hat[j] w[j]       (both scaled by the TEACHER's s_hat)
+ *   loss[l - 1] = weight / N * sum_{b, c, c', j} (R_s - R_t)^2,  R_x = exp(-(a_x,l[b, c, j] - a_x,l-1[b, c', j])^2 / 8)
+ * for l = 1 .. L-1. Only the student gets a gradient (through its singular vectors; each needed vector is
+ * differentiated alone, dropping eigenvalue gaps |s_i^2 - s_j^2| <= gap_rtol * s_0^2). Limits: 2 <= L <=
+ * KDF_KDSVD_MAX_LAYERS, 1 <= k <= KDF_KDSVD_MAX_K, k <= min(C_l, P) for every teacher map, min(C_l, P)
+ * <= KDF_KDSVD_MAX_RANK for every map (KDF_STATUS_NOT_SUPPORTED above). docs/losses/kdsvd.md. */
+#define KDF_KDSVD_MAX_LAYERS 8
+#define KDF_KDSVD_MAX_K 8
+#define KDF_KDSVD_MAX_RANK 128
+
+typedef struct kdfKDSVDParams_t {
+    size_t struct_size;
+    int num_layers;                                /* L */
+    kdfFeatureMap_t student[KDF_KDSVD_MAX_LAYERS]; /* the first L used: same n in every layer, h == w */
+    kdfFeatureMap_t teacher[KDF_KDSVD_MAX_LAYERS]; /* same n and c as student[l]; h == w (may differ from the student's) */
+    kdfDataType_t dtype;
+    int k;                                         /* teacher vectors, default 1 (RepDistiller's) */
+    float gap_rtol;                                /* >= 0, default 1e-5 */
+    float weight;                                  /* default 1 (RepDistiller's beta: 1) */
+} kdfKDSVDParams_t;
+
+#define KDF_KDSVD_PARAMS_INIT {sizeof(kdfKDSVDParams_t), 0, {KDF_FEATURE_MAP_INIT}, {KDF_FEATURE_MAP_INIT}, KDF_DTYPE_FP32, 1, 1e-5f, 1.0f}
+
+KDFUSE_API kdfStatus_t kdfKDSVDWorkspaceSize(const kdfKDSVDParams_t* params, size_t* bytes);
+/* f_s, f_t: host arrays of L device pointers (the maps). loss: L - 1 device floats (one per consecutive pair)
+ * or NULL. grad_s: a host array of L device pointers (each the layout of its f_s[l], or NULL: not computed), or
+ * NULL (no gradient). grad_loss: L - 1 device floats (the upstream gradient of each pair loss) or NULL (= 1). */
+KDFUSE_API kdfStatus_t kdfKDSVD(kdfHandle_t handle, const kdfKDSVDParams_t* params, const void* const* f_s,
+                                const void* const* f_t, float* loss, void* const* grad_s, const float* grad_loss,
+                                float grad_scale, int accumulate, void* workspace, size_t workspace_bytes,
+                                kdfStream_t stream);
+
 #ifdef __cplusplus
 }
 #endif

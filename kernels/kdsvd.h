@@ -1,0 +1,158 @@
+// Launcher interface of KDSVD (internal: host/kdsvd.cpp validates, then calls it). Host-compilable: the
+// geometry and workspace layout are shared by the launcher and the workspace size query.
+#pragma once
+
+#include "common/feature_map.h"
+#include "common/gemm.h"
+#include "common/grid_sum.h"
+
+namespace kdf::kernels {
+
+constexpr int kKDSVDBlock = 256;
+constexpr int kKDSVDMaxLayers = KDF_KDSVD_MAX_LAYERS;
+constexpr int kKDSVDMaxK = KDF_KDSVD_MAX_K;
+constexpr int kKDSVDMaxRank = KDF_KDSVD_MAX_RANK;
+constexpr int kKDSVDMaxVectors = kKDSVDMaxK + 3;  // student candidates per teacher vector set
+constexpr int kKDSVDTile = 32;                    // pixels per block of the gradient kernel
+
+// One network's map of one layer: the Gram the kernel decomposes is F F^T (n = C) when C <= P, else F^T F
+// (n = P, "wide"); `vectors` right singular vectors are used.
+struct KDSVDSide {
+    int64_t p;        // h * w
+    int n;            // min(C, P): order of the Gram
+    bool wide;        // P < C
+    int vectors;      // teacher: k; student: min(k + 3, n)
+    int64_t gram;     // float offset of this side's Grams (N n^2) in the Gram region
+    int64_t values;   // float offset of its eigenvalues (N n) in the eigenvalue region
+};
+
+struct KDSVDLayer {
+    int64_t c;
+    KDSVDSide s, t;
+    int64_t vec;      // float offset of the layer's per-sample vectors (N * vec_floats) in the vector region
+};
+
+struct KDSVDGeometry {
+    int layers;
+    int k;
+    int64_t n;              // samples
+    KDSVDLayer layer[kKDSVDMaxLayers];
+    int64_t gram_floats;    // all Grams / eigenvector matrices
+    int64_t value_floats;   // all eigenvalues
+    int64_t vec_floats;     // all per-sample vectors (see vec_floats_of)
+    int max_rank;           // the largest Gram order (the Jacobi kernel's shared memory)
+    bool fits;              // grids and cuBLAS ints
+
+    // Per sample and layer (VecLayout): the live list of the gradient (k + 4 floats), a_s, a_t, dL/da_s (C x k each),
+    // the student vectors and their y (C x (k + 3) each).
+    static int64_t vec_floats_of(int64_t c, int k) { return (k + 4) + c * (3 * k + 2 * (k + 3)); }
+
+    static KDSVDSide side(const Map4d& m, int vectors_wanted)
+    {
+        KDSVDSide s{};
+        s.p = m.hw();
+        s.wide = s.p < m.c;
+        const int64_t n = s.wide ? s.p : m.c;
+        s.n = n > kKDSVDMaxRank ? kKDSVDMaxRank + 1 : static_cast<int>(n);  // > max: refused by the host
+        s.vectors = vectors_wanted < s.n ? vectors_wanted : s.n;
+        return s;
+    }
+
+    static KDSVDGeometry of(int layers, const Map4d* s, const Map4d* t, int k)
+    {
+        KDSVDGeometry g{};
+        g.layers = layers;
+        g.k = k;
+        g.n = s[0].n;
+        g.fits = 2 * layers * g.n <= 2147483647;
+        for (int l = 0; l < layers; ++l) {
+            KDSVDLayer& L = g.layer[l];
+            L.c = s[l].c;
+            L.s = side(s[l], k + 3);
+            L.t = side(t[l], k);
+            for (KDSVDSide* x : {&L.s, &L.t}) {
+                x->gram = g.gram_floats;
+                x->values = g.value_floats;
+                g.gram_floats += g.n * x->n * x->n;
+                g.value_floats += g.n * x->n;
+                if (x->n > g.max_rank) g.max_rank = x->n;
+            }
+            L.vec = g.vec_floats;
+            g.vec_floats += g.n * vec_floats_of(L.c, k);
+            constexpr int64_t kIntMax = 2147483647;
+            g.fits = g.fits && s[l].sc <= kIntMax && t[l].sc <= kIntMax && s[l].hw() <= kIntMax && t[l].hw() <= kIntMax &&
+                     L.c <= kIntMax && (s[l].hw() + kKDSVDTile - 1) / kKDSVDTile <= kIntMax;
+        }
+        return g;
+    }
+
+    // Dynamic shared memory of the Jacobi kernel: the Gram and the eigenvector matrix, the rotations, ranks.
+    size_t jacobi_smem() const
+    {
+        const size_t r = static_cast<size_t>(max_rank);
+        return (2 * r * r + 4 * (r / 2 + 1) + r) * sizeof(float);
+    }
+};
+
+// Workspace: Grams (overwritten by their eigenvectors), eigenvalues, the per-sample vectors, the per-pair loss
+// partials with their ticket, the cuBLAS slice.
+struct KDSVDWorkspace {
+    float* gram;
+    float* values;
+    float* vec;
+    GridSum sum;       // partials: (L - 1) x N
+    void* cublas;
+
+    static int64_t sizes(const KDSVDGeometry& g, int64_t out[5])
+    {
+        out[0] = round_up(g.gram_floats * 4, 256);
+        out[1] = round_up(g.value_floats * 4, 256);
+        out[2] = round_up(g.vec_floats * 4, 256);
+        out[3] = GridSum::bytes((g.layers - 1) * g.n);
+        out[4] = static_cast<int64_t>(kCublasWorkspaceBytes);
+        return out[0] + out[1] + out[2] + out[3] + out[4];
+    }
+    static int64_t bytes(const KDSVDGeometry& g)
+    {
+        int64_t s[5];
+        return sizes(g, s);
+    }
+    static KDSVDWorkspace carve(void* workspace, const KDSVDGeometry& g)
+    {
+        int64_t s[5];
+        sizes(g, s);
+        auto* b = static_cast<unsigned char*>(workspace);
+        KDSVDWorkspace w{};
+        w.gram = reinterpret_cast<float*>(b), b += s[0];
+        w.values = reinterpret_cast<float*>(b), b += s[1];
+        w.vec = reinterpret_cast<float*>(b), b += s[2];
+        w.sum = GridSum::carve(b, (g.layers - 1) * g.n), b += s[3];
+        w.cublas = b;
+        return w;
+    }
+};
+
+struct KDSVDArgs {
+    KDSVDGeometry geo;
+    Map4d ms[kKDSVDMaxLayers], mt[kKDSVDMaxLayers];  // layouts of the student (and its gradient) and teacher maps
+    const float* f_s[kKDSVDMaxLayers];
+    const float* f_t[kKDSVDMaxLayers];
+    float* grad_s[kKDSVDMaxLayers];                  // entries nullable
+    float* loss;                                     // nullable: L - 1 floats
+    const float* grad_loss;                          // nullable: L - 1 floats (= 1)
+    float weight;
+    float gap_rtol;
+    float grad_scale;
+    bool accumulate;
+    bool any_grad;
+    KDSVDWorkspace ws;
+    cublasHandle_t cublas;
+    bool allow_tf32;
+};
+
+// GEMMs: one Gram per layer and network (2 L). Kernels: the batched Jacobi eigensolver, the per-sample kernel
+// (vectors, alignment, RBF, loss, and with a gradient the derivative of each needed vector), and with a
+// gradient the kernel that writes dL/dF.
+LaunchResult kdsvd_launch(const KDSVDArgs& args, cudaStream_t stream);
+
+}  // namespace kdf::kernels
