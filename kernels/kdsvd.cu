@@ -568,17 +568,23 @@ __global__ void __launch_bounds__(kKDSVDBlock) kdsvd_grad_kernel(KDSVDArgs a)
     float* grad = a.grad_s[l] + a.ms[l].offset(b, 0);
     const int64_t sc = a.ms[l].sc;
 
+    // Fully unrolled over the largest live count, so that qy and qv stay in registers.
     float qy[kKDSVDMaxVectors], qv[kKDSVDMaxVectors];
+#pragma unroll
     for (int i = 0; i < kKDSVDMaxVectors; ++i) qy[i] = qv[i] = 0.0f;
     if (in)
         for (int64_t c = grp; c < L.c; c += kGroups) {
             const float x = f[c * sc + p];
-            for (int i = 0; i < live; ++i) {
-                qy[i] += o.y[i * L.c + c] * x;
-                qv[i] += o.v[i * L.c + c] * x;
-            }
+#pragma unroll
+            for (int i = 0; i < kKDSVDMaxVectors; ++i)
+                if (i < live) {
+                    qy[i] += o.y[i * L.c + c] * x;
+                    qv[i] += o.v[i * L.c + c] * x;
+                }
         }
-    for (int i = 0; i < live; ++i) part[grp][0][i][lane] = qy[i], part[grp][1][i][lane] = qv[i];
+#pragma unroll
+    for (int i = 0; i < kKDSVDMaxVectors; ++i)
+        if (i < live) part[grp][0][i][lane] = qy[i], part[grp][1][i][lane] = qv[i];
     __syncthreads();
     if (grp == 0)
         for (int i = 0; i < live; ++i) {

@@ -45,7 +45,7 @@ struct KDSVDGeometry {
 
     // Per sample and layer (VecLayout): the live list of the gradient (k + 4 floats), a_s, a_t, dL/da_s (C x k each),
     // the student vectors and their y (C x (k + 3) each).
-    static int64_t vec_floats_of(int64_t c, int k) { return (k + 4) + c * (3 * k + 2 * (k + 3)); }
+    __host__ __device__ static int64_t vec_floats_of(int64_t c, int k) { return (k + 4) + c * (3 * k + 2 * (k + 3)); }
 
     static KDSVDSide side(const Map4d& m, int vectors_wanted)
     {
