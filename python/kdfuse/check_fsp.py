@@ -1,7 +1,7 @@
 """Gradient-check cases of FSP (used by python -m kdfuse.gradcheck)."""
 import torch
 
-from .gradcheck import Row, compare
+from .gradcheck import Row, channel_slice, compare
 
 ENTRY = "kdfFSP"
 
@@ -35,12 +35,7 @@ def check(device, seed):
         (ref * grad_scale).backward()
         ref_loss, ref_grads = ref.detach(), [f.grad for f in s64]
         if pad:  # student maps as channel slices of wider tensors
-            sliced = []
-            for f in g_s:
-                wide = torch.randn(f.shape[0], f.shape[1] + pad, *f.shape[2:], generator=g)
-                wide[:, : f.shape[1]] = f
-                sliced.append(wide[:, : f.shape[1]])
-            g_s = sliced
+            g_s = [channel_slice(f, pad, g) for f in g_s]
         loss = torch.zeros((), device=device)
         grads = [torch.empty_strided(f.shape, f.stride()).zero_().to(device) for f in g_s]
         if acc:
