@@ -26,6 +26,7 @@ from .rkd import rkd  # noqa: F401
 from .nst import nst  # noqa: F401
 from .fsp import fsp, fsp_chain  # noqa: F401
 from .crd import crd, draw_contrast  # noqa: F401
+from .kdsvd import kdsvd  # noqa: F401
 
 __all__ = ["KdfuseError", "kd", "fitnet", "at", "ft", "ab", "ofd", "ofd_margin_from_bn", "vid", "sp", "cc", "pkt", "rkd",
-           "nst", "fsp", "fsp_chain", "crd", "draw_contrast", "load", "handle", "library_path"]
+           "nst", "fsp", "fsp_chain", "crd", "draw_contrast", "kdsvd", "load", "handle", "library_path"]

@@ -5,7 +5,7 @@ the reference modules in python_ref/kdfuse_ref (which mirror RepDistiller's dist
 RepDistiller training script changes only its imports and a reference state_dict loads::
 
     from kdfuse.nn import DistillKL, HintLoss, Attention, Similarity, Correlation, VIDLoss, RKDLoss, PKT, \
-        ABLoss, FactorTransfer, FSP, NSTLoss, CRDLoss, OFD
+        ABLoss, FactorTransfer, KDSVD, FSP, NSTLoss, CRDLoss, OFD
 
 Learnable parts (VIDLoss's regressor and log_scale, CRDLoss's Embed heads, OFD's connector) stay PyTorch
 modules; only the loss itself runs through kdfuse (kdfuse.ops, the torch.ops.kdfuse custom ops). CRD's state
@@ -17,11 +17,12 @@ modules; only the loss itself runs through kdfuse (kdfuse.ops, the torch.ops.kdf
 Where kdfuse's kernels define a case the seed leaves undefined or different, the modules say so: pooling of
 non-square maps (``pool="seed"`` raises ValueError where the seed's square pooling and kdfuse's (H, W) pooling
 would differ; ``pool="hw"`` uses kdfuse's rule), RKD's gradient at duplicate rows, PKT's gradient at an all-zero
-row (0 instead of the seed's NaN), NST's N x C x L maps of different L (ValueError), and lists of layers of
-different lengths (ValueError; the seed's zip drops the extra layers without a word). Teacher inputs are constants
-except KD's y_t, CC's f_t (variant "repdistiller") and CRD's teacher embedding; losses are float32, first order
-only (a double backward raises), on CPU (SIMT build) or CUDA tensors of one device (see kdfuse.ops). The full list
-of differences from RepDistiller's modules: docs/pytorch.md, "Differences from RepDistiller".
+row (0 instead of the seed's NaN), NST's N x C x L maps of different L (ValueError), KDSVD's teacher signs and
+singular-vector gradient (see KDSVD), and lists of layers of different lengths (ValueError; the seed's zip drops the
+extra layers without a word). Teacher inputs are constants except KD's y_t, CC's f_t (variant "repdistiller") and
+CRD's teacher embedding; losses are float32, first order only (a double backward raises), on CPU (SIMT build) or
+CUDA tensors of one device (see kdfuse.ops). The full list of differences from RepDistiller's modules:
+docs/pytorch.md, "Differences from RepDistiller".
 """
 import math
 
@@ -32,7 +33,7 @@ import torch.nn.functional as F
 from . import ops
 
 __all__ = ["DistillKL", "HintLoss", "Attention", "Similarity", "Correlation", "VIDLoss", "RKDLoss", "PKT", "ABLoss",
-           "FactorTransfer", "FSP", "NSTLoss", "CRDLoss", "OFD", "ContrastMemory", "Embed", "Normalize"]
+           "FactorTransfer", "KDSVD", "FSP", "NSTLoss", "CRDLoss", "OFD", "ContrastMemory", "Embed", "Normalize"]
 
 
 def _layer_pairs(g_s, g_t, name):
@@ -220,6 +221,43 @@ class FactorTransfer(nn.Module):
 
     def forward(self, f_s, f_t):
         return ops.ft(f_s, f_t, self.p1, self.p2, self.pool)
+
+
+class KDSVD(nn.Module):
+    """Self-supervised Knowledge Distillation using Singular Value Decomposition: forward(g_s, g_t) -> list of the
+    len(g_s) - 1 losses (0-dim) of consecutive layer pairs, [] for one layer (train_student.py sums the list). Maps
+    N x C x H x H, the same C in a student and its teacher map.
+
+    kdfuse computes KDSVD as the reference's KDSVD(k, sign="canonical", svd_grad="stable", gap_rtol=gap_rtol,
+    spatial="hw", nonfinite="zero"), which differs from the seed (docs/losses/kdsvd.md):
+
+    - teacher signs: each teacher singular vector is flipped so that its entry of largest magnitude (the first on
+      ties) is positive. The seed keeps whatever sign the SVD library returns, and its loss depends on the relative
+      sign of consecutive layers' vectors.
+    - gradient: each singular vector the loss uses is differentiated on its own, dropping the eigenvalue gaps
+      |s_i^2 - s_j^2| <= gap_rtol * s_0^2 (the seed's torch.svd backward divides by every gap: NaN over the sample at
+      repeated singular values, e.g. two dead channels); the two agree where the seed's is finite and no gap is
+      below the tolerance.
+    - maps must be square (the seed's view(-1, C, H*H) mixes the samples of a non-square map) with min(C, H*W) <= 128,
+      at most 8 layers: other maps raise KdfuseError KDF_STATUS_NOT_SUPPORTED. k must not exceed C or H*W of a
+      teacher map (KDF_STATUS_INVALID_VALUE).
+    - a sample holding a non-finite value gets zero vectors: finite losses and no gradient to that sample (the
+      seed's SVD raises on it).
+    - only the student maps get a gradient (the seed also gives a teacher map that requires grad one, through its
+      singular values, for k >= 2; RepDistiller computes the teacher's features without grad).
+    - student and teacher lists of different lengths raise ValueError (the seed's zip drops the extra layers).
+    """
+
+    def __init__(self, k=1, gap_rtol=1e-5):
+        super().__init__()
+        self.k = k
+        self.gap_rtol = gap_rtol
+
+    def forward(self, g_s, g_t):
+        layers = list(_layer_pairs(g_s, g_t, "KDSVD"))
+        if len(layers) < 2:
+            return []  # no consecutive pair
+        return list(ops.kdsvd(g_s, g_t, self.k, self.gap_rtol).unbind(0))
 
 
 class FSP(nn.Module):

@@ -7,6 +7,11 @@ extra outputs; autograd saves them and its backward is ``saved_gradient * grad_o
 device (no ``.item()``, no host synchronisation; any grad_output, not only 1). A gradient that is not needed
 is not computed and comes back as an empty tensor of shape (0,).
 
+KDSVD is the exception: its output is one loss per pair of consecutive layers, and a middle layer's gradient mixes
+the grad_output of its two pairs, which one saved gradient cannot follow. ``torch.ops.kdfuse.kdsvd`` computes the
+losses only; its backward is a second call, ``torch.ops.kdfuse.kdsvd_backward``, that passes grad_output to the
+library (the per-pair upstream gradients, read on the device) and computes the student gradients then.
+
 The public functions here (``kd``, ``fitnet``, ..., ``crd``) take tensors, decide the flags from
 ``requires_grad`` and the grad mode, call the op and return the loss only::
 
@@ -35,7 +40,7 @@ CRD is stateful: ``torch.ops.kdfuse.crd`` updates the memory banks, Z and the Ph
 so its gradients are attached by a second, functional op, ``torch.ops.kdfuse.attach_grads``.
 """
 import warnings
-from typing import Optional, Tuple
+from typing import List, Optional, Tuple
 
 import torch
 from torch import Tensor
@@ -49,6 +54,7 @@ from .fitnet import fitnet as _fitnet
 from .fsp import fsp as _fsp
 from .ft import ft as _ft
 from .kd import kd as _kd
+from .kdsvd import kdsvd as _kdsvd
 from .nst import nst as _nst
 from .ofd import ofd as _ofd
 from .pkt import pkt as _pkt
@@ -56,7 +62,7 @@ from .rkd import rkd as _rkd
 from .sp import sp as _sp
 from .vid import vid as _vid
 
-__all__ = ["kd", "fitnet", "at", "ft", "ab", "ofd", "vid", "sp", "cc", "pkt", "rkd", "nst", "fsp", "crd",
+__all__ = ["kd", "fitnet", "at", "ft", "ab", "ofd", "vid", "sp", "cc", "pkt", "rkd", "nst", "fsp", "crd", "kdsvd",
            "OPS", "check_pool"]
 
 # ---- helpers of the op implementations ----------------------------------------------------------------------
@@ -94,6 +100,11 @@ def _one_device(where, **tensors):
                              f"CUDA build) tensors")
 
 
+def _listed(name, tensors):
+    """{"name[i]": tensor} of a list argument (for _one_device)."""
+    return {f"{name}[{i}]": t for i, t in enumerate(tensors)}
+
+
 class _FirstOrderOnly(torch.autograd.Function):
     """The gradients a kdfuse backward returns under create_graph=True, passed through (same values) and attached to
     this node, whose own backward raises `message`: a kdfuse backward (saved gradient * grad_output) is not
@@ -110,14 +121,16 @@ class _FirstOrderOnly(torch.autograd.Function):
         raise RuntimeError(ctx.message)
 
 
-def _first_order_only(grads, loss, op=None):
+def _first_order_only(grads, loss, op=None,
+                      backward="scales the gradient the forward computed (saved gradient * grad_output)"):
     """`grads` (a list, None entries kept) as they are, or, when the backward runs with create_graph=True (grad
-    mode on), attached to a _FirstOrderOnly node naming kdfuse.<loss> and its op torch.ops.kdfuse.<op>."""
+    mode on), attached to a _FirstOrderOnly node naming kdfuse.<loss>, its op torch.ops.kdfuse.<op> and what that
+    op's backward does."""
     if not torch.is_grad_enabled() or all(g is None for g in grads):
         return grads
     message = (f"kdfuse.{loss}: double backward is not supported: the backward of torch.ops.kdfuse.{op or loss} "
-               f"scales the gradient the forward computed (saved gradient * grad_output) and is not itself "
-               f"differentiable; compute higher-order gradients with the PyTorch reference (kdfuse_ref) instead")
+               f"{backward} and is not itself differentiable; compute higher-order gradients with the PyTorch "
+               f"reference (kdfuse_ref) instead")
     # inputs that require grad, so that autograd records the node
     attached = iter(_FirstOrderOnly.apply(message, *(g.detach().requires_grad_() for g in grads if g is not None)))
     return [None if g is None else next(attached) for g in grads]
@@ -425,10 +438,59 @@ def _attach_backward(ctx, grad_output):
 
 _attach_grads_op.register_autograd(_attach_backward, setup_context=_attach_setup)
 
+
+@custom_op("kdfuse::kdsvd", mutates_args=())
+def _kdsvd_op(g_s: List[Tensor], g_t: List[Tensor], k: int, gap_rtol: float) -> Tensor:
+    """The L - 1 pair losses of KDSVD over the lists of L student and teacher maps (no gradient: the backward is
+    torch.ops.kdfuse.kdsvd_backward)."""
+    return _kdsvd([_c(f) for f in g_s], [_c(f) for f in g_t], k=k, gap_rtol=gap_rtol, want_grad=False)[0]
+
+
+@_kdsvd_op.register_fake
+def _(g_s, g_t, k, gap_rtol):
+    _one_device("torch.ops.kdfuse.kdsvd", **_listed("g_s", g_s), **_listed("g_t", g_t))
+    return g_s[0].new_empty((len(g_s) - 1,))
+
+
+@custom_op("kdfuse::kdsvd_backward", mutates_args=())
+def _kdsvd_backward_op(g_s: List[Tensor], g_t: List[Tensor], k: int, gap_rtol: float, grad_losses: Tensor,
+                       need_grad_s: List[bool]) -> List[Tensor]:
+    """The gradients of sum_p grad_losses[p] * loss_p (the losses of torch.ops.kdfuse.kdsvd) w.r.t. the student maps
+    g_s[l] with need_grad_s[l] (an empty (0,) tensor for the others), in one call."""
+    _, grads = _kdsvd([_c(f) for f in g_s], [_c(f) for f in g_t], k=k, gap_rtol=gap_rtol, grad_loss=_c(grad_losses),
+                      want_loss=False, want_grad=list(need_grad_s))
+    return [_or_empty(g, f) for g, f in zip(grads, g_s)]
+
+
+@_kdsvd_backward_op.register_fake
+def _(g_s, g_t, k, gap_rtol, grad_losses, need_grad_s):
+    _one_device("torch.ops.kdfuse.kdsvd_backward", **_listed("g_s", g_s), **_listed("g_t", g_t),
+                grad_losses=grad_losses)
+    return [_fake_grad(f, need) for f, need in zip(g_s, need_grad_s)]
+
+
+def _kdsvd_setup(ctx, inputs, output):
+    g_s, g_t, ctx.k, ctx.gap_rtol = inputs
+    ctx.layers = len(g_s)
+    ctx.save_for_backward(*g_s, *g_t)
+
+
+def _kdsvd_backward(ctx, grad_losses):
+    saved = [f.detach() for f in ctx.saved_tensors]
+    need = list(ctx.needs_input_grad[0])
+    grads = torch.ops.kdfuse.kdsvd_backward(saved[:ctx.layers], saved[ctx.layers:], ctx.k, ctx.gap_rtol, grad_losses,
+                                            need)
+    grads = _first_order_only([g if n else None for g, n in zip(grads, need)], "kdsvd",
+                              backward="computes the gradients with torch.ops.kdfuse.kdsvd_backward")
+    return grads, [None] * ctx.layers, None, None
+
+
+_kdsvd_op.register_autograd(_kdsvd_backward, setup_context=_kdsvd_setup)
+
 #: every op, by loss name (the keys are the torch.ops.kdfuse names)
 OPS = {"kd": _kd_op, "fitnet": _fitnet_op, "at": _at_op, "ft": _ft_op, "ab": _ab_op, "ofd": _ofd_op, "vid": _vid_op,
        "sp": _sp_op, "cc": _cc_op, "pkt": _pkt_op, "rkd": _rkd_op, "nst": _nst_op, "fsp": _fsp_op, "crd": _crd_op,
-       "attach_grads": _attach_grads_op}
+       "attach_grads": _attach_grads_op, "kdsvd": _kdsvd_op, "kdsvd_backward": _kdsvd_backward_op}
 
 # ---- public functions: flags from requires_grad, the loss only ------------------------------------------------
 
@@ -685,3 +747,24 @@ def crd(v_s, v_t, memory_s, memory_t, idx, z, contrast_idx=None, philox=None, k=
     if need_s or need_t:
         loss = torch.ops.kdfuse.attach_grads(loss, v_s, v_t, grad_s, grad_t)
     return loss
+
+
+def kdsvd(g_s, g_t, k=1, gap_rtol=1e-5):
+    """KDSVD losses (RepDistiller's KDSVD with kdfuse's definition, docs/losses/kdsvd.md): a 1-D tensor of the L - 1
+    losses of the consecutive layer pairs of g_s, g_t (lists of L >= 2 student / teacher maps N x C_l x H_l x H_l:
+    square, the same N throughout, the same C in a student and its teacher map). k: the teacher's singular vectors;
+    gap_rtol: eigenvalue gaps <= gap_rtol * s_0^2 dropped from the singular-vector derivative. Gradients for the
+    student maps (each of its pairs' grad_output); the teacher maps are constants."""
+    if not isinstance(g_s, (list, tuple)) or not isinstance(g_t, (list, tuple)):
+        raise TypeError(f"kdfuse.ops.kdsvd: g_s and g_t must be lists of maps, got {type(g_s).__name__} and "
+                        f"{type(g_t).__name__}")
+    if len(g_s) != len(g_t) or len(g_s) < 2:
+        raise ValueError(f"kdfuse.ops.kdsvd: g_s and g_t must be lists of the same length >= 2 (the losses are "
+                         f"between consecutive layers), got {len(g_s)} and {len(g_t)}")
+    g_s = [_float32(f, "kdsvd", f"g_s[{i}]") for i, f in enumerate(g_s)]
+    g_t = [_constant(f, "kdsvd", f"g_t[{i}]") for i, f in enumerate(g_t)]
+    _one_device("kdfuse.ops.kdsvd", **_listed("g_s", g_s), **_listed("g_t", g_t))
+    for name, f in (_listed("g_s", g_s) | _listed("g_t", g_t)).items():
+        if f.dim() != 4:
+            raise ValueError(f"kdfuse.ops.kdsvd: {name} must be an N x C x H x W map, got shape {tuple(f.shape)}")
+    return torch.ops.kdfuse.kdsvd(g_s, g_t, int(k), float(gap_rtol))

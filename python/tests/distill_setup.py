@@ -2,6 +2,7 @@
 forward(x, is_feat, preact) interface, every distillation method's criterion and trainable heads, and one
 training-step loss, written once against a "zoo" (kdfuse.nn or the reference modules) so that the two runs
 differ only in their imports, as a RepDistiller script would."""
+import functools
 import types
 
 import torch
@@ -9,19 +10,22 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 import kdfuse.nn as kdfuse_zoo
-from kdfuse_ref import ab, at, cc, crd, fitnet, fsp, ft, kd, nst, ofd, pkt, rkd, sp, vid
+from kdfuse_ref import ab, at, cc, crd, fitnet, fsp, ft, kd, kdsvd, nst, ofd, pkt, rkd, sp, vid
 
-# the reference modules under the names a RepDistiller script imports
+# the reference modules under the names a RepDistiller script imports; KDSVD with the definition kdfuse computes (the
+# seed's teacher signs are the SVD library's, and its SVD gradient is NaN at repeated singular values)
 reference_zoo = types.SimpleNamespace(
     DistillKL=kd.DistillKL, HintLoss=fitnet.HintLoss, Attention=at.Attention, Similarity=sp.Similarity,
     Correlation=cc.Correlation, VIDLoss=vid.VIDLoss, RKDLoss=rkd.RKDLoss, PKT=pkt.PKT, ABLoss=ab.ABLoss,
-    FactorTransfer=ft.FactorTransfer, FSP=fsp.FSP, NSTLoss=nst.NSTLoss, CRDLoss=crd.CRDLoss, OFD=ofd.OFD)
+    FactorTransfer=ft.FactorTransfer, FSP=fsp.FSP, NSTLoss=nst.NSTLoss, CRDLoss=crd.CRDLoss, OFD=ofd.OFD,
+    KDSVD=functools.partial(kdsvd.KDSVD, sign="canonical", svd_grad="stable", gap_rtol=1e-5, spatial="hw",
+                            nonfinite="zero"))
 
 METHODS = ("kd", "hint", "attention", "similarity", "correlation", "vid", "rkd", "pkt", "abound", "factor", "fsp",
-           "nst", "crd", "ofd")
+           "nst", "crd", "ofd", "kdsvd")
 # RepDistiller's beta (weight of the method's loss), scaled down where the toy nets would otherwise blow up
 BETA = {"kd": 0.0, "hint": 10.0, "attention": 100.0, "similarity": 300.0, "correlation": 0.02, "vid": 1.0, "rkd": 0.1,
-        "pkt": 3000.0, "abound": 1.0, "factor": 20.0, "fsp": 5.0, "nst": 5.0, "crd": 0.8, "ofd": 0.1}
+        "pkt": 3000.0, "abound": 1.0, "factor": 20.0, "fsp": 5.0, "nst": 5.0, "crd": 0.8, "ofd": 0.1, "kdsvd": 1.0}
 
 N, N_DATA, CLASSES, NCE_K = 8, 32, 10, 12
 
@@ -98,6 +102,8 @@ def make_heads(zoo, method):
         crit = zoo.CRDLoss(opt)
     elif method == "ofd":
         crit = zoo.OFD(S_WIDTHS[1], T_WIDTHS[1])
+    elif method == "kdsvd":
+        crit = zoo.KDSVD()
     else:
         raise ValueError(method)
     return crit, heads
@@ -130,6 +136,11 @@ def method_loss(method, crit, heads, feat_s, feat_t, logit_s, logit_t, idx=None,
         return crit(feat_s[-1], feat_t[-1], idx, contrast_idx).sum()
     if method == "ofd":
         return crit(feat_s[1], feat_t[1])
+    if method == "kdsvd":
+        # feat[:2], the teacher's first map cut to the student's channels. (On feat[1:-1], as RepDistiller, the
+        # untrained teacher's top vector of the 8 x 2 x 2 map has no clear partner among the student's four vectors,
+        # |cos| margins ~1e-3: the two runs' selections part after a few steps and the curves by 1e-2.)
+        return sum(crit(feat_s[:2], [feat_t[0][:, :S_WIDTHS[0]], feat_t[1]]))
     raise ValueError(method)
 
 

@@ -1,6 +1,6 @@
 """torch.compile of distillation training steps with kdfuse's custom ops, on the CPU (SIMT build):
 
-- every method's loss together (all 14 criteria, CRD's in-place state updates included) in one graph with
+- every method's loss together (all 15 criteria, CRD's in-place state updates included) in one graph with
   fullgraph=True (a graph break would raise) and torch._dynamo.explain reporting zero breaks; backend "aot_eager"
   (Dynamo, AOTAutograd, functionalization of the mutating CRD op: what decides graph breaks and correctness);
 - a smaller step (KD, AT, CRD) through the default backend (Inductor);

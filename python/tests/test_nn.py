@@ -11,6 +11,7 @@ import torch
 
 import kdfuse
 import kdfuse.nn as knn
+from kdfuse.check_kdsvd import KERNEL, draw
 import kdfuse_ref.ab
 import kdfuse_ref.at
 import kdfuse_ref.cc
@@ -19,6 +20,7 @@ import kdfuse_ref.fitnet
 import kdfuse_ref.fsp
 import kdfuse_ref.ft
 import kdfuse_ref.kd
+import kdfuse_ref.kdsvd
 import kdfuse_ref.nst
 import kdfuse_ref.ofd
 import kdfuse_ref.pkt
@@ -194,8 +196,24 @@ def test_nst_loss_rank_3_maps():
         knn.NSTLoss()(maps([(3, 4, 10)], 170), maps([(3, 4, 5)], 180))
 
 
+@pytest.mark.parametrize("k", [1, 2])
+def test_kdsvd(k):
+    """A list of len - 1 0-dim losses, each pair's with its own grad_output (a middle layer gets both of its pairs'),
+    against the reference with kdfuse's definition (canonical signs, stable SVD gradient, ...); the class is
+    RepDistiller's name in kdfuse.nn."""
+    assert "KDSVD" in knn.__all__
+    g_s, g_t = draw(3, [(6, 4), (12, 3), (20, 2)], k, "spectral", torch.Generator().manual_seed(20 + k))
+    compare(knn.KDSVD(k), kdfuse_ref.kdsvd.KDSVD(k, **KERNEL), [g_s, g_t], [(0, 0), (0, 1), (0, 2)])
+
+
+def test_kdsvd_one_layer_gives_no_loss():
+    """One layer has no consecutive pair: [] (the seed's), which train_student.py's sum turns into 0."""
+    f = rand(2, 4, 3, 3, seed=23)
+    assert knn.KDSVD()([f], [f]) == [] == kdfuse_ref.kdsvd.KDSVD()([f], [f])
+
+
 @pytest.mark.parametrize("module", [knn.Attention(), knn.Similarity(), knn.NSTLoss(), knn.ABLoss(3),
-                                    knn.FSP(S_SHAPES, S_SHAPES)], ids=lambda m: type(m).__name__)
+                                    knn.FSP(S_SHAPES, S_SHAPES), knn.KDSVD()], ids=lambda m: type(m).__name__)
 def test_layer_lists_of_different_lengths_raise(module):
     """The seed's zip would drop the extra layer without a word: the modules refuse the call."""
     with pytest.raises(ValueError, match="3 layers, g_t 2"):

@@ -7,6 +7,9 @@ masked (-inf) teacher logit (they add 0, not NaN), a +inf logit making its row's
 element), a NaN reaching a normalisation (the whole sample's map is NaN, as F.normalize gives; fmaxf would have
 replaced the NaN norm by eps), and PKT's masked rows (their NaN must not leak into other rows through the
 gradient GEMM). CRD is left out: its inputs pass through the embedding heads, which make everything NaN.
+
+KDSVD has no seed pattern to follow (the seed's SVD raises on a non-finite map): kdfuse gives such a sample zero
+vectors, as the reference's nonfinite="zero", and that is what its test pins.
 """
 import importlib
 
@@ -14,6 +17,8 @@ import pytest
 import torch
 
 import kdfuse.nn as K
+import kdfuse_ref.kdsvd
+from kdfuse.check_kdsvd import KERNEL, draw
 from simt_library import load_or_skip
 
 load_or_skip("kdfPKT")
@@ -79,3 +84,36 @@ def test_nonfinite_inputs_give_the_seeds_pattern(name, who, value):
     assert torch.equal(grad, seed_grad), (f"{int((grad != seed_grad).sum())} gradient elements differ in class; "
                                           f"counts (finite, +inf, -inf, nan) {torch.bincount(grad.flatten(), minlength=4).tolist()} "
                                           f"vs the seed's {torch.bincount(seed_grad.flatten(), minlength=4).tolist()}")
+
+
+def kdsvd_run(module, g_s, g_t):
+    """(losses, student gradients) of a KDSVD module, each pair's loss with its own upstream gradient."""
+    g_s = [f.detach().clone().requires_grad_() for f in g_s]
+    losses = torch.stack(module(g_s, g_t))
+    grads = torch.autograd.grad((losses * torch.tensor([1.0, -2.0], dtype=losses.dtype)).sum(), g_s)
+    return losses.detach(), grads
+
+
+@pytest.mark.parametrize("value", [float("inf"), float("-inf"), float("nan")], ids=["+inf", "-inf", "nan"])
+@pytest.mark.parametrize("who", ["student", "teacher"])
+def test_kdsvd_nonfinite_sample_gets_zero_vectors(who, value):
+    """One element of sample 1 of the middle layer is non-finite: the losses stay finite, that sample's student map gets
+    a zero gradient, and everything equals the call with that sample's map set to zero (whose vectors are 0 too: the
+    other samples are unaffected); the reference with nonfinite="zero" agrees."""
+    g_s, g_t = draw(3, [(6, 4), (12, 3), (20, 2)], 1, "relu", torch.Generator().manual_seed(5))
+    bad = [[f.clone() for f in maps] for maps in (g_s, g_t)]
+    zeroed = [[f.clone() for f in maps] for maps in (g_s, g_t)]
+    side = 0 if who == "student" else 1
+    bad[side][1][1].view(-1)[7] = value
+    zeroed[side][1][1] = 0.0
+    losses, grads = kdsvd_run(K.KDSVD(), *bad)
+    assert torch.isfinite(losses).all() and all(torch.isfinite(g).all() for g in grads)
+    if who == "student":
+        assert torch.equal(grads[1][1], torch.zeros_like(grads[1][1]))
+    z_losses, z_grads = kdsvd_run(K.KDSVD(), *zeroed)
+    assert torch.equal(losses, z_losses) and all(torch.equal(g, z) for g, z in zip(grads, z_grads))
+    reference = kdfuse_ref.kdsvd.KDSVD(**KERNEL)
+    r_losses, r_grads = kdsvd_run(reference, [f.double() for f in bad[0]], [f.double() for f in bad[1]])
+    torch.testing.assert_close(losses, r_losses.float(), rtol=1e-4, atol=1e-6 * r_losses.abs().max().item())
+    for g, r in zip(grads, r_grads):
+        torch.testing.assert_close(g, r.float(), rtol=1e-4, atol=1e-4 * r.abs().max().item())

@@ -8,7 +8,8 @@ import warnings
 import pytest
 import torch
 
-from kdfuse import draw_contrast, ops
+from kdfuse import KdfuseError, draw_contrast, ops
+from kdfuse.check_kdsvd import KERNEL, draw
 from kdfuse_ref.ab import ab_loss
 from kdfuse_ref.at import at_loss
 from kdfuse_ref.cc import cc_loss
@@ -17,6 +18,7 @@ from kdfuse_ref.fitnet import fitnet_loss
 from kdfuse_ref.fsp import fsp_loss
 from kdfuse_ref.ft import ft_loss
 from kdfuse_ref.kd import kd_loss
+from kdfuse_ref.kdsvd import kdsvd_loss
 from kdfuse_ref.nst import nst_loss
 from kdfuse_ref.ofd import bn_margin, ofd_loss
 from kdfuse_ref.pkt import pkt_loss
@@ -61,6 +63,17 @@ def _square(n, c, h, seed, scale=1.0):
 
 def _margin():
     return bn_margin(rand(4, seed=31).abs() + 0.5, rand(4, seed=32)).float()
+
+
+def _kdsvd_case(n, layers, k, kind, seed):
+    """KDSVD on well-posed maps (kdfuse.check_kdsvd.draw): inputs the student maps then the teacher maps, the loss a
+    1-D tensor of the pair losses (the reference's list stacked)."""
+    g_s, g_t = draw(n, layers, k, kind, torch.Generator().manual_seed(seed))
+    m = len(layers)
+    return Case("kdsvd", g_s + g_t, tuple(range(m)),
+                lambda *f: ops.kdsvd(list(f[:m]), list(f[m:]), k=k),
+                lambda *f: torch.stack(kdsvd_loss(list(f[:m]), list(f[m:]), k, **KERNEL)),
+                lambda *f: (list(f[:m]), list(f[m:]), k, KERNEL["gap_rtol"]))
 
 
 CASES = {
@@ -110,6 +123,8 @@ CASES = {
     "fsp": Case("fsp", [_square(2, 3, 6, 36), _square(2, 4, 3, 37), _square(2, 3, 6, 38), _square(2, 4, 3, 39)],
                 (0, 1), ops.fsp, lambda sb, st, tb, tt: fsp_loss([sb, st], [tb, tt])[0],
                 lambda sb, st, tb, tt: (sb, st, tb, tt, True, True)),
+    "kdsvd": _kdsvd_case(3, [(5, 3), (16, 2), (7, 4)], 2, "spectral", 76),  # tall, wide, tall
+    "kdsvd_relu": _kdsvd_case(2, [(6, 4), (12, 3), (20, 2)], 1, "relu", 77),
 }
 
 
@@ -354,7 +369,8 @@ def test_crd_only_student_gradient():
 
 # the public function's names of each case's inputs
 INPUT_NAMES = {"kd": ("y_s", "y_t"), "ab": ("source", "target"), "ofd": ("s", "t"),
-               "vid": ("pred_mean", "target", "log_scale"), "fsp": ("s_bot", "s_top", "t_bot", "t_top")}
+               "vid": ("pred_mean", "target", "log_scale"), "fsp": ("s_bot", "s_top", "t_bot", "t_top"),
+               "kdsvd": ("g_s[0]", "g_s[1]", "g_s[2]", "g_t[0]", "g_t[1]", "g_t[2]")}
 
 
 def _crd_call():
@@ -372,7 +388,7 @@ def _public_call(op):
     return case.call, case.inputs, INPUT_NAMES.get(op, ("f_s", "f_t"))
 
 
-@pytest.mark.parametrize("op", sorted(name for name in ops.OPS if name != "attach_grads"))
+@pytest.mark.parametrize("op", sorted(name for name in ops.OPS if name not in ("attach_grads", "kdsvd_backward")))
 def test_tensors_on_different_devices_raise(op):
     """One argument on the meta device, the others on the CPU: the function refuses the call, naming itself and the
     arguments' devices (the dispatcher would run the fake kernel and return uninitialised memory)."""
@@ -395,12 +411,20 @@ def test_ops_called_directly_refuse_mixed_devices(op):
     elif op == "attach_grads":
         a, b = rand(3, 4, seed=66), rand(3, 4, seed=67)
         args = (torch.tensor(1.0), a, b, torch.ones_like(a), torch.ones_like(b))
+    elif op == "kdsvd_backward":
+        case = CASES["kdsvd"]
+        args = case.op_args(*case.inputs) + (torch.ones(2), [True, False, True])
     else:
         case = next(CASES[name] for name in sorted(CASES) if CASES[name].op == op)
         args = case.op_args(*case.leaves())
-    positions = [i for i, x in enumerate(args) if isinstance(x, torch.Tensor) and not (op == "crd" and i == 7)]
-    for i in positions:  # crd's philox (position 7) is a CPU tensor beside device ones by design
-        moved = [x.detach().to("meta") if j == i else x for j, x in enumerate(args)]
+    # (position, None) of a tensor argument, (position, index) of a tensor in a list argument
+    slots = [(i, None) for i, x in enumerate(args) if isinstance(x, torch.Tensor) and not (op == "crd" and i == 7)]
+    slots += [(i, j) for i, x in enumerate(args) if isinstance(x, list) for j, t in enumerate(x)
+              if isinstance(t, torch.Tensor)]
+    for i, j in slots:  # crd's philox (position 7) is a CPU tensor beside device ones by design
+        moved = list(args)
+        moved[i] = args[i].detach().to("meta") if j is None else [
+            t.detach().to("meta") if m == j else t for m, t in enumerate(args[i])]
         with pytest.raises(ValueError, match=rf"torch\.ops\.kdfuse\.{op}: all tensor arguments must be on one device"):
             getattr(torch.ops.kdfuse, op)(*moved)
 
@@ -451,3 +475,61 @@ def test_nst_ranks():
         ops.nst(rand(2, 3, seed=72), rand(2, 3, seed=73))
     with pytest.raises(ValueError, match="both be N x C x H x W or both N x C x L"):
         ops.nst(rand(2, 3, 4, seed=74), rand(2, 3, 2, 2, seed=75))
+
+
+# ---- KDSVD ----------------------------------------------------------------------------------------------------
+
+def test_kdsvd_backward_opcheck():
+    """The op of KDSVD's backward: the gradients of the maps that need one, an empty (0,) tensor for the others."""
+    case = CASES["kdsvd"]
+    args = case.op_args(*case.inputs) + (torch.tensor([-2.0, 1.0]), [True, False, True])
+    torch.library.opcheck(torch.ops.kdfuse.kdsvd_backward.default, args)
+    grads = torch.ops.kdfuse.kdsvd_backward(*args)
+    assert [tuple(g.shape) for g in grads] == [tuple(args[0][0].shape), (0,), tuple(args[0][2].shape)]
+
+
+def test_kdsvd_gradient_of_some_student_maps_only():
+    """Only the student maps that require grad get one (here a channel slice of a wider tensor: the gradient lands in
+    the slice); a teacher map that requires grad is a constant, with a warning; under no_grad the loss alone."""
+    case = CASES["kdsvd"]
+    g_s, g_t = case.inputs[:3], case.inputs[3:]
+    wide = torch.cat([g_s[0], rand(3, 2, 3, 3, seed=78)], 1).requires_grad_()
+    teacher = [t.clone().requires_grad_(i == 1) for i, t in enumerate(g_t)]
+    ops._warned.discard(("kdsvd", "g_t[1]"))
+    with pytest.warns(UserWarning, match=r"g_t\[1\] requires grad, but kdfuse treats it as a constant"):
+        loss = ops.kdsvd([wide[:, :5], g_s[1], g_s[2]], teacher, k=2)
+    go = torch.tensor([0.5, -1.5])
+    loss.backward(go)
+    assert all(t.grad is None for t in teacher)
+    s64 = [f.double().requires_grad_(i == 0) for i, f in enumerate(g_s)]
+    ref = torch.stack(kdsvd_loss(s64, [t.double() for t in g_t], 2, **KERNEL))
+    ref_grad, = torch.autograd.grad(ref, s64[0], go.double())
+    assert_close(loss, ref, "loss")
+    assert_close(wide.grad[:, :5], ref_grad, "grad of g_s[0]")
+    assert torch.equal(wide.grad[:, 5:], torch.zeros(3, 2, 3, 3))
+    with torch.no_grad():
+        assert not ops.kdsvd([wide[:, :5], g_s[1], g_s[2]], [t.detach() for t in g_t], k=2).requires_grad
+
+
+def test_kdsvd_bad_inputs():
+    """Refused by kdfuse.ops (lists, ranks) or by the library (the KdfuseError's status): non-square maps and maps
+    whose Gram would exceed 128 x 128 (not supported), student and teacher channels that differ, k above a teacher
+    map's C or H*W."""
+    f = [rand(2, 4, 3, 3, seed=79), rand(2, 6, 2, 2, seed=80)]
+    with pytest.raises(ValueError, match="same length >= 2"):
+        ops.kdsvd(f[:1], f[:1])
+    with pytest.raises(ValueError, match="same length >= 2"):
+        ops.kdsvd(f, f[:1])
+    with pytest.raises(TypeError, match="lists of maps"):
+        ops.kdsvd(f[0], f[0])
+    with pytest.raises(ValueError, match=r"g_t\[1\] must be an N x C x H x W map"):
+        ops.kdsvd(f, [f[0], f[1].flatten(2)])
+    for g_s, g_t, k, status in [
+        ([f[0], rand(2, 6, 2, 3, seed=81)], [f[0], rand(2, 6, 2, 3, seed=82)], 1, "KDF_STATUS_NOT_SUPPORTED"),
+        ([f[0], rand(2, 130, 12, 12, seed=83)], [f[0], rand(2, 130, 12, 12, seed=84)], 1, "KDF_STATUS_NOT_SUPPORTED"),
+        (f, [f[0], rand(2, 5, 2, 2, seed=85)], 1, "KDF_STATUS_SHAPE_MISMATCH"),
+        (f, f, 5, "KDF_STATUS_INVALID_VALUE"),  # k > the 4 channels of g_t[0] (and the 4 pixels of g_t[1])
+    ]:
+        with pytest.raises(KdfuseError) as e:
+            ops.kdsvd(g_s, g_t, k=k)
+        assert e.value.name == status, str(e.value)
