@@ -98,8 +98,7 @@ kdfStatus_t kdfKDSVD(kdfHandle_t handle, const kdfKDSVDParams_t* params, const v
         using kdf::host::Buffer;
         using kdf::host::map_bytes;
         const uint64_t pair_bytes = static_cast<uint64_t>(layers - 1) * sizeof(float);
-        std::vector<Buffer> buffers{{grad_loss, pair_bytes, "grad_loss", false}, {loss, pair_bytes, "loss", true},
-                                    {workspace, ws_bytes, "workspace", true}};
+        std::vector<Buffer> buffers{{grad_loss, pair_bytes, "grad_loss", false}, {loss, pair_bytes, "loss", true}};
         bool any_grad = false;
         for (int l = 0; l < layers; ++l) {
             const uint64_t s_bytes = map_bytes(params->student[l], sizeof(float));
@@ -110,6 +109,7 @@ kdfStatus_t kdfKDSVD(kdfHandle_t handle, const kdfKDSVDParams_t* params, const v
                 any_grad = true;
             }
         }
+        buffers.push_back({workspace, ws_bytes, "workspace", true});  // last, as in every other entry point
         if (!check.disjoint(buffers).ok()) return check.status();
         if (loss == nullptr && !any_grad) return kdf::host::succeed();
 

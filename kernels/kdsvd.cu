@@ -21,22 +21,25 @@
 // Fusion plan:
 //   1. 2 L strided-batched GEMMs: every sample's Gram of every layer and network (n = min(C, P) <= 128).
 //   2. kdsvd_jacobi_kernel: one block per Gram, all 2 L N of them in one launch. Cyclic two-sided Jacobi in
-//      shared memory (G and the accumulated rotations, 2 n^2 floats): round-robin ordering, n / 2 disjoint
-//      rotations per step, each step one pass over the 2 x 2 blocks of G (both rotations at once) and the rows
-//      of V; sweeps until one rotates nothing (at most kMaxSweeps). Eigenpairs sorted by decreasing value
-//      (index order on ties) overwrite the Gram. A Gram with a non-finite entry gets zero eigenpairs.
+//      double (an fp32 solve's rounding, ~eps ||G|| per sweep, cost 5-15x the seed's gradient accuracy on
+//      RepDistiller's 128-channel maps): the packed upper triangle of G in shared memory, round-robin ordering,
+//      n / 2 disjoint rotations per step, each step one pass over the 2 x 2 blocks of G (both rotations at once)
+//      and one over the basis V^T (in shared memory where it fits, kKDSVDJacobiSmemLimit, else in the
+//      workspace); sweeps until one rotates nothing (at most kMaxSweeps). Eigenpairs sorted by decreasing value
+//      (index order on ties) overwrite the Gram in fp32. A Gram with a non-finite entry gets zero eigenpairs.
 //   3. kdsvd_sample_kernel: one block per sample: vectors, alignment, a_s and a_t of every layer, the RBF of every
 //      pair (loss partials, summed over samples in order by the last block), and with a gradient dL/da and y_i.
 //   4. kdsvd_grad_kernel (gradient only): one block per 32-pixel tile of a sample's map: q = [y_i; v_i]^T F over
 //      all channels, then dF = sum_i v_i q_y + y_i q_v, written (or accumulated) once.
 //
-// FLOPs: 2 N n^2 max(C, P) per Gram; Jacobi ~8 n^3 per sweep (about 6-10 sweeps in fp32); the rest O(N C P k).
+// FLOPs: 2 N n^2 max(C, P) per Gram; Jacobi ~8 n^3 fp64 per sweep (about 6-10 sweeps); the rest O(N C P k).
 // Bytes (fp32): every map read by its Gram GEMM; the student (and a wide teacher) map read again by the sample
 // kernel (wide layers: v = F u, F^T r, F z) and by the gradient kernel, the gradient written once; Grams and
 // eigenvectors (N n^2 per side) written twice and read a few times.
 //
-// Numerics: fp32 throughout (TF32 in the Gram GEMMs only when the handle allows it). The Gram squares the
-// condition number, but only the leading k + 3 vectors are used: their error is ~eps lambda_0 / gap.
+// Numerics: fp32 in and out (TF32 in the Gram GEMMs only when the handle allows it), the eigensolver in fp64.
+// The Gram squares the condition number, but only the leading k + 3 vectors are used: their error is
+// ~eps lambda_0 / gap. D = R_s - R_t is formed without cancellation (rbf_pair).
 // Determinism: fixed grids, fixed reduction orders, no float atomics (one ticket for the loss).
 #include "kdsvd.h"
 
@@ -49,10 +52,10 @@ namespace kdf::kernels {
 namespace {
 
 constexpr int kMaxSweeps = 30;
-// A rotation is skipped when |G_pq| <= kRelTol sqrt(|G_pp G_qq|) (relative accuracy of the pair) or
-// <= kAbsTol max_i G_ii (negligible against the whole matrix).
-constexpr float kRelTol = 1e-7f;
-constexpr float kAbsTol = 1e-12f;
+// A rotation is skipped when |G_pq| <= kRelTol sqrt(|G_pp G_qq|) (the pair is diagonal far below fp32's
+// resolution) or <= kAbsTol max_i G_ii (negligible against the whole matrix).
+constexpr double kRelTol = 1e-11;
+constexpr double kAbsTol = 1e-14;
 
 using Reduce = cub::BlockReduce<float, kKDSVDBlock>;
 using ReduceInt = cub::BlockReduce<int, kKDSVDBlock>;
@@ -94,8 +97,20 @@ __device__ __forceinline__ const KDSVDSide& side_of(const KDSVDGeometry& g, int 
     return teacher ? g.layer[layer].t : g.layer[layer].s;
 }
 
-// Block = one Gram: blockIdx.x = (layer * 2 + teacher) * N + sample.
-__global__ void __launch_bounds__(kKDSVDBlock) kdsvd_jacobi_kernel(KDSVDArgs a)
+// Index of entry (i, j) of a symmetric n x n matrix stored as its packed upper triangle, row by row.
+__device__ __forceinline__ int upper(int i, int j, int n)
+{
+    if (i > j) {
+        const int t = i;
+        i = j, j = t;
+    }
+    return i * (2 * n - i - 1) / 2 + j;
+}
+
+// Block = one Gram: blockIdx.x = (layer * 2 + teacher) * N + sample. In double: G (packed) and the rotations in
+// shared memory, the accumulated basis V^T in shared memory or, for the largest orders, in the workspace.
+// The larger orders' shared memory allows one block per SM, so the block may use the SM's registers (min 1 block).
+__global__ void __launch_bounds__(kKDSVDBlock, 1) kdsvd_jacobi_kernel(KDSVDArgs a)
 {
     __shared__ Reduce::TempStorage temp;
     __shared__ float slot;
@@ -109,22 +124,25 @@ __global__ void __launch_bounds__(kKDSVDBlock) kdsvd_jacobi_kernel(KDSVDArgs a)
     float* gram = a.ws.gram + side.gram + sample * n * n;
     float* values = a.ws.values + side.values + sample * n;
 
-    const int r = g.max_rank;
-    float* G = dynamic_shared<float>();  // n x n, row-major
-    float* V = G + r * r;                // n x n: column j = eigenvector j
-    float* cs = V + r * r;
-    float* sn = cs + (r / 2 + 1);
-    int* P = reinterpret_cast<int*>(sn + (r / 2 + 1));
-    int* Q = P + (r / 2 + 1);
-    int* rank = Q + (r / 2 + 1);
+    const JacobiSmem layout = g.jacobi_layout();
+    auto* base = dynamic_shared<unsigned char>();
+    double* G = reinterpret_cast<double*>(base + layout.gram);
+    double* Vt = side.basis_in_smem ? reinterpret_cast<double*>(base + layout.basis)
+                                    : a.ws.basis + side.basis + sample * n * n;  // row j = eigenvector j
+    double* cs = reinterpret_cast<double*>(base + layout.rotations);
+    double* sn = cs + layout.pairs;
+    int* P = reinterpret_cast<int*>(base + layout.indices);
+    int* Q = P + layout.pairs;
+    int* rank = Q + layout.pairs;
 
     float bad = 0.0f, diag = 0.0f;
     for (int i = threadIdx.x; i < n * n; i += kKDSVDBlock) {
         const int row = i / n, col = i % n;
-        const float x = 0.5f * (gram[row * n + col] + gram[col * n + row]);  // exactly symmetric
-        G[i] = x;
-        V[i] = row == col ? 1.0f : 0.0f;
-        const bool finite = fabsf(x) <= FLT_MAX;  // false for inf and NaN
+        Vt[i] = row == col ? 1.0 : 0.0;
+        if (row > col) continue;
+        const float x = gram[row * n + col], y = gram[col * n + row];
+        G[upper(row, col, n)] = 0.5 * (static_cast<double>(x) + static_cast<double>(y));  // exactly symmetric
+        const bool finite = fabsf(x) <= FLT_MAX && fabsf(y) <= FLT_MAX;  // false for inf and NaN
         if (!finite) bad = 1.0f;
         if (row == col && finite) diag = fmaxf(diag, fabsf(x));
     }
@@ -134,7 +152,7 @@ __global__ void __launch_bounds__(kKDSVDBlock) kdsvd_jacobi_kernel(KDSVDArgs a)
         for (int i = threadIdx.x; i < n; i += kKDSVDBlock) values[i] = 0.0f;
         return;
     }
-    const float abs_tol = kAbsTol * block_max(diag, temp, slot);
+    const double abs_tol = kAbsTol * static_cast<double>(block_max(diag, temp, slot));
 
     for (int sweep = 0; sweep < kMaxSweeps; ++sweep) {
         float rotated = 0.0f;
@@ -142,13 +160,13 @@ __global__ void __launch_bounds__(kKDSVDBlock) kdsvd_jacobi_kernel(KDSVDArgs a)
             for (int t = threadIdx.x; t < half; t += kKDSVDBlock) {
                 int p, q;
                 round_robin(t, step, ne, p, q);
-                float c = 1.0f, s = 0.0f;
+                double c = 1.0, s = 0.0;
                 if (p < n && q < n) {
-                    const float app = G[p * n + p], aqq = G[q * n + q], apq = G[p * n + q];
-                    if (fabsf(apq) > abs_tol && fabsf(apq) > kRelTol * sqrtf(fabsf(app) * fabsf(aqq))) {
-                        const float tau = (aqq - app) / (2.0f * apq);
-                        const float tn = (tau >= 0.0f ? 1.0f : -1.0f) / (fabsf(tau) + sqrtf(1.0f + tau * tau));
-                        c = 1.0f / sqrtf(1.0f + tn * tn);
+                    const double app = G[upper(p, p, n)], aqq = G[upper(q, q, n)], apq = G[upper(p, q, n)];
+                    if (fabs(apq) > abs_tol && fabs(apq) > kRelTol * sqrt(fabs(app) * fabs(aqq))) {
+                        const double tau = (aqq - app) / (2.0 * apq);
+                        const double tn = (tau >= 0.0 ? 1.0 : -1.0) / (fabs(tau) + sqrt(1.0 + tau * tau));
+                        c = 1.0 / sqrt(1.0 + tn * tn);
                         s = tn * c;
                         rotated = 1.0f;
                     }
@@ -156,43 +174,40 @@ __global__ void __launch_bounds__(kKDSVDBlock) kdsvd_jacobi_kernel(KDSVDArgs a)
                 P[t] = p, Q[t] = q, cs[t] = c, sn[t] = s;
             }
             __syncthreads();
-            // G <- J^T G J over the 2 x 2 blocks (rows of pair ta, columns of pair tb), the upper ones mirrored.
+            // G <- J^T G J over the 2 x 2 blocks (rows of pair ta, columns of pair tb) of the upper triangle.
             for (int item = threadIdx.x; item < half * half; item += kKDSVDBlock) {
                 const int ta = item / half, tb = item % half;
                 if (ta > tb) continue;
                 const int pa = P[ta], qa = Q[ta], pb = P[tb], qb = Q[tb];
-                const float ca = cs[ta], sa = sn[ta], cb = cs[tb], sb = sn[tb];
+                const double ca = cs[ta], sa = sn[ta], cb = cs[tb], sb = sn[tb];
                 if (ta == tb) {
-                    if (sa == 0.0f) continue;
-                    const float tn = sa / ca, apq = G[pa * n + qa];
-                    G[pa * n + pa] -= tn * apq;
-                    G[qa * n + qa] += tn * apq;
-                    G[pa * n + qa] = 0.0f;
-                    G[qa * n + pa] = 0.0f;
+                    if (sa == 0.0) continue;
+                    const double tn = sa / ca, apq = G[upper(pa, qa, n)];
+                    G[upper(pa, pa, n)] -= tn * apq;
+                    G[upper(qa, qa, n)] += tn * apq;
+                    G[upper(pa, qa, n)] = 0.0;
                     continue;
                 }
-                if (sa == 0.0f && sb == 0.0f) continue;
+                if (sa == 0.0 && sb == 0.0) continue;
                 const bool ok_pa = pa < n, ok_qa = qa < n, ok_pb = pb < n, ok_qb = qb < n;
-                const float x11 = ok_pa && ok_pb ? G[pa * n + pb] : 0.0f, x12 = ok_pa && ok_qb ? G[pa * n + qb] : 0.0f;
-                const float x21 = ok_qa && ok_pb ? G[qa * n + pb] : 0.0f, x22 = ok_qa && ok_qb ? G[qa * n + qb] : 0.0f;
-                const float y11 = ca * x11 - sa * x21, y12 = ca * x12 - sa * x22;
-                const float y21 = sa * x11 + ca * x21, y22 = sa * x12 + ca * x22;
-                const float z11 = cb * y11 - sb * y12, z12 = sb * y11 + cb * y12;
-                const float z21 = cb * y21 - sb * y22, z22 = sb * y21 + cb * y22;
-                if (ok_pa && ok_pb) G[pa * n + pb] = z11, G[pb * n + pa] = z11;
-                if (ok_pa && ok_qb) G[pa * n + qb] = z12, G[qb * n + pa] = z12;
-                if (ok_qa && ok_pb) G[qa * n + pb] = z21, G[pb * n + qa] = z21;
-                if (ok_qa && ok_qb) G[qa * n + qb] = z22, G[qb * n + qa] = z22;
+                const double x11 = ok_pa && ok_pb ? G[upper(pa, pb, n)] : 0.0, x12 = ok_pa && ok_qb ? G[upper(pa, qb, n)] : 0.0;
+                const double x21 = ok_qa && ok_pb ? G[upper(qa, pb, n)] : 0.0, x22 = ok_qa && ok_qb ? G[upper(qa, qb, n)] : 0.0;
+                const double y11 = ca * x11 - sa * x21, y12 = ca * x12 - sa * x22;
+                const double y21 = sa * x11 + ca * x21, y22 = sa * x12 + ca * x22;
+                if (ok_pa && ok_pb) G[upper(pa, pb, n)] = cb * y11 - sb * y12;
+                if (ok_pa && ok_qb) G[upper(pa, qb, n)] = sb * y11 + cb * y12;
+                if (ok_qa && ok_pb) G[upper(qa, pb, n)] = cb * y21 - sb * y22;
+                if (ok_qa && ok_qb) G[upper(qa, qb, n)] = sb * y21 + cb * y22;
             }
-            // V <- V J.
+            // V <- V J (rows p and q of V^T; consecutive threads take consecutive entries).
             for (int item = threadIdx.x; item < n * half; item += kKDSVDBlock) {
-                const int row = item / half, t = item % half;
-                const float c = cs[t], s = sn[t];
-                if (s == 0.0f) continue;
+                const int t = item / n, row = item % n;
+                const double c = cs[t], s = sn[t];
+                if (s == 0.0) continue;
                 const int p = P[t], q = Q[t];
-                const float vp = V[row * n + p], vq = V[row * n + q];
-                V[row * n + p] = c * vp - s * vq;
-                V[row * n + q] = s * vp + c * vq;
+                const double vp = Vt[p * n + row], vq = Vt[q * n + row];
+                Vt[p * n + row] = c * vp - s * vq;
+                Vt[q * n + row] = s * vp + c * vq;
             }
             __syncthreads();
         }
@@ -201,19 +216,19 @@ __global__ void __launch_bounds__(kKDSVDBlock) kdsvd_jacobi_kernel(KDSVDArgs a)
 
     // Sort by decreasing eigenvalue, index order on ties.
     for (int i = threadIdx.x; i < n; i += kKDSVDBlock) {
-        const float li = G[i * n + i];
+        const double li = G[upper(i, i, n)];
         int k = 0;
         for (int j = 0; j < n; ++j) {
-            const float lj = G[j * n + j];
+            const double lj = G[upper(j, j, n)];
             k += lj > li || (lj == li && j < i);
         }
         rank[i] = k;
     }
     __syncthreads();
-    for (int i = threadIdx.x; i < n; i += kKDSVDBlock) values[rank[i]] = G[i * n + i];
+    for (int i = threadIdx.x; i < n; i += kKDSVDBlock) values[rank[i]] = static_cast<float>(G[upper(i, i, n)]);
     for (int item = threadIdx.x; item < n * n; item += kKDSVDBlock) {
         const int j = item / n, row = item % n;
-        gram[rank[j] * n + row] = V[row * n + j];
+        gram[rank[j] * n + row] = static_cast<float>(Vt[j * n + row]);
     }
 }
 
@@ -348,10 +363,16 @@ __device__ void layer_vectors(const KDSVDArgs& a, int l, int64_t b, SampleShared
     __syncthreads();
 }
 
-__device__ __forceinline__ float rbf(float x, float y)
+// R_s = exp(-ds^2 / 8) and D = R_s - R_t for the student's and the teacher's differences ds, dt. D is formed as
+// R_t expm1((dt - ds)(dt + ds) / 8): subtracting the two exponentials, both near 1 for the small differences of
+// unit vectors, would leave D an absolute error of ~eps, i.e. a relative one of eps / |D| (1e-4 and worse at
+// RepDistiller's shapes).
+struct RbfPair {
+    float rs, d;
+};
+__device__ __forceinline__ RbfPair rbf_pair(float ds, float dt)
 {
-    const float d = x - y;
-    return expf(-d * d * 0.125f);
+    return {expf(-0.125f * ds * ds), expf(-0.125f * dt * dt) * expm1f(0.125f * (dt - ds) * (dt + ds))};
 }
 
 // Pair l (layers l - 1, l) of sample b: returns this thread's part of sum (R_s - R_t)^2; with `grad`, adds
@@ -369,9 +390,9 @@ __device__ float pair_rbf(const KDSVDArgs& a, int l, int64_t b, bool grad, float
             float acc = 0.0f;
             for (int64_t cp = 0; cp < c0; ++cp) {
                 const float ys = prev.as[j * c0 + cp], yt = prev.at[j * c0 + cp];
-                const float rs = rbf(xs, ys), d = rs - rbf(xt, yt);
-                part += d * d;
-                acc += d * rs * (xs - ys);
+                const RbfPair r = rbf_pair(xs - ys, xt - yt);
+                part += r.d * r.d;
+                acc += r.d * r.rs * (xs - ys);
             }
             if (grad) cur.da[j * c1 + c] += -0.5f * kl * acc;
         }
@@ -383,8 +404,8 @@ __device__ float pair_rbf(const KDSVDArgs& a, int l, int64_t b, bool grad, float
             float acc = 0.0f;
             for (int64_t c = 0; c < c1; ++c) {
                 const float xs = cur.as[j * c1 + c], xt = cur.at[j * c1 + c];
-                const float rs = rbf(xs, ys), d = rs - rbf(xt, yt);
-                acc += d * rs * (xs - ys);
+                const RbfPair r = rbf_pair(xs - ys, xt - yt);
+                acc += r.d * r.rs * (xs - ys);
             }
             prev.da[j * c0 + cp] += 0.5f * kl * acc;
         }
@@ -626,7 +647,7 @@ LaunchResult kdsvd_launch(const KDSVDArgs& a, cudaStream_t stream)
                 return r;
         }
     }
-    const size_t smem = g.jacobi_smem();
+    const size_t smem = static_cast<size_t>(g.jacobi_layout().bytes);
     if ((r.cuda = cudaFuncSetAttribute(kdsvd_jacobi_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem))))
         return r;
     const unsigned grams = static_cast<unsigned>(2 * g.layers * g.n);

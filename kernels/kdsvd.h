@@ -14,6 +14,29 @@ constexpr int kKDSVDMaxK = KDF_KDSVD_MAX_K;
 constexpr int kKDSVDMaxRank = KDF_KDSVD_MAX_RANK;
 constexpr int kKDSVDMaxVectors = kKDSVDMaxK + 3;  // student candidates per teacher vector set
 constexpr int kKDSVDTile = 32;                    // pixels per block of the gradient kernel
+// The Jacobi kernel's dynamic shared memory stays within this (sm_80 allows 163 KiB per block, sm_90 227 KiB):
+// a basis that would not fit goes to the workspace.
+constexpr int64_t kKDSVDJacobiSmemLimit = 160 * 1024;
+
+// Byte offsets of the Jacobi kernel's dynamic shared memory for Grams up to order r, bases up to order rv:
+// the packed upper triangle of G (doubles), the basis V^T (doubles), the rotations (cos, sin: doubles), the
+// rotated index pairs and the ranks (ints).
+struct JacobiSmem {
+    int64_t gram, basis, rotations, indices, bytes;
+    int64_t pairs;  // entries of each rotation array
+
+    __host__ __device__ static JacobiSmem of(int64_t r, int64_t rv)
+    {
+        JacobiSmem s{};
+        s.pairs = r / 2 + 1;
+        s.gram = 0;
+        s.basis = s.gram + 8 * (r * (r + 1) / 2);
+        s.rotations = s.basis + 8 * rv * rv;
+        s.indices = s.rotations + 8 * 2 * s.pairs;
+        s.bytes = s.indices + 4 * (2 * s.pairs + r);
+        return s;
+    }
+};
 
 // One network's map of one layer: the Gram the kernel decomposes is F F^T (n = C) when C <= P, else F^T F
 // (n = P, "wide"); `vectors` right singular vectors are used.
@@ -24,6 +47,8 @@ struct KDSVDSide {
     int vectors;      // teacher: k; student: min(k + 3, n)
     int64_t gram;     // float offset of this side's Grams (N n^2) in the Gram region
     int64_t values;   // float offset of its eigenvalues (N n) in the eigenvalue region
+    bool basis_in_smem;  // the Jacobi kernel's basis in shared memory, else in the workspace:
+    int64_t basis;       // double offset of its bases (N n^2) in the basis region
 };
 
 struct KDSVDLayer {
@@ -40,7 +65,9 @@ struct KDSVDGeometry {
     int64_t gram_floats;    // all Grams / eigenvector matrices
     int64_t value_floats;   // all eigenvalues
     int64_t vec_floats;     // all per-sample vectors (see vec_floats_of)
+    int64_t basis_doubles;  // the bases kept in the workspace
     int max_rank;           // the largest Gram order (the Jacobi kernel's shared memory)
+    int max_smem_basis;     // the largest order whose basis is in shared memory
     bool fits;              // grids and cuBLAS ints
 
     // Per sample and layer (VecLayout): the live list of the gradient (k + 4 floats), a_s, a_t, dL/da_s (C x k each),
@@ -83,50 +110,59 @@ struct KDSVDGeometry {
             g.fits = g.fits && s[l].sc <= kIntMax && t[l].sc <= kIntMax && s[l].hw() <= kIntMax && t[l].hw() <= kIntMax &&
                      L.c <= kIntMax && (s[l].hw() + kKDSVDTile - 1) / kKDSVDTile <= kIntMax;
         }
+        // Bases: in shared memory where they fit beside the largest Gram, else in the workspace.
+        for (int l = 0; l < layers; ++l)
+            for (KDSVDSide* x : {&g.layer[l].s, &g.layer[l].t}) {
+                x->basis_in_smem = JacobiSmem::of(g.max_rank, x->n).bytes <= kKDSVDJacobiSmemLimit;
+                if (x->basis_in_smem) {
+                    if (x->n > g.max_smem_basis) g.max_smem_basis = x->n;
+                } else {
+                    x->basis = g.basis_doubles;
+                    g.basis_doubles += g.n * x->n * x->n;
+                }
+            }
         return g;
     }
 
-    // Dynamic shared memory of the Jacobi kernel: the Gram and the eigenvector matrix, the rotations, ranks.
-    size_t jacobi_smem() const
-    {
-        const size_t r = static_cast<size_t>(max_rank);
-        return (2 * r * r + 4 * (r / 2 + 1) + r) * sizeof(float);
-    }
+    __host__ __device__ JacobiSmem jacobi_layout() const { return JacobiSmem::of(max_rank, max_smem_basis); }
 };
 
-// Workspace: Grams (overwritten by their eigenvectors), eigenvalues, the per-sample vectors, the per-pair loss
-// partials with their ticket, the cuBLAS slice.
+// Workspace: the Jacobi bases that do not fit in shared memory, Grams (overwritten by their eigenvectors),
+// eigenvalues, the per-sample vectors, the per-pair loss partials with their ticket, the cuBLAS slice.
 struct KDSVDWorkspace {
+    double* basis;
     float* gram;
     float* values;
     float* vec;
     GridSum sum;       // partials: (L - 1) x N
     void* cublas;
 
-    static int64_t sizes(const KDSVDGeometry& g, int64_t out[5])
+    static int64_t sizes(const KDSVDGeometry& g, int64_t out[6])
     {
-        out[0] = round_up(g.gram_floats * 4, 256);
-        out[1] = round_up(g.value_floats * 4, 256);
-        out[2] = round_up(g.vec_floats * 4, 256);
-        out[3] = GridSum::bytes((g.layers - 1) * g.n);
-        out[4] = static_cast<int64_t>(kCublasWorkspaceBytes);
-        return out[0] + out[1] + out[2] + out[3] + out[4];
+        out[0] = round_up(g.basis_doubles * 8, 256);
+        out[1] = round_up(g.gram_floats * 4, 256);
+        out[2] = round_up(g.value_floats * 4, 256);
+        out[3] = round_up(g.vec_floats * 4, 256);
+        out[4] = GridSum::bytes((g.layers - 1) * g.n);
+        out[5] = static_cast<int64_t>(kCublasWorkspaceBytes);
+        return out[0] + out[1] + out[2] + out[3] + out[4] + out[5];
     }
     static int64_t bytes(const KDSVDGeometry& g)
     {
-        int64_t s[5];
+        int64_t s[6];
         return sizes(g, s);
     }
     static KDSVDWorkspace carve(void* workspace, const KDSVDGeometry& g)
     {
-        int64_t s[5];
+        int64_t s[6];
         sizes(g, s);
         auto* b = static_cast<unsigned char*>(workspace);
         KDSVDWorkspace w{};
-        w.gram = reinterpret_cast<float*>(b), b += s[0];
-        w.values = reinterpret_cast<float*>(b), b += s[1];
-        w.vec = reinterpret_cast<float*>(b), b += s[2];
-        w.sum = GridSum::carve(b, (g.layers - 1) * g.n), b += s[3];
+        w.basis = reinterpret_cast<double*>(b), b += s[0];
+        w.gram = reinterpret_cast<float*>(b), b += s[1];
+        w.values = reinterpret_cast<float*>(b), b += s[2];
+        w.vec = reinterpret_cast<float*>(b), b += s[3];
+        w.sum = GridSum::carve(b, (g.layers - 1) * g.n), b += s[4];
         w.cublas = b;
         return w;
     }
