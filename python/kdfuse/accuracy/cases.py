@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from . import inputs as I
 
 T_KD = 4.0
+KDSVD_GAP_RTOL = 1e-5
 
 
 @dataclass
@@ -255,6 +256,32 @@ def fsp(teacher, student):
     return Problem(x, wrt, ref, lib)
 
 
+def kdsvd(teacher, student):
+    """KDSVD: feat[1:-1] of both networks (equal channel lists), the pair losses summed (train_student.py sums the
+    list), k = 1. Both the reference and the fp32 baseline take the definition the kernel computes: canonical
+    teacher signs and the per-vector ("stable") SVD gradient, gaps <= 1e-5 lambda_0 dropped (torch's autograd SVD
+    gradient is NaN wherever a map has two dead channels, which real post-ReLU maps have)."""
+    from kdfuse.kdsvd import kdsvd as lib_kdsvd
+    from kdfuse_ref.kdsvd import kdsvd_loss
+    fs, ft = I.maps(student)[1:-1], I.maps(teacher)[1:-1]
+    n = len(fs)
+    x = _layers(fs, ft)
+    wrt = tuple(f"s{k + 1}" for k in range(n))
+
+    def ref(x):
+        return sum(kdsvd_loss([x[f"s{k + 1}"] for k in range(n)], [x[f"t{k + 1}"] for k in range(n)], sign="canonical",
+                              svd_grad="stable", gap_rtol=KDSVD_GAP_RTOL, spatial="hw", nonfinite="zero"))
+
+    def lib(x):
+        losses, grads = lib_kdsvd([x[f"s{k + 1}"] for k in range(n)], [x[f"t{k + 1}"] for k in range(n)],
+                                  gap_rtol=KDSVD_GAP_RTOL)
+        out = {"loss": losses.sum()}
+        out.update({f"grad_s{k + 1}": g for k, g in enumerate(grads)})
+        return out
+
+    return Problem(x, wrt, ref, lib)
+
+
 def _sp_problem(s, t):
     from kdfuse import sp as lib_sp
     from kdfuse_ref.sp import sp_loss
@@ -401,7 +428,7 @@ def _all_pairs():
     return PAIRS
 
 
-# loss label -> (builder, which pairs: None = all); FSP needs equal channel lists (the seed's check)
+# loss label -> (builder, which pairs: None = all); FSP and KDSVD need equal channel lists (the seeds' checks)
 REAL = [
     ("kd", kd, None),
     ("fitnet", fitnet, None),
@@ -416,6 +443,7 @@ REAL = [
     ("ft", ft, None),
     ("fsp", fsp, (("resnet32x4", "resnet8x4"), ("wrn_40_2", "wrn_16_2"), ("vgg13", "vgg8"))),
     ("nst", nst, None),
+    ("kdsvd", kdsvd, (("resnet32x4", "resnet8x4"), ("wrn_40_2", "wrn_16_2"), ("vgg13", "vgg8"))),
     ("crd", crd, None),
     ("ofd", ofd, None),
     ("ofd", ofd_original, None),
