@@ -422,6 +422,59 @@ void add_crd(std::vector<Entry>& list, Rng& r, bool random)
     list.push_back(std::move(d));
 }
 
+// KDSVD: L layers of square student and teacher maps (same n; same c per layer; the teacher with k <= min(c, h*w)).
+// The host arrays of device pointers the call takes (f_s, f_t, grad_s) are assembled from one buffer per map and
+// gradient, KDF_KDSVD_MAX_LAYERS long (NULL beyond the layers) so that a mutated num_layers reads no further; grad_s
+// is NULL when no gradient is present.
+void add_kdsvd(std::vector<Entry>& list, Rng& r, bool random)
+{
+    using P = kdfKDSVDParams_t;
+    P p = KDF_KDSVD_PARAMS_INIT;
+    p.num_layers = static_cast<int>(draw(r, 2, 3));
+    p.k = static_cast<int>(draw(r, 1, 2));
+    p.gap_rtol = drawf(r, 0.0f, 1e-3f);
+    p.weight = drawf(r, -2.0f, 2.0f);
+    const int64_t n = draw(r, 1, 3);
+    for (int l = 0; l < p.num_layers; ++l) {
+        const int64_t c = draw(r, p.k, 6), hs = draw(r, 1, 4), ht = draw(r, p.k, 4);
+        p.student[l] = random_map(r, n, c, hs, hs);
+        p.teacher[l] = random_map(r, n, c, ht, ht);
+    }
+    Entry e = entry("kdfKDSVD", p);
+    e.fields.insert(e.fields.end(), {KDF_FIELD(P, I32, num_layers), KDF_FIELD(P, Enum, dtype), KDF_FIELD(P, I32, k),
+                                     KDF_FIELD(P, F32, gap_rtol), KDF_FIELD(P, F32, weight)});
+    const int layers = p.num_layers;
+    for (int l = 0; l < layers; ++l) {
+        const std::string i = "[" + std::to_string(l) + "]";
+        map_fields(e, offsetof(P, student) + l * sizeof(kdfFeatureMap_t), "student" + i);
+        map_fields(e, offsetof(P, teacher) + l * sizeof(kdfFeatureMap_t), "teacher" + i);
+    }
+    set_query(e, kdfKDSVDWorkspaceSize);
+    e.has_grad_scale = true;
+    for (int l = 0; l < layers; ++l) e.buffers.push_back(in("f_s[" + std::to_string(l) + "]", map_bytes(p.student[l])));
+    for (int l = 0; l < layers; ++l) e.buffers.push_back(in("f_t[" + std::to_string(l) + "]", map_bytes(p.teacher[l])));
+    const size_t pairs = (layers - 1) * F;
+    e.buffers.push_back(opt_in(r, random, "grad_loss", pairs));
+    e.buffers.push_back(out(r, random, "loss", pairs));
+    for (int l = 0; l < layers; ++l) e.buffers.push_back(out(r, random, "grad_s[" + std::to_string(l) + "]", map_bytes(p.student[l])));
+    e.buffers.push_back(workspace(query_bytes(kdfKDSVDWorkspaceSize, e)));
+    const int acc = random && coin(r);
+    auto params = e.params;
+    e.call = [params, acc, layers](kdfHandle_t h, const Pointers& b, size_t w, float scale, kdfStream_t s) {
+        const void* f_s[KDF_KDSVD_MAX_LAYERS] = {};
+        const void* f_t[KDF_KDSVD_MAX_LAYERS] = {};
+        void* grad_s[KDF_KDSVD_MAX_LAYERS] = {};
+        bool any_grad = false;
+        for (int l = 0; l < layers; ++l) {
+            f_s[l] = b[l], f_t[l] = b[layers + l], grad_s[l] = b[2 * layers + 2 + l];
+            any_grad = any_grad || grad_s[l] != nullptr;
+        }
+        return kdfKDSVD(h, static_cast<const P*>(params.get()), f_s, f_t, f(b[2 * layers + 1]), any_grad ? grad_s : nullptr,
+                        f(b[2 * layers]), scale, acc, b[3 * layers + 2], w, s);
+    };
+    list.push_back(std::move(e));
+}
+
 }  // namespace
 
 int Entry::workspace_index() const
@@ -461,6 +514,7 @@ std::vector<Entry> entry_points(Rng& rng, bool optional_at_random)
     add_feature_maps(list, rng, optional_at_random);
     add_rows(list, rng, optional_at_random);
     add_crd(list, rng, optional_at_random);
+    add_kdsvd(list, rng, optional_at_random);
     return list;
 }
 

@@ -38,9 +38,9 @@ struct Buffer {
     bool present = true;       // false: an optional buffer this call passes as NULL
 };
 
-// A field of the params struct, for mutation: its offset and type.
+// A field of the params struct, for mutation: its offset and type (I32: an int count such as KDSVD's num_layers).
 struct Field {
-    enum Type { I64, F32, Enum, Flag, U64 } type;
+    enum Type { I64, I32, F32, Enum, Flag, U64 } type;
     size_t offset;
     std::string name;
 };

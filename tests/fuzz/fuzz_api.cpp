@@ -136,6 +136,7 @@ void mutate_field(Rng& r, const Entry& e, const Field& f)
         std::memcpy(base, &v, 4);
         break;
     }
+    case Field::I32:
     case Field::Enum:
     case Field::Flag: {
         const int values[] = {-1, 0, 1, 2, 3, 1000, INT_MIN, INT_MAX};
