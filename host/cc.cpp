@@ -86,7 +86,8 @@ kdfStatus_t kdfCC(kdfHandle_t handle, const kdfCCParams_t* params, const void* f
         if (args.shipped)
             args.sum = kdf::GridSum::carve(workspace, kdf::kernels::cc_shipped_blocks(args.n, args.ds));
         else
-            kdf::kernels::cc_seed_carve(args, workspace);
+            args.ws = kdf::kernels::CentredGramWorkspace::carve(workspace, args.n, args.ds, args.dt,
+                                                               kdf::kernels::cc_seed_blocks(args.n));
         args.cublas = handle->cublas;
         args.allow_tf32 = handle->math == KDF_MATH_TF32;
         return kdf::host::launch_status("kdfCC", kdf::kernels::cc_launch(args, stream));

@@ -6,7 +6,7 @@ using kdf::host::Checker;
 
 namespace {
 
-constexpr int64_t kMaxGramRows = 46340;  // N x N fits int (cuBLAS sizes, grid indexing)
+constexpr int64_t kMaxGramRows = 46339;  // (N+1) x (N+1) fits int (cuBLAS sizes, grid indexing; the mean row)
 
 Checker& check_params(Checker& check, const kdfSPParams_t* p)
 {
@@ -48,7 +48,7 @@ kdfStatus_t kdfSP(kdfHandle_t handle, const kdfSPParams_t* params, const void* f
         args.grad_loss = grad_loss;
         args.loss = loss;
         args.grad_s = static_cast<float*>(grad_s);
-        args.ws = kdf::kernels::GramWorkspace::carve(workspace, args.n, args.ds, args.dt, kdf::kernels::sp_blocks(args.n));
+        args.ws = kdf::kernels::CentredGramWorkspace::carve(workspace, args.n, args.ds, args.dt, kdf::kernels::sp_blocks(args.n));
         args.cublas = handle->cublas;
         args.allow_tf32 = handle->math == KDF_MATH_TF32;
         return kdf::kernels::sp_launch(args, stream);

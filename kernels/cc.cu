@@ -41,7 +41,6 @@
 
 #include "common/centre.cuh"
 #include "common/gram_pair.cuh"
-#include "common/gram_split.cuh"
 
 namespace kdf::kernels {
 namespace {
@@ -173,17 +172,7 @@ int64_t cc_shipped_blocks(int64_t n, int64_t d)
 size_t cc_workspace_bytes(int64_t n, int64_t ds, int64_t dt, bool shipped)
 {
     if (shipped) return static_cast<size_t>(GridSum::bytes(cc_shipped_blocks(n, ds)));
-    return static_cast<size_t>(GramWorkspace::bytes(n + 1, ds, dt, cc_seed_blocks(n)) + centred_bytes(n + 1, ds) +
-                               centred_bytes(n + 1, dt));
-}
-
-void cc_seed_carve(CCArgs& a, void* workspace)
-{
-    auto* p = static_cast<unsigned char*>(workspace);
-    a.ws = GramWorkspace::carve(p, a.n + 1, a.ds, a.dt, cc_seed_blocks(a.n));
-    p += GramWorkspace::bytes(a.n + 1, a.ds, a.dt, cc_seed_blocks(a.n));
-    a.centred_s = reinterpret_cast<float*>(p);
-    a.centred_t = reinterpret_cast<float*>(p + centred_bytes(a.n + 1, a.ds));
+    return static_cast<size_t>(CentredGramWorkspace::bytes(n, ds, dt, cc_seed_blocks(n)));
 }
 
 LaunchResult cc_launch(const CCArgs& a, cudaStream_t stream)
@@ -199,10 +188,8 @@ LaunchResult cc_launch(const CCArgs& a, cudaStream_t stream)
     const int n = static_cast<int>(a.n);
     const bool want_grad = a.grad_s != nullptr;
     if ((r.cublas = gemm_bind(a.cublas, stream, a.ws.cublas, a.allow_tf32))) return r;
-    if ((r.cuda = centre_rows(stream, a.n, {a.f_s, a.ld_s, a.ds, a.centred_s}, {a.f_t, a.ld_t, a.dt, a.centred_t}, true)))
-        return r;
-    r = build_grams(a.cublas, stream, a.n + 1, {a.centred_s, a.ds, a.ds, a.ws.gram_s, a.ws.partials.s, 0},
-                    {a.centred_t, a.dt, a.dt, a.ws.gram_t, a.ws.partials.t, 0});
+    r = centred_grams(a.cublas, stream, a.n, {a.f_s, a.ld_s, a.ds, a.ws.centred_s}, {a.f_t, a.ld_t, a.dt, a.ws.centred_t},
+                      a.ws.gram_s, a.ws.gram_t, a.ws.partials);
     if (r.cublas || r.cuda) return r;
     if ((r.cuda = a.ws.prepare(stream))) return r;
     const LaunchConfig cfg{dim3(static_cast<unsigned>(cc_seed_blocks(a.n))), dim3(kBlock), 0, stream};

@@ -2,7 +2,6 @@
 // Host-compilable; the seed variant uses SP's Gram workspace (sp.h).
 #pragma once
 
-#include "common/centre.h"
 #include "sp.h"
 
 namespace kdf::kernels {
@@ -20,9 +19,7 @@ struct CCArgs {
     float* loss;             // nullable
     float* grad_s;           // nullable
     float* grad_t;           // nullable (shipped variant only)
-    GramWorkspace ws;        // seed variant: Gram matrices of [c; m], (n+1) x (n+1)
-    float* centred_s;        // seed variant: f_s - mean row, with the mean as row n ((n+1) x ds, dense)
-    float* centred_t;
+    CentredGramWorkspace ws; // seed variant: Gram matrices of [c; m], (n+1) x (n+1), and the centred copies
     GridSum sum;             // shipped variant
     cublasHandle_t cublas;
     bool allow_tf32;
@@ -33,8 +30,6 @@ int64_t cc_seed_blocks(int64_t n);
 // Blocks of the shipped variant's kernel (a function of N and D).
 int64_t cc_shipped_blocks(int64_t n, int64_t d);
 size_t cc_workspace_bytes(int64_t n, int64_t ds, int64_t dt, bool shipped);
-// The seed variant's workspace pointers (ws, centred_s, centred_t) from the caller's workspace.
-void cc_seed_carve(CCArgs& args, void* workspace);
 // Seed: the centring kernel, 2 GEMMs, 2 kernels (norms; loss and projection), with grad_s a third kernel and 1 GEMM.
 // Shipped: 1 kernel, no GEMM.
 LaunchResult cc_launch(const CCArgs& args, cudaStream_t stream);

@@ -10,9 +10,14 @@
 //   dL/df_s = (dG + dG^T) f_s                  (G = f f^T, so dG contributes through both factors)
 // <Q_i, P_i> = k <Q_i, d_i> is a row statistic that must be known before any dL/dG_ij of the row.
 //
-// Fusion plan (2 kernels, 3 GEMMs; loss only: 1 kernel, 2 GEMMs; + the slice reduction for D > 64):
-//   GEMM 1, 2: G_s = f_s f_s^T, G_t = f_t f_t^T into the workspace (cuBLAS, fp32 or TF32 per handle)
-//   (kdf::build_grams, common/gram_split.cuh: above 64 columns a strided-batched GEMM over column slices and
+// Centring: with near-duplicate rows (or a large common offset) every G_ij is |m|^2 plus a small part, and
+// d = Q_t - Q_s is a difference of nearly equal rows: the Gram GEMM's accumulation error at |m|^2 cost the loss
+// ~4.6x the seed's fp32 error on 32 x 256 near-duplicate rows. So, as CC's seed variant, G_ij =
+// G'_ij + (G'_in + G'_jn) + G'_nn from the Gram G' of [c; m] (c = f - m, m the mean row as row n; common/centre.cuh).
+// Fusion plan (3 kernels, 3 GEMMs; loss only: 2 kernels, 2 GEMMs; + the slice reduction for D > 64):
+//   kernel 0 (kdf::centre_rows): [c; m] of f_s and f_t, dense, in the workspace.
+//   GEMM 1, 2: G'_s, G'_t ((N+1) x (N+1)) into the workspace (cuBLAS, fp32 or TF32 per handle)
+//   (kdf::centred_grams, common/gram_split.cuh: above 64 columns a strided-batched GEMM over column slices and
 //   a slice-reduction kernel).
 //   kernel 1 (sp_rows): one block per row i: both row norms (block reductions), then d_i, the row's
 //     sum d^2 (loss, summed in row order per block and by kdf::grid_sum across blocks) and <Q_i, d_i>,
@@ -21,15 +26,16 @@
 //     statistics, which only the block of row j knows: that dependency is the second kernel (the
 //     alternative, two accumulated GEMMs dG f_s + dG^T f_s, costs 2 N^2 D_s FLOPs more than this N^2 pass).
 //   GEMM 3: grad_s = S f_s (+ grad_s with accumulate: beta = 1).
-// No tensor of size N x N x D or N^3; workspace 2 N^2 floats + the cuBLAS slice.
+// No tensor of size N x N x D or N^3; workspace 2 (N+1)^2 + (N+1) (D_s + D_t) floats + the cuBLAS slice.
 // FLOPs: 2 N^2 (D_s + D_t) for the Gram matrices, 2 N^2 D_s for the gradient, O(N^2) elsewhere.
 // Bytes (fp32): the GEMMs read f_s twice and f_t once (4 N (2 D_s + D_t)) and write grad_s (4 N D_s);
-// the two kernels move about 6 x 4 N^2 bytes.
-// Numerics: fp32 everywhere; row sums of at most N terms per thread-strided slice, tree-reduced.
+// the two kernels move about 6 x 4 N^2 bytes; the centring reads f twice and writes [c; m], 4 (N+1) (D_s + D_t).
+// Numerics: fp32 GEMMs; G and the normalised difference d in double from the centred Grams' terms; row sums of
+// at most N terms per thread-strided slice, tree-reduced.
 #include "sp.h"
 
+#include "common/centre.cuh"
 #include "common/gram_pair.cuh"
-#include "common/gram_split.cuh"
 
 namespace kdf::kernels {
 namespace {
@@ -51,13 +57,14 @@ __global__ void __launch_bounds__(BLOCK) sp_rows_kernel(SPArgs a, bool want_grad
     const float k = -2.0f * g * a.grad_scale * a.weight / nn;
     float block_loss = 0.0f;  // thread 0: sum of the block's rows' sum d^2, in row order
 
+    const int64_t n1 = n + 1;  // row stride of the Grams of [c; m]
     for (int64_t row = blockIdx.x; row < n; row += gridDim.x) {
-        float* gs = a.ws.gram_s + row * n;
-        const float* gt = a.ws.gram_t + row * n;
         float ss = 0.0f, tt = 0.0f;
         for (int64_t j = threadIdx.x; j < n; j += BLOCK) {
-            ss += gs[j] * gs[j];
-            tt += gt[j] * gt[j];
+            const float s = static_cast<float>(gram_of_centred(a.ws.gram_s, n, row, j));
+            const float t = static_cast<float>(gram_of_centred(a.ws.gram_t, n, row, j));
+            ss += s * s;
+            tt += t * t;
         }
         ss = Reduce(temp).Sum(ss);
         __syncthreads();
@@ -70,12 +77,13 @@ __global__ void __launch_bounds__(BLOCK) sp_rows_kernel(SPArgs a, bool want_grad
         const float norm_s = row_stat[0];
         const float rs = nan_max(norm_s, kNormEps), rt = nan_max(row_stat[1], kNormEps);
 
+        // In double, as CC's: Q_t - Q_s of near-equal rows is a small difference of entries near 1 / sqrt(N).
         float sq = 0.0f, qd = 0.0f;
         for (int64_t j = threadIdx.x; j < n; j += BLOCK) {
-            const float qs = gs[j] / rs;
-            const float d = gt[j] / rt - qs;
+            const double qs = gram_of_centred(a.ws.gram_s, n, row, j) / rs;
+            const float d = static_cast<float>(gram_of_centred(a.ws.gram_t, n, row, j) / rt - qs);
             sq += d * d;
-            qd += qs * d;
+            qd += static_cast<float>(qs) * d;
         }
         sq = Reduce(temp).Sum(sq);
         __syncthreads();
@@ -86,12 +94,13 @@ __global__ void __launch_bounds__(BLOCK) sp_rows_kernel(SPArgs a, bool want_grad
         }
         __syncthreads();
         if (want_grad) {
-            // dL/dG_ij = k (d_ij - Q_ij <Q_i, d_i>) / r_i; a clamped row has no normalisation Jacobian.
+            // dL/dG_ij = k (d_ij - Q_ij <Q_i, d_i>) / r_i; a clamped row has no normalisation Jacobian. Written over
+            // G'_s row i, whose entry j only this thread reads; row n and column n (the mean's terms) stay.
             const float proj = norm_s > kNormEps ? row_stat[2] : 0.0f;
             for (int64_t j = threadIdx.x; j < n; j += BLOCK) {
-                const float qs = gs[j] / rs;
-                const float d = gt[j] / rt - qs;
-                gs[j] = k * (d - qs * proj) / rs;
+                const double qs = gram_of_centred(a.ws.gram_s, n, row, j) / rs;
+                const double d = gram_of_centred(a.ws.gram_t, n, row, j) / rt - qs;
+                a.ws.gram_s[row * n1 + j] = static_cast<float>(k * (d - qs * proj) / rs);
             }
         }
         __syncthreads();  // row_stat and the reduction storage are reused by the next row
@@ -102,14 +111,14 @@ __global__ void __launch_bounds__(BLOCK) sp_rows_kernel(SPArgs a, bool want_grad
     if (r.last && threadIdx.x == 0) store(a.loss, a.weight * r.total / nn, a.accumulate);
 }
 
-// S = dG + dG^T in place over the N x N matrix dG.
+// S = dG + dG^T in place over the leading N x N block of m (rows ld apart).
 template <int BLOCK>
-__global__ void __launch_bounds__(BLOCK) sp_symmetrise_kernel(float* m, int64_t n)
+__global__ void __launch_bounds__(BLOCK) sp_symmetrise_kernel(float* m, int64_t n, int64_t ld)
 {
-    for_each_upper_pair<BLOCK>(n, [m, n](int64_t i, int64_t j) {
-        const float s = m[i * n + j] + m[j * n + i];
-        m[i * n + j] = s;
-        m[j * n + i] = s;
+    for_each_upper_pair<BLOCK>(n, [m, ld](int64_t i, int64_t j) {
+        const float s = m[i * ld + j] + m[j * ld + i];
+        m[i * ld + j] = s;
+        m[j * ld + i] = s;
     });
 }
 
@@ -123,8 +132,8 @@ LaunchResult sp_launch(const SPArgs& a, cudaStream_t stream)
     const int n = static_cast<int>(a.n);
     const bool want_grad = a.grad_s != nullptr;
     if ((r.cublas = gemm_bind(a.cublas, stream, a.ws.cublas, a.allow_tf32))) return r;
-    r = build_grams(a.cublas, stream, a.n, {a.f_s, a.ld_s, a.ds, a.ws.gram_s, a.ws.partials.s, 0},
-                  {a.f_t, a.ld_t, a.dt, a.ws.gram_t, a.ws.partials.t, 0});
+    r = centred_grams(a.cublas, stream, a.n, {a.f_s, a.ld_s, a.ds, a.ws.centred_s}, {a.f_t, a.ld_t, a.dt, a.ws.centred_t},
+                      a.ws.gram_s, a.ws.gram_t, a.ws.partials);
     if (r.cublas || r.cuda) return r;
     if (a.loss)
         if ((r.cuda = a.ws.prepare(stream))) return r;
@@ -132,8 +141,8 @@ LaunchResult sp_launch(const SPArgs& a, cudaStream_t stream)
     if ((r.cuda = kdf::launch(sp_rows_kernel<kRowBlock>, rows, a, want_grad))) return r;
     if (!want_grad) return r;
     const LaunchConfig pairs{dim3(static_cast<unsigned>(square_blocks(a.n, kPairBlock))), dim3(kPairBlock), 0, stream};
-    if ((r.cuda = kdf::launch(sp_symmetrise_kernel<kPairBlock>, pairs, a.ws.gram_s, a.n))) return r;
-    r.cublas = gemm_rm(a.cublas, false, false, n, static_cast<int>(a.ds), n, 1.0f, a.ws.gram_s, n, a.f_s,
+    if ((r.cuda = kdf::launch(sp_symmetrise_kernel<kPairBlock>, pairs, a.ws.gram_s, a.n, a.n + 1))) return r;
+    r.cublas = gemm_rm(a.cublas, false, false, n, static_cast<int>(a.ds), n, 1.0f, a.ws.gram_s, n + 1, a.f_s,
                        static_cast<int>(a.ld_s), a.accumulate ? 1.0f : 0.0f, a.grad_s, static_cast<int>(a.ld_s));
     return r;
 }

@@ -77,18 +77,18 @@ TEST_F(SP, StridedMisalignedRows)
 
 TEST_F(SP, KernelAndGemmCountsNoSyncAndBitwiseReproducible)
 {
-    // (loss, grad) -> kernels, GEMMs: G_s and G_t always (common/gram_split.h: at 64 x 256 each is one
-    // strided-batched GEMM over 4 slices of 64 columns; at 5 x 130 and 5 x 67 one over the full slices and
-    // one for the shorter last slice; then one reduction kernel); the row kernel; with the gradient the
-    // symmetrising kernel and the gradient GEMM.
+    // (loss, grad) -> kernels, GEMMs: the centring kernel; the Grams of [c; m] always (common/gram_split.h: at
+    // 64 x 256 each is one strided-batched GEMM over 4 slices of 64 columns; at 5 x 130 and 5 x 67 one over the
+    // full slices and one for the shorter last slice; then one reduction kernel); the row kernel; with the
+    // gradient the symmetrising kernel and the gradient GEMM.
     struct Want {
         const char* name;
         bool loss, grad;
         uint64_t kernels, gemms;
     };
-    for (const Want w : {Want{"64x256", true, true, 3, 3}, Want{"64x256", true, false, 2, 2},
-                         Want{"64x256", false, true, 3, 3}, Want{"5x130_vs_5x67_split", true, true, 3, 5},
-                         Want{"5x130_vs_5x67_split", true, false, 2, 4}}) {
+    for (const Want w : {Want{"64x256", true, true, 4, 3}, Want{"64x256", true, false, 3, 2},
+                         Want{"64x256", false, true, 4, 3}, Want{"5x130_vs_5x67_split", true, true, 4, 5},
+                         Want{"5x130_vs_5x67_split", true, false, 3, 4}}) {
         SCOPED_TRACE(std::string(w.name) + ": loss " + (w.loss ? "on" : "off") + ", grad " + (w.grad ? "on" : "off"));
         const Case c = load(kdftest::find_case("sp", w.name));
         DeviceBuffer<float> fs(c.f_s), ft(c.f_t), loss(1), grad(c.f_s.size());
@@ -157,18 +157,19 @@ TEST_F(SP, MultiLayerSumIntoOneLoss)
 
 TEST_F(SP, WorkspaceAtResnet32x4Shapes)
 {
-    // RepDistiller's SP layer at resnet32x4 -> resnet8x4, N = 64: 256 x 8 x 8 features (D = 16384) on both
-    // sides. The workspace is the cuBLAS slice, two 64 x 64 Gram matrices, the statistics, two grid sums of
-    // 64 partials and, per network, the 64 slices of its split Gram matrix (common/gram_split.h, 64 x 16 KiB):
-    // 4 MiB + 2 x 16 KiB + 256 + 2 x 256 + 256 + 2 MiB, independent of D from D = 16384 on.
-    const size_t want = (size_t(4) << 20) + 2 * 16384 + 256 + 2 * 256 + 256 + 2 * 64 * 16384;
+    // RepDistiller's SP layer at resnet32x4 -> resnet8x4, N = 64 (and wider maps): as CC's seed variant, the
+    // cuBLAS slice, two 65 x 65 Gram matrices (of the centred rows and the mean), the statistics, two grid sums
+    // of 64 partials (one block per row), the 64 slices of each split Gram matrix (common/gram_split.h: 64 x 65^2
+    // floats each) and the centred copies, 65 x D floats per network.
     kdfSPParams_t p = KDF_SP_PARAMS_INIT;
     p.rows = 64;
     for (const auto& [ds, dt] : {std::pair<int64_t, int64_t>{256 * 8 * 8, 256 * 8 * 8}, {32 * 32 * 32, 64 * 32 * 32},
                                  {128 * 16 * 16, 128 * 16 * 16}}) {
         p.dim_student = ds;
         p.dim_teacher = dt;
-        EXPECT_EQ(workspace(p), want);
+        const auto round_up = [](size_t x) { return (x + 255) / 256 * 256; };
+        EXPECT_EQ(workspace(p), (size_t(4) << 20) + 2 * round_up(65 * 65 * 4) + 256 + 2 * 256 + 256 + 2 * 64 * 65 * 65 * 4 +
+                                    round_up(65 * size_t(ds) * 4) + round_up(65 * size_t(dt) * 4));
     }
 }
 
@@ -186,8 +187,8 @@ TEST_F(SP, BadInputs)
     };
     kdftest::expect_row_params_checked(good, "KDF_SP_PARAMS_INIT", call);
     kdfSPParams_t p = good;
-    p.rows = 46341;
-    EXPECT_STATUS(call(p), KDF_STATUS_INVALID_VALUE, "params->rows must be <= 46340");
+    p.rows = 46340;
+    EXPECT_STATUS(call(p), KDF_STATUS_INVALID_VALUE, "params->rows must be <= 46339");
     EXPECT_STATUS(kdfSP(handle, nullptr, fs.get(), ft.get(), loss.get(), grad.get(), nullptr, 1.0f, 0, ws.get(), ws.size(), stream),
            KDF_STATUS_NULL_POINTER, "params is NULL");
     EXPECT_STATUS(kdfSP(nullptr, &good, fs.get(), ft.get(), loss.get(), grad.get(), nullptr, 1.0f, 0, ws.get(), ws.size(), stream),

@@ -315,7 +315,7 @@ KDFUSE_API kdfStatus_t kdfVID(kdfHandle_t handle, const kdfVIDParams_t* params, 
  * 0 = dense). G = f f^T per network (N x N), every row of G L2-normalised as F.normalize does (a row whose
  * norm is below 1e-12 is divided by 1e-12, so a zero feature row gives a zero row, never NaN):
  *   loss = weight * sum_ij (Q_t - Q_s)_ij^2 / N^2,    Q = normalize_rows(f f^T)
- * Gradients flow to f_s only. D_s and D_t may differ; N <= 46340. docs/losses/sp.md. */
+ * Gradients flow to f_s only. D_s and D_t may differ; N <= 46339. docs/losses/sp.md. */
 typedef struct kdfSPParams_t {
     size_t struct_size;
     int64_t rows;        /* N >= 1 */

@@ -10,6 +10,7 @@
 #pragma once
 
 #include "centre.h"
+#include "gram_split.cuh"
 #include "portability.cuh"
 
 #include <cstdint>
@@ -47,6 +48,16 @@ inline cudaError_t centre_rows(cudaStream_t stream, int64_t n, const CentreJob& 
     const int64_t blocks = (s.dim + t.dim + B - 1) / B;
     return kdf::launch(centre_detail::centre_kernel<B>,
                        {dim3(static_cast<unsigned>(blocks < 65535 ? blocks : 65535)), dim3(B), 0, stream}, s, t, n, mean_row);
+}
+
+// The (n+1) x (n+1) Gram matrices of [c; m] of both matrices (cuBLAS already bound to `stream`): the centring
+// kernel, then build_grams over the centred copies (s.out, t.out).
+inline LaunchResult centred_grams(cublasHandle_t h, cudaStream_t stream, int64_t n, const CentreJob& s, const CentreJob& t,
+                                  float* gram_s, float* gram_t, const GramPartials& partials)
+{
+    LaunchResult r;
+    if ((r.cuda = centre_rows(stream, n, s, t, true))) return r;
+    return build_grams(h, stream, n + 1, {s.out, s.dim, s.dim, gram_s, partials.s, 0}, {t.out, t.dim, t.dim, gram_t, partials.t, 0});
 }
 
 // (e e^T)_ij for i, j < n from the (n+1) x (n+1) Gram matrix g of [c; m], in double: the four terms (the small

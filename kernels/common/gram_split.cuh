@@ -30,9 +30,9 @@ __global__ void __launch_bounds__(BLOCK) gram_reduce_kernel(GramJob s, GramJob t
     const int64_t slices = job.slices, nn = n * n;
     const int64_t e = static_cast<int64_t>(blockIdx.x) * BLOCK + threadIdx.x;
     if (e >= nn) return;
-    float sum = 0.0f;
+    double sum = 0.0;  // the slices' sum rounds once
     for (int64_t k = 0; k < slices; ++k) sum += job.partials[k * nn + e];
-    job.gram[e] = sum;
+    job.gram[e] = static_cast<float>(sum);
 }
 
 inline cublasStatus_t gram_gemms(cublasHandle_t h, const GramJob& j, int n)

@@ -9,7 +9,7 @@
 // ~1e-5, which the Gram-form losses (RKD's distances and angles, CC's normalised difference) amplify. Here
 // the columns are cut into up to kMaxSlices slices of at least kMinSliceColumns (64): one strided-batched GEMM
 // computes the slices' partial Grams (plus one GEMM for a shorter last slice), and gram_reduce_kernel adds
-// them in slice order (one fp32 sum of <= 64 terms per entry). On dim = 65536 that is 64 slices of 1024,
+// them in slice order (in double, rounded once per entry). On dim = 65536 that is 64 slices of 1024,
 // with an error ~40x smaller than one sequential sum (and below a CPU BLAS's). dim <= kMinSliceColumns
 // keeps one GEMM straight into G and no partials.
 //
