@@ -54,8 +54,9 @@ Checker& check_params(Checker& check, const kdfKDSVDParams_t* p)
             check.fail(KDF_STATUS_INVALID_VALUE, "params->k (" + std::to_string(p->k) + ") exceeds " + t + ".h * w");
     }
     if (check.ok() && !geometry(p).fits)
-        check.fail(KDF_STATUS_NOT_SUPPORTED, "channel counts, h*w and channel strides must be < 2^31 and 2 * num_layers * n "
-                                             "<= 2^31 - 1 (cuBLAS and grid limits)");
+        check.fail(KDF_STATUS_NOT_SUPPORTED, "channel counts, h*w and channel strides must be < 2^31, 2 * num_layers * n and "
+                                             "n * ceil(h*w / 32) summed over the layers <= 2^31 - 1 (cuBLAS and grid "
+                                             "limits), and n * c <= 2^36 per layer (the workspace)");
     return check;
 }
 

@@ -91,8 +91,15 @@ struct KDSVDGeometry {
         g.layers = layers;
         g.k = k;
         g.n = s[0].n;
-        g.fits = 2 * layers * g.n <= 2147483647;
-        for (int l = 0; l < layers; ++l) {
+        constexpr int64_t kIntMax = 2147483647;
+        constexpr int64_t kMaxVectorFloats = int64_t(1) << 36;  // n * c of a layer: the workspace sums stay in int64
+        g.fits = 2 * layers * g.n <= kIntMax;
+        int64_t tiles = 0;  // blocks of the gradient kernel when every layer has a gradient
+        for (int l = 0; l < layers && g.fits; ++l) {
+            tiles += g.n * ((s[l].hw() + kKDSVDTile - 1) / kKDSVDTile);
+            g.fits = s[l].sc <= kIntMax && t[l].sc <= kIntMax && s[l].hw() <= kIntMax && t[l].hw() <= kIntMax &&
+                     s[l].c <= kIntMax && s[l].c <= kMaxVectorFloats / g.n && tiles <= kIntMax;
+            if (!g.fits) return g;  // (the sizes below are only computed for bounded shapes)
             KDSVDLayer& L = g.layer[l];
             L.c = s[l].c;
             L.s = side(s[l], k + 3);
@@ -106,10 +113,8 @@ struct KDSVDGeometry {
             }
             L.vec = g.vec_floats;
             g.vec_floats += g.n * vec_floats_of(L.c, k);
-            constexpr int64_t kIntMax = 2147483647;
-            g.fits = g.fits && s[l].sc <= kIntMax && t[l].sc <= kIntMax && s[l].hw() <= kIntMax && t[l].hw() <= kIntMax &&
-                     L.c <= kIntMax && (s[l].hw() + kKDSVDTile - 1) / kKDSVDTile <= kIntMax;
         }
+        if (!g.fits) return g;
         // Bases: in shared memory where they fit beside the largest Gram, else in the workspace.
         for (int l = 0; l < layers; ++l)
             for (KDSVDSide* x : {&g.layer[l].s, &g.layer[l].t}) {

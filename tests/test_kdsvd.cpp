@@ -467,6 +467,14 @@ TEST_F(KDSVD, BadInputs)
     refused(p, KDF_STATUS_INVALID_VALUE, "params->teacher[0].stride_c");
     p = good, p.student[0].stride_c = int64_t(1) << 32, p.student[0].stride_n = 3 * (int64_t(1) << 32);
     refused(p, KDF_STATUS_NOT_SUPPORTED, "channel counts, h*w and channel strides must be < 2^31");
+    // Valid maps whose workspace sums would overflow int64 (n * c near 2^57: 1 x 1 maps) or whose gradient grid
+    // would exceed 2^31 - 1 blocks: refused before any size arithmetic.
+    p = good;
+    for (int l = 0; l < 2; ++l) p.student[l] = p.teacher[l] = kdfFeatureMap_t{int64_t(1) << 26, 2147483647, 1, 1, 0, 0};
+    refused(p, KDF_STATUS_NOT_SUPPORTED, "channel counts, h*w and channel strides must be < 2^31");
+    p = good;
+    for (int l = 0; l < 2; ++l) p.student[l] = p.teacher[l] = kdfFeatureMap_t{int64_t(1) << 24, 1, 128, 128, 0, 0};
+    refused(p, KDF_STATUS_NOT_SUPPORTED, "channel counts, h*w and channel strides must be < 2^31");
     p = good, p.struct_size = 8;
     refused(p, KDF_STATUS_INVALID_VALUE, "params->struct_size is 8");
     size_t bytes = 0;
