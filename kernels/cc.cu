@@ -14,18 +14,19 @@
 // summed relative to its own size and only the final sum rounds at |m|^2.
 // Two whole-matrix statistics, each needed before the next step can start: r_s, r_t before any Q, and
 // <Q_s, d>_F before any entry of dG. Without a grid-wide barrier each is a kernel boundary, hence
-// (fusion plan, 3 kernels and 3 GEMMs; loss only: 2 kernels, 2 GEMMs; + the slice reduction for D > 64):
+// (fusion plan, 5 kernels and 1 GEMM; loss only: 4 kernels; + the slice reduction for D > 64):
 //   kernel 0 (kdf::centre_rows): [c; m] of f_s and f_t, dense, in the workspace.
-//   GEMM 1, 2: G'_s, G'_t ((n+1) x (n+1)) into the workspace (kdf::build_grams, common/gram_split.cuh: above
-//   64 columns a strided-batched GEMM over column slices and a slice-reduction kernel).
+//   Grams G'_s, G'_t ((n+1) x (n+1)) into the workspace, accumulated in double (kdf::centred_grams,
+//   common/gram_split.cuh: one kernel over every (tile, column slice), above 64 columns a slice reduction).
 //   kernel 1 (cc_norms): sum G_s^2 and sum G_t^2 (kdf::grid_sum each); the last blocks write r_s, r_t.
 //   kernel 2 (cc_diff): d elementwise; sum d^2 (the loss) and <Q_s, d> (grid sums, last block writes).
 //     The shortcut <Q_s, d> = -||d||^2 / 2 (both Q have unit norm) would drop kernel 2's second sum but
 //     not the kernel; computing 2 - 2 <G_s, G_t> / (r_s r_t) in kernel 1 instead would save kernel 2 at the
 //     price of catastrophic cancellation as the student approaches the teacher, so it is not done.
 //   kernel 3 (cc_sym): S = dG + dG^T in place over G'_s's leading n x n block, one thread per pair {i, j}.
-//   GEMM 3: grad_s = S f_s (+ grad_s with accumulate: beta = 1).
-// FLOPs: 2 N^2 (D_s + D_t) + 2 N^2 D_s; bytes: the GEMMs' 4 N (2 D_s + D_t) read + 4 N D_s written, and
+//   GEMM: grad_s = S f_s (+ grad_s with accumulate: beta = 1).
+// FLOPs: N^2 (D_s + D_t) fp64 FMAs (the Grams' upper tiles) + 2 N^2 D_s; bytes: 4 (N+1) (D_s + D_t) + 4 N D_s
+// read by the Gram kernel and the GEMM, 4 N D_s written, and
 // about 9 x 4 N^2 for the kernels; the centring reads f twice and writes [c; m], 4 (N+1) (D_s + D_t) bytes.
 // Workspace 2 (N+1)^2 + (N+1) (D_s + D_t) floats + the cuBLAS slice; no N x N x D tensor.
 //
@@ -188,9 +189,9 @@ LaunchResult cc_launch(const CCArgs& a, cudaStream_t stream)
     const int n = static_cast<int>(a.n);
     const bool want_grad = a.grad_s != nullptr;
     if ((r.cublas = gemm_bind(a.cublas, stream, a.ws.cublas, a.allow_tf32))) return r;
-    r = centred_grams(a.cublas, stream, a.n, {a.f_s, a.ld_s, a.ds, a.ws.centred_s}, {a.f_t, a.ld_t, a.dt, a.ws.centred_t},
-                      a.ws.gram_s, a.ws.gram_t, a.ws.partials);
-    if (r.cublas || r.cuda) return r;
+    if ((r.cuda = centred_grams(stream, a.n, {a.f_s, a.ld_s, a.ds, a.ws.centred_s}, {a.f_t, a.ld_t, a.dt, a.ws.centred_t},
+                                a.ws.gram_s, a.ws.gram_t, a.ws.partials)))
+        return r;
     if ((r.cuda = a.ws.prepare(stream))) return r;
     const LaunchConfig cfg{dim3(static_cast<unsigned>(cc_seed_blocks(a.n))), dim3(kBlock), 0, stream};
     if ((r.cuda = kdf::launch(cc_norms_kernel<kBlock>, cfg, a))) return r;

@@ -1,5 +1,6 @@
 // NST (Huang & Wang, "Like what you like: knowledge distill via neuron selectivity transfer"; RepDistiller's
-// NSTLoss): two kernels around strided-batched cuBLAS GEMMs.
+// NSTLoss): three kernels (the per-sample Grams accumulated in double) and, for the gradient, strided-batched
+// cuBLAS GEMMs.
 //
 // Math. Both maps are pooled to the common h x w (the larger one inside the load, see PoolPair) and viewed as
 // C x P rows (P = h*w). Rows are L2-normalised as F.normalize (eps 1e-12): a_i = u_i / max(||u_i||, eps) for
@@ -20,13 +21,14 @@
 // fewer FLOPs too. With full_loss the loss is a sum of squares of S - T, so it does not cancel.
 //
 // Fusion plan. The loss needs all of G (or D = S - T) and dL/da needs it too, so the dependency chain is
-// normalise -> GEMMs -> dA GEMM(s) -> finish; two kernels is the minimum around the GEMMs:
+// normalise -> Grams -> dA GEMM(s) -> finish:
 //   1. nst_normalize_kernel: one block per row of X (n x (C_s + C_t) blocks): pools the plane inside the load,
 //      writes the row, reduces its norm, rescales the row in place and stores the norm.
-//   2. Channel form: G = X X^T (one strided-batched call; Gtt only feeds the loss, and computing it with the
-//      rest keeps it one call). Position form: D = -C_s b^T b, then D += C_t a^T a (two calls; D = C_s C_t
-//      (S - T), integer factors so that D is exactly 0 where S = T), and C_s b^T b (one more) only when the
-//      loss drops the teacher term.
+//   2. nst_gram_kernel: the per-sample matrices, every entry summed in double and rounded once (fp32 GEMMs'
+//      sums over 1024 pixels or 512 channels left the gradient 1.6-2.1x the seed's error on RepDistiller's
+//      maps). Channel form: G = X X^T (Gtt only feeds the loss). Position form: D = C_t a^T a - C_s b^T b
+//      (= C_s C_t (S - T), combined in double: exactly 0 where S = T), and C_s b^T b only when the loss drops
+//      the teacher term. A block per upper tile, the samples along grid z.
 //   3. (gradient) dA = dL/da / g. Channel form: alpha1 G[:, :C_s] a + alpha2 G[:, C_s:] b, two calls into one
 //      buffer (beta 0, then beta 1). Position form: alpha a D, one call. The host constants are in alpha; g (a
 //      device scalar) is applied in 4.
@@ -39,18 +41,20 @@
 // No N x C x C x HW tensor (the seed's broadcast: 1 GiB per layer at CIFAR batch 64) exists: the largest
 // buffers are X (N (C_s + C_t) P floats) and G (N (C_s + C_t)^2 floats) or D and T (2 N P^2 floats).
 //
-// FLOPs: channel form 2 N (C_s + C_t)^2 P for G, 2 N C_s (C_s + C_t) P for dA; position form 2 N (C_s + C_t) P^2
-// for D (+ 2 N C_t P^2 for T), 2 N C_s P^2 for dA. Bytes (fp32): inputs read once (4 N C_s H W + 4 N C_t H' W'),
-// X written once and read by each GEMM, G (or D) written once and read twice, dA written once and read once
+// FLOPs: channel form N (C_s + C_t)^2 P fp64 FMAs for G (upper tiles), 2 N C_s (C_s + C_t) P for dA; position form
+// N (C_s + C_t) P^2 fp64 FMAs
+// for D and T, 2 N C_s P^2 for dA. Bytes (fp32): inputs read once (4 N C_s H W + 4 N C_t H' W'),
+// X written once and read by the Gram kernel and each GEMM, G (or D) written once and read twice, dA written once and read once
 // (twice when pooled), grad_s written once.
 //
-// Numerics: fp32 throughout (TF32 in the GEMMs only when the handle allows it); norms and the per-row loss
+// Numerics: fp32 except the Grams (double accumulation; TF32 in the gradient GEMMs only when the handle allows it); norms and the per-row loss
 // terms are block-tree sums; the loss is added over blocks in block order.
 // Determinism: grids depend only on the shapes; cuBLAS GEMMs are deterministic for a fixed configuration; no
 // float atomics.
 #include "nst.h"
 
 #include "common/gram_pool.cuh"
+#include "common/gram_split.cuh"
 
 namespace kdf::kernels {
 namespace {
@@ -173,7 +177,37 @@ __global__ void __launch_bounds__(BLOCK) nst_finish_kernel(NSTArgs a)
     if (res.last && threadIdx.x == 0) store(a.loss, a.weight * res.total, a.accumulate);
 }
 
-// G = X X^T, then (gradient) dA = alpha1 Gss a + alpha2 Gst b.
+// The per-sample matrices, accumulated in double (gram_split.cuh's gram_tile): blockIdx.z walks the samples,
+// (blockIdx.y, blockIdx.x) is an upper tile of the m x m matrix. Channel form: G = X X^T. Position form:
+// D = C_t a^T a - C_s b^T b, combined in double and rounded once (exactly 0 where S = T exactly), and
+// C_s b^T b when the loss drops the teacher term.
+__global__ void __launch_bounds__(gram_detail::kTile * gram_detail::kTile) nst_gram_kernel(NSTArgs a)
+{
+    constexpr int T = gram_detail::kTile, K = gram_detail::kChunk;
+    if (blockIdx.x < blockIdx.y) return;
+    const NSTGeometry& g = a.geo;
+    const int64_t m = g.m, i0 = int64_t(blockIdx.y) * T, j0 = int64_t(blockIdx.x) * T;
+    const int64_t i = i0 + threadIdx.x / T, j = j0 + threadIdx.x % T;
+    const bool mirror = blockIdx.x != blockIdx.y, in = i < m && j < m;
+    const bool teacher_term = a.loss != nullptr && !a.full_loss;
+    for (int64_t n = blockIdx.z; n < g.n; n += gridDim.z) {
+        const float* x = a.ws.x + n * g.c * g.p;
+        if (!g.positions) {
+            const double v = gram_detail::gram_tile<T, K>(x, g.p, 1, m, 0, g.p, i0, j0);
+            if (in) gram_detail::store_symmetric(a.ws.gram + n * m * m, m, i, j, mirror, static_cast<float>(v));
+            continue;
+        }
+        const double aa = gram_detail::gram_tile<T, K>(x, 1, g.p, m, 0, g.cs, i0, j0);
+        const double bb = gram_detail::gram_tile<T, K>(x + g.cs * g.p, 1, g.p, m, 0, g.ct, i0, j0);
+        if (!in) continue;
+        const double cs = static_cast<double>(g.cs), ct = static_cast<double>(g.ct);
+        gram_detail::store_symmetric(a.ws.gram + n * m * m, m, i, j, mirror, static_cast<float>(ct * aa - cs * bb));
+        if (teacher_term)
+            gram_detail::store_symmetric(a.ws.gram + (g.n + n) * m * m, m, i, j, mirror, static_cast<float>(cs * bb));
+    }
+}
+
+// (gradient, channel form) dA = alpha1 Gss a + alpha2 Gst b.
 cublasStatus_t channel_gemms(const NSTArgs& a)
 {
     const NSTGeometry& g = a.geo;
@@ -182,40 +216,27 @@ cublasStatus_t channel_gemms(const NSTArgs& a)
     const long long sx = g.c * g.p, sg = g.c * g.c, sd = g.cs * g.p;
     const float* xa = a.ws.x;
     const float* xb = a.ws.x + g.cs * g.p;
-    cublasStatus_t st = gemm_rm_batched(a.cublas, false, true, c, c, p, 1.0f, a.ws.x, p, sx, a.ws.x, p, sx, 0.0f,
-                                        a.ws.gram, c, sg, batch);
-    if (st != CUBLAS_STATUS_SUCCESS || a.grad_s == nullptr) return st;
     const float nf = static_cast<float>(g.n), csf = static_cast<float>(g.cs), ctf = static_cast<float>(g.ct);
     const float alpha1 = 4.0f * a.weight * a.grad_scale / (nf * csf * csf);
     const float alpha2 = -4.0f * a.weight * a.grad_scale / (nf * csf * ctf);
-    st = gemm_rm_batched(a.cublas, false, false, cs, p, cs, alpha1, a.ws.gram, c, sg, xa, p, sx, 0.0f, a.ws.da, p, sd,
-                         batch);
+    const cublasStatus_t st = gemm_rm_batched(a.cublas, false, false, cs, p, cs, alpha1, a.ws.gram, c, sg, xa, p, sx, 0.0f,
+                                              a.ws.da, p, sd, batch);
     if (st != CUBLAS_STATUS_SUCCESS) return st;
     return gemm_rm_batched(a.cublas, false, false, cs, p, ct, alpha2, a.ws.gram + g.cs, c, sg, xb, p, sx, 1.0f, a.ws.da,
                            p, sd, batch);
 }
 
-// D = C_s C_t (S - T) = C_t a^T a - C_s b^T b and C_s C_t T = C_s b^T b (loss without full_loss), then
-// (gradient) dA = alpha a D. The integer factors keep D exact where S = T exactly (e.g. 1 x 1 maps).
+// (gradient, position form) dA = alpha a D.
 cublasStatus_t position_gemms(const NSTArgs& a)
 {
     const NSTGeometry& g = a.geo;
-    const int cs = static_cast<int>(g.cs), ct = static_cast<int>(g.ct), p = static_cast<int>(g.p);
+    const int cs = static_cast<int>(g.cs), p = static_cast<int>(g.p);
     const int batch = static_cast<int>(g.n);
     const long long sx = g.c * g.p, sm = g.p * g.p, sd = g.cs * g.p;
-    const float* xa = a.ws.x;
-    const float* xb = a.ws.x + g.cs * g.p;
-    float* d = a.ws.gram;
-    float* t = a.ws.gram + g.n * g.p * g.p;
     const float csf = static_cast<float>(g.cs), ctf = static_cast<float>(g.ct);
-    cublasStatus_t st = gemm_rm_batched(a.cublas, true, false, p, p, ct, -csf, xb, p, sx, xb, p, sx, 0.0f, d, p, sm, batch);
-    if (st == CUBLAS_STATUS_SUCCESS)
-        st = gemm_rm_batched(a.cublas, true, false, p, p, cs, ctf, xa, p, sx, xa, p, sx, 1.0f, d, p, sm, batch);
-    if (st == CUBLAS_STATUS_SUCCESS && a.loss != nullptr && !a.full_loss)
-        st = gemm_rm_batched(a.cublas, true, false, p, p, ct, csf, xb, p, sx, xb, p, sx, 0.0f, t, p, sm, batch);
-    if (st != CUBLAS_STATUS_SUCCESS || a.grad_s == nullptr) return st;
     const float alpha = 4.0f * a.weight * a.grad_scale / (static_cast<float>(g.n) * csf * csf * ctf);
-    return gemm_rm_batched(a.cublas, false, false, cs, p, p, alpha, xa, p, sx, d, p, sm, 0.0f, a.ws.da, p, sd, batch);
+    return gemm_rm_batched(a.cublas, false, false, cs, p, p, alpha, a.ws.x, p, sx, a.ws.gram, p, sm, 0.0f, a.ws.da, p, sd,
+                           batch);
 }
 
 }  // namespace
@@ -228,8 +249,14 @@ LaunchResult nst_launch(const NSTArgs& a, cudaStream_t stream)
     if (a.loss)
         if ((r.cuda = a.ws.sum.prepare(stream))) return r;
     if ((r.cuda = kdf::launch(nst_normalize_kernel<kGramBlock>, cfg, a))) return r;
-    if ((r.cublas = gemm_bind(a.cublas, stream, a.ws.cublas, a.allow_tf32))) return r;
-    if ((r.cublas = g.positions ? position_gemms(a) : channel_gemms(a))) return r;
+    const unsigned tiles = static_cast<unsigned>((g.m + gram_detail::kTile - 1) / gram_detail::kTile);
+    const dim3 gram_grid(tiles, tiles, static_cast<unsigned>(g.n < 65535 ? g.n : 65535));
+    if ((r.cuda = kdf::launch(nst_gram_kernel, {gram_grid, dim3(gram_detail::kTile * gram_detail::kTile), 0, stream}, a)))
+        return r;
+    if (a.grad_s != nullptr) {
+        if ((r.cublas = gemm_bind(a.cublas, stream, a.ws.cublas, a.allow_tf32))) return r;
+        if ((r.cublas = g.positions ? position_gemms(a) : channel_gemms(a))) return r;
+    }
     if (g.pool.pool_a)
         r.cuda = kdf::launch(nst_finish_kernel<kGramBlock, true>, cfg, a);
     else

@@ -1,5 +1,5 @@
 // PKT (Passalis & Tefas, "Learning deep representations with probabilistic knowledge transfer";
-// RepDistiller's PKT): Gram matrices on cuBLAS, the rest fused into two kernels.
+// RepDistiller's PKT): Gram matrices accumulated in double, the rest fused into three kernels and one GEMM.
 //
 // Math. For one network with rows e_i (N x D), eps = 1e-7, n_i = ||e_i||:
 //   x_i = e_i / (n_i + eps)   (a row whose norm is not finite becomes 0: the seed's NaN -> 0)
@@ -29,8 +29,9 @@
 //   rows: the GEMM's 0 * inf would be NaN in every row. So the GEMM reads e with such rows zeroed (written
 //   by kernel 2), and P's row i is NaN.
 //
-// Fusion plan (per call): GEMM G_s = e_s e_s^T, GEMM G_t = e_t e_t^T (cuBLAS, caller's stream; kdf::build_grams
-// splits D > 64 into column slices, common/gram_split.cuh), then
+// Fusion plan (per call): G_s = e_s e_s^T, G_t = e_t e_t^T accumulated in double (kdf::build_grams,
+// common/gram_split.cuh: one kernel over every (tile, column slice) of both; D > 64 is split into column
+// slices, added by a reduction kernel), then
 //   kernel 0 (one block per row of either network, each pair once): S_s, S_t, with the direct sums above for C < 0.
 //   kernel 1 (one block per row i): r_i of both networks (a row reduction), then s, t, the loss terms and,
 //            with the gradient, a, sum_k a_ik s_ik (a second row reduction) and B's row i. The loss is
@@ -39,13 +40,15 @@
 //            of B, which other blocks of kernel 1 write: a grid-wide dependency, hence a second kernel. It also
 //            copies row i of e_s into the masked copy (zeros for a row of non-finite norm).
 //   GEMM grad_s = P masked(e_s) (beta = 1 when accumulating, so the GEMM itself adds into grad_s).
-// Loss only: 2 GEMMs + 2 kernels; with the gradient: 3 GEMMs + 3 kernels; + the slice reduction for D > 64.
-// Bytes moved (fp32): the GEMMs read e_s twice and e_t once (4 N (2 D_s + D_t)) and write grad_s once
+// Loss only: 3 kernels; with the gradient: 4 kernels + 1 GEMM; + the slice reduction for D > 64.
+// Bytes moved (fp32): the Gram kernel and the GEMM read e_s twice and e_t once (4 N (2 D_s + D_t)) and write grad_s once
 // (4 N D_s; read as well when accumulating); with the gradient kernel 2 reads e_s and writes its masked copy
 // (4 N D_s each, workspace); the N x N matrices (G_s, G_t, B, P: 4 N^2 each) stay in L2
-// for the N of distillation batches. FLOPs: 2 N^2 (2 D_s + D_t) in the GEMMs, O(N^2) in the kernels.
-// Numerics: fp32 throughout; TF32 (opt-in) rounds the GEMM inputs to 10-bit mantissas. The cosines are
-// G_ij k_i k_j instead of the seed's dot products of rounded x_i, the same to a few ulps. The loss terms
+// for the N of distillation batches. FLOPs: N^2 (D_s + D_t) fp64 FMAs in the Grams, 2 N^2 D_s in the GEMM, O(N^2)
+// elsewhere.
+// Numerics: fp32, except the Grams, each entry summed in double and rounded once (an fp32 sum left 1 - C of
+// rows with a large common offset 2x the seed's error); TF32 (opt-in) rounds the gradient GEMM's inputs to
+// 10-bit mantissas. The cosines are G_ij k_i k_j instead of the seed's dot products of rounded x_i. The loss terms
 // are second order in t - s (KL-like), so each row's sum is formed as sum_j [t log1p(u) - (t - s)] with
 // u = (t - s) / (s + eps): the subtracted sum_j (t - s) is exactly 0 in exact arithmetic (rows sum to 1)
 // and removing it keeps the first-order terms from cancelling in fp32 (weakly related embeddings, e.g.
@@ -222,9 +225,9 @@ LaunchResult pkt_launch(const PKTArgs& a, cudaStream_t stream)
     const bool grad = a.grad_s != nullptr;
     r.cublas = gemm_bind(a.cublas, stream, a.ws.cublas, a.allow_tf32);
     if (r.cublas != CUBLAS_STATUS_SUCCESS) return r;
-    r = build_grams(a.cublas, stream, a.rows, {a.f_s, a.ld_s, a.dim_s, a.ws.gram_s, a.ws.partials.s, 0},
-                  {a.f_t, a.ld_t, a.dim_t, a.ws.gram_t, a.ws.partials.t, 0});
-    if (r.cublas || r.cuda) return r;
+    if ((r.cuda = build_grams(stream, a.rows, {a.f_s, a.ld_s, a.dim_s, a.ws.gram_s, a.ws.partials.s, 0},
+                              {a.f_t, a.ld_t, a.dim_t, a.ws.gram_t, a.ws.partials.t, 0})))
+        return r;
 
     const dim3 grid(static_cast<unsigned>(pkt_blocks(a.rows)));
     if (a.loss != nullptr)

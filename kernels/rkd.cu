@@ -1,5 +1,5 @@
-// RKD (Park et al., "Relational knowledge distillation"; RepDistiller's RKDLoss): Gram matrices on cuBLAS,
-// the distance and angle terms from them in three kernels, the gradient back through G with one GEMM.
+// RKD (Park et al., "Relational knowledge distillation"; RepDistiller's RKDLoss): Gram matrices accumulated in
+// double, the distance and angle terms from them in three kernels, the gradient back through G with one GEMM.
 //
 // Math. Per network, G = e e^T (N x N), q_ij = G_ii + G_jj - 2 G_ij (= |e_i - e_j|^2):
 //   d_ij = sqrt(max(q_ij, 1e-12)) (i != j), d_ii = 0;  mu = sum_{i != j} d_ij / (N (N - 1))
@@ -38,8 +38,8 @@
 //
 // Fusion plan (the N^3 angle values exist only in registers):
 //   kernel 0 (kdf::centre_rows, common/centre.cuh; a thread per column of e_s and e_t): c = e - mean row.
-//   GEMMs G_s = c_s c_s^T, G_t = c_t c_t^T (kdf::build_grams, common/gram_split.cuh: above 64 columns a
-//     strided-batched GEMM over column slices and a slice-reduction kernel).
+//   G_s = c_s c_s^T, G_t = c_t c_t^T, accumulated in double (kdf::build_grams, common/gram_split.cuh: one kernel
+//     over every (tile, column slice) of both, above 64 columns a slice-reduction kernel).
 //   kernel 1 (block per row r, thread per column c): the distance row sums of both networks; for anchor
 //     r, loop over k: the angle loss terms, Gamma_rc and T_rc; and Psi_rc, looping over the anchors.
 //   kernel 2 (block per row): mu_s, mu_t need every row's distance sum (a grid-wide dependency, hence a
@@ -47,16 +47,19 @@
 //   kernel 3 (gradient only, block per row): needs rho (grid-wide again): Delta, and M's row r (which
 //     reads column r of Gamma, Psi, T, written by other blocks of kernel 1).
 //   GEMM grad_s = M c_s (beta = 1 when accumulating).
-// Loss only: 2 GEMMs + 3 kernels; with the gradient: 3 GEMMs + 4 kernels; + the slice reduction for D > 64.
-// FLOPs: 2 N^2 (2 D_s + D_t) in the GEMMs; ~25 N^3 per network evaluation in kernel 1 (the anchor loop and
+// Loss only: 4 kernels; with the gradient: 5 kernels + 1 GEMM; + the slice reduction for D > 64.
+// FLOPs: N^2 (D_s + D_t) fp64 FMAs in the Grams, 2 N^2 D_s in the GEMM; ~25 N^3 per network evaluation in kernel 1 (the anchor loop and
 // the Psi loop each evaluate both networks' angles: about 100 N^3 in all), O(N^2) elsewhere.
 // Bytes (fp32): e read twice by kernel 0 (the second pass mostly from cache) and c written, 4 N (D_s + D_t)
-// each; c read by the GEMMs, 4 N (2 D_s + D_t); 4 N D_s written; N x N matrices (6 x 4 N^2) L2-resident.
+// each; c read by the Gram kernel and the GEMM, 4 N (2 D_s + D_t); 4 N D_s written; N x N matrices (6 x 4 N^2)
+// L2-resident.
 // Memory O(N^2 + N (D_s + D_t)).
-// Numerics: fp32. The Gram form subtracts G entries: differences of rows that are close relative to their
-// distance from the batch mean lose digits (relative error ~ 1e-7 |c|^2 / |e_i - e_j|^2); rows that are
-// exactly equal give exactly 0 (both entries are summed in the same order), as in the seed. Grid size fixed by N, fixed
-// summation orders: bitwise reproducible for a given cuBLAS.
+// Numerics: fp32, except the Grams: each entry is summed in double and rounded once (an fp32 sum of D products
+// left the angles of anti-parallel rows 2.5x the seed's error: the seed forms differences before its products).
+// The Gram form subtracts G entries: differences of rows that are close relative to their distance from the
+// batch mean lose digits (relative error ~ 1e-7 |c|^2 / |e_i - e_j|^2); rows that are exactly equal give
+// exactly 0 (both entries are summed in the same order), as in the seed, and the angle of a difference with
+// itself is exactly 1. Grid size fixed by N, fixed summation orders: bitwise reproducible for a given cuBLAS.
 #include "rkd.h"
 
 #include "common/centre.cuh"
@@ -89,14 +92,15 @@ struct Gram {
     __device__ __forceinline__ float norm(int64_t i, int64_t j) const { return sqrtf(nan_max(sq(i, j), 0.0f)); }
     // angle a_ajk = <u_aj, u_ak>; 0 when j or k is the anchor. Returns in `inv` 1 / (den_aj den_ak) when both
     // differences are >= 1e-12 (the gradient flows through v), else 0 (a zero difference: u is held at 0).
-    // v = (G_jk - G_ak) - (G_aj - G_aa): grouped so that a row equal to the anchor gives exactly 0.
+    // v = (G_jk - G_ak) - (G_aj - G_aa): grouped so that a row equal to the anchor gives exactly 0; j = k gives 1.
     __device__ __forceinline__ float angle(int64_t a, int64_t j, int64_t k, float& inv) const
     {
         const float nj = norm(a, j), nk = norm(a, k);
         const float dd = nan_max(nj, 1e-12f) * nan_max(nk, 1e-12f);
         inv = (nj >= 1e-12f && nk >= 1e-12f) ? 1.0f / dd : 0.0f;
         if (j == a || k == a) return 0.0f;
-        return ((at(j, k) - at(a, k)) - (at(a, j) - at(a, a))) / dd;
+        const float v = ((at(j, k) - at(a, k)) - (at(a, j) - at(a, a))) / dd;
+        return j != k ? v : (nj >= 1e-12f ? 1.0f : 0.0f);  // <u, u> of a unit vector: exactly 1, in both networks
     }
 };
 
@@ -263,9 +267,9 @@ LaunchResult rkd_launch(const RKDArgs& a, cudaStream_t stream)
     if ((r.cuda = centre_rows(stream, a.rows, {a.e_s, a.ld_s, a.dim_s, a.ws.centred_s},
                               {a.e_t, a.ld_t, a.dim_t, a.ws.centred_t}, false)))
         return r;
-    r = build_grams(a.cublas, stream, a.rows, {a.ws.centred_s, a.dim_s, a.dim_s, a.ws.gram_s, a.ws.partials.s, 0},
-                    {a.ws.centred_t, a.dim_t, a.dim_t, a.ws.gram_t, a.ws.partials.t, 0});
-    if (r.cublas || r.cuda) return r;
+    if ((r.cuda = build_grams(stream, a.rows, {a.ws.centred_s, a.dim_s, a.dim_s, a.ws.gram_s, a.ws.partials.s, 0},
+                              {a.ws.centred_t, a.dim_t, a.dim_t, a.ws.gram_t, a.ws.partials.t, 0})))
+        return r;
 
     const dim3 grid(static_cast<unsigned>(rkd_blocks(a.rows)));
     if (a.loss != nullptr)

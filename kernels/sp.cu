@@ -11,26 +11,27 @@
 // <Q_i, P_i> = k <Q_i, d_i> is a row statistic that must be known before any dL/dG_ij of the row.
 //
 // Centring: with near-duplicate rows (or a large common offset) every G_ij is |m|^2 plus a small part, and
-// d = Q_t - Q_s is a difference of nearly equal rows: the Gram GEMM's accumulation error at |m|^2 cost the loss
+// d = Q_t - Q_s is a difference of nearly equal rows: the Gram's rounding at |m|^2 cost the loss
 // ~4.6x the seed's fp32 error on 32 x 256 near-duplicate rows. So, as CC's seed variant, G_ij =
 // G'_ij + (G'_in + G'_jn) + G'_nn from the Gram G' of [c; m] (c = f - m, m the mean row as row n; common/centre.cuh).
-// Fusion plan (3 kernels, 3 GEMMs; loss only: 2 kernels, 2 GEMMs; + the slice reduction for D > 64):
+// Fusion plan (4 kernels, 1 GEMM; loss only: 3 kernels; + the slice reduction for D > 64):
 //   kernel 0 (kdf::centre_rows): [c; m] of f_s and f_t, dense, in the workspace.
-//   GEMM 1, 2: G'_s, G'_t ((N+1) x (N+1)) into the workspace (cuBLAS, fp32 or TF32 per handle)
-//   (kdf::centred_grams, common/gram_split.cuh: above 64 columns a strided-batched GEMM over column slices and
-//   a slice-reduction kernel).
+//   Grams G'_s, G'_t ((N+1) x (N+1)) into the workspace, accumulated in double (kdf::centred_grams,
+//   common/gram_split.cuh: one kernel over every (tile, column slice) of both, and above 64 columns a
+//   slice-reduction kernel).
 //   kernel 1 (sp_rows): one block per row i: both row norms (block reductions), then d_i, the row's
 //     sum d^2 (loss, summed in row order per block and by kdf::grid_sum across blocks) and <Q_i, d_i>,
 //     then dL/dG_i written over G_s row i (each thread overwrites only the entries it read).
 //   kernel 2 (sp_symmetrise): S = dG + dG^T in place, one thread per pair {i, j}. S_ij needs row j's
 //     statistics, which only the block of row j knows: that dependency is the second kernel (the
 //     alternative, two accumulated GEMMs dG f_s + dG^T f_s, costs 2 N^2 D_s FLOPs more than this N^2 pass).
-//   GEMM 3: grad_s = S f_s (+ grad_s with accumulate: beta = 1).
+//   GEMM: grad_s = S f_s (+ grad_s with accumulate: beta = 1; fp32, or TF32 per handle).
 // No tensor of size N x N x D or N^3; workspace 2 (N+1)^2 + (N+1) (D_s + D_t) floats + the cuBLAS slice.
-// FLOPs: 2 N^2 (D_s + D_t) for the Gram matrices, 2 N^2 D_s for the gradient, O(N^2) elsewhere.
-// Bytes (fp32): the GEMMs read f_s twice and f_t once (4 N (2 D_s + D_t)) and write grad_s (4 N D_s);
+// FLOPs: N^2 (D_s + D_t) fp64 FMAs for the Gram matrices (upper tiles), 2 N^2 D_s for the gradient, O(N^2) elsewhere.
+// Bytes (fp32): the Gram kernel reads the centred copies (4 (N+1) (D_s + D_t)), the GEMM f_s, writing grad_s (4 N D_s);
 // the two kernels move about 6 x 4 N^2 bytes; the centring reads f twice and writes [c; m], 4 (N+1) (D_s + D_t).
-// Numerics: fp32 GEMMs; G and the normalised difference d in double from the centred Grams' terms; row sums of
+// Numerics: the Grams accumulated in double and rounded once; G and the normalised difference d in double from the
+// centred Grams' terms; the gradient GEMM in fp32; row sums of
 // at most N terms per thread-strided slice, tree-reduced.
 #include "sp.h"
 
@@ -132,9 +133,9 @@ LaunchResult sp_launch(const SPArgs& a, cudaStream_t stream)
     const int n = static_cast<int>(a.n);
     const bool want_grad = a.grad_s != nullptr;
     if ((r.cublas = gemm_bind(a.cublas, stream, a.ws.cublas, a.allow_tf32))) return r;
-    r = centred_grams(a.cublas, stream, a.n, {a.f_s, a.ld_s, a.ds, a.ws.centred_s}, {a.f_t, a.ld_t, a.dt, a.ws.centred_t},
-                      a.ws.gram_s, a.ws.gram_t, a.ws.partials);
-    if (r.cublas || r.cuda) return r;
+    if ((r.cuda = centred_grams(stream, a.n, {a.f_s, a.ld_s, a.ds, a.ws.centred_s}, {a.f_t, a.ld_t, a.dt, a.ws.centred_t},
+                                a.ws.gram_s, a.ws.gram_t, a.ws.partials)))
+        return r;
     if (a.loss)
         if ((r.cuda = a.ws.prepare(stream))) return r;
     const LaunchConfig rows{dim3(static_cast<unsigned>(sp_blocks(a.n))), dim3(kRowBlock), 0, stream};

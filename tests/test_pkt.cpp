@@ -91,14 +91,14 @@ TEST_F(PKT, LaunchAndGemmCountsNoSyncAndBitwiseReproducible)
         ASSERT_EQ(kdfPKT(handle, &c.params, fs.get(), ft.get(), loss.get(), grad.get(), nullptr, 1.0f, 0, ws.get(),
                          ws.size(), stream),
                   KDF_STATUS_SUCCESS);
-        // G_s, G_t: one strided-batched GEMM each over 4 slices of 64 columns (common/gram_split.h), the
-        // slice reduction; similarity, rows and coefficient kernels; grad_s = P masked(f_s).
-        EXPECT_CALL_WORK(4u, 3u);
+        // G_s, G_t: the partial-Gram kernel over 4 slices of 64 columns each (common/gram_split.h), the slice
+        // reduction; similarity, rows and coefficient kernels; grad_s = P masked(f_s).
+        EXPECT_CALL_WORK(5u, 1u);
         kdfuse::simt::reset_counters();
         ASSERT_EQ(kdfPKT(handle, &c.params, fs.get(), ft.get(), loss.get(), nullptr, nullptr, 1.0f, 0, ws.get(), ws.size(),
                          stream),
                   KDF_STATUS_SUCCESS);
-        EXPECT_CALL_WORK(3u, 2u);  // loss only: the slice reduction, the similarity and rows kernels
+        EXPECT_CALL_WORK(4u, 0u);  // loss only: the partial Grams, their reduction, the similarity and rows kernels
         runs.push_back(kdftest::concat({loss.download(), grad.download()}));
     });
     ASSERT_EQ(runs.size(), 3u);
@@ -113,16 +113,16 @@ TEST_F(PKT, WorkspaceAtResnet32x4Shapes)
 {
     // N = 64: five 64 x 64 float matrices (16 KiB each), the grid sum (64 partials: 256 + 256 bytes) and the
     // 4 MiB cuBLAS slice; flattened feature maps (D >= 16384) add the 64 slices of each split Gram matrix
-    // (common/gram_split.h: 64 x 16 KiB per network), the pooled 256-d
+    // (common/gram_split.h: 64 x 32 KiB per network), the pooled 256-d
     // embeddings 4 slices per network; the gradient GEMM's masked copy of the student, N x D_s.
     kdfPKTParams_t p = KDF_PKT_PARAMS_INIT;
     p.rows = 64;
     const size_t want = 5u * 16384u + 512u + (4u << 20);
     p.dim_student = p.dim_teacher = 256;
-    EXPECT_EQ(workspace(p), want + 2 * 4 * 16384 + 64 * 256 * 4);
+    EXPECT_EQ(workspace(p), want + 2 * 4 * 32768 + 64 * 256 * 4);
     for (int64_t d : {32 * 32 * 32, 64 * 32 * 32, 128 * 16 * 16, 256 * 8 * 8}) {
         p.dim_student = p.dim_teacher = d;
-        EXPECT_EQ(workspace(p), want + 2 * 64 * 16384 + size_t(64 * d * 4)) << "D = " << d;
+        EXPECT_EQ(workspace(p), want + 2 * 64 * 32768 + size_t(64 * d * 4)) << "D = " << d;
     }
 }
 

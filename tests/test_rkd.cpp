@@ -110,14 +110,14 @@ TEST_F(RKD, LaunchAndGemmCountsNoSyncAndBitwiseReproducible)
         ASSERT_EQ(kdfRKD(handle, &c.params, fs.get(), ft.get(), loss.get(), grad.get(), nullptr, 1.0f, 0, ws.get(),
                          ws.size(), stream),
                   KDF_STATUS_SUCCESS);
-        // The centring kernel; G_s, G_t: one strided-batched GEMM each over 4 slices of 64 columns
+        // The centring kernel; G_s, G_t: the partial-Gram kernel over 4 slices of 64 columns each
         // (common/gram_split.h), the slice reduction; angle, distance and coefficient kernels; grad_s = M c_s.
-        EXPECT_CALL_WORK(5u, 3u);
+        EXPECT_CALL_WORK(6u, 1u);
         kdfuse::simt::reset_counters();
         ASSERT_EQ(kdfRKD(handle, &c.params, fs.get(), ft.get(), loss.get(), nullptr, nullptr, 1.0f, 0, ws.get(), ws.size(),
                          stream),
                   KDF_STATUS_SUCCESS);
-        EXPECT_CALL_WORK(4u, 2u);  // loss only: centring, the slice reduction, angle and distance kernels
+        EXPECT_CALL_WORK(5u, 0u);  // loss only: centring, the partial Grams, their reduction, angle and distance
         runs.push_back(kdftest::concat({loss.download(), grad.download()}));
     });
     ASSERT_EQ(runs.size(), 3u);
@@ -131,17 +131,17 @@ TEST_F(RKD, WorkspaceAtResnet32x4Shapes)
 {
     // N = 64: six 64 x 64 float matrices (16 KiB each), five 64-float row vectors (256 bytes each), the grid
     // sum (64 partials: 256 + 256 bytes) and the 4 MiB cuBLAS slice; flattened feature maps (D >= 16384) add
-    // the 64 slices of each split Gram matrix (common/gram_split.h: 64 x 16 KiB per network), the pooled 256-d
+    // the 64 slices of each split Gram matrix (common/gram_split.h: 64 x 32 KiB per network), the pooled 256-d
     // embeddings 4 slices per network; the centred copies of e_s and e_t, N x D each. No N x N x D or N^3
     // buffer.
     kdfRKDParams_t p = KDF_RKD_PARAMS_INIT;
     p.rows = 64;
     const size_t want = 6u * 16384u + 5u * 256u + 512u + (4u << 20);
     p.dim_student = p.dim_teacher = 256;
-    EXPECT_EQ(workspace(p), want + 2 * 4 * 16384 + 2 * 64 * 256 * 4);
+    EXPECT_EQ(workspace(p), want + 2 * 4 * 32768 + 2 * 64 * 256 * 4);
     for (int64_t d : {32 * 32 * 32, 64 * 32 * 32, 128 * 16 * 16, 256 * 8 * 8}) {
         p.dim_student = p.dim_teacher = d;
-        EXPECT_EQ(workspace(p), want + 2 * 64 * 16384 + 2 * size_t(64 * d * 4)) << "D = " << d;
+        EXPECT_EQ(workspace(p), want + 2 * 64 * 32768 + 2 * size_t(64 * d * 4)) << "D = " << d;
     }
 }
 

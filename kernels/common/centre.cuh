@@ -50,14 +50,14 @@ inline cudaError_t centre_rows(cudaStream_t stream, int64_t n, const CentreJob& 
                        {dim3(static_cast<unsigned>(blocks < 65535 ? blocks : 65535)), dim3(B), 0, stream}, s, t, n, mean_row);
 }
 
-// The (n+1) x (n+1) Gram matrices of [c; m] of both matrices (cuBLAS already bound to `stream`): the centring
-// kernel, then build_grams over the centred copies (s.out, t.out).
-inline LaunchResult centred_grams(cublasHandle_t h, cudaStream_t stream, int64_t n, const CentreJob& s, const CentreJob& t,
-                                  float* gram_s, float* gram_t, const GramPartials& partials)
+// The (n+1) x (n+1) Gram matrices of [c; m] of both matrices: the centring kernel, then build_grams over the
+// centred copies (s.out, t.out).
+inline cudaError_t centred_grams(cudaStream_t stream, int64_t n, const CentreJob& s, const CentreJob& t, float* gram_s,
+                                 float* gram_t, const GramPartials& partials)
 {
-    LaunchResult r;
-    if ((r.cuda = centre_rows(stream, n, s, t, true))) return r;
-    return build_grams(h, stream, n + 1, {s.out, s.dim, s.dim, gram_s, partials.s, 0}, {t.out, t.dim, t.dim, gram_t, partials.t, 0});
+    const cudaError_t e = centre_rows(stream, n, s, t, true);
+    if (e != cudaSuccess) return e;
+    return build_grams(stream, n + 1, {s.out, s.dim, s.dim, gram_s, partials.s, 0}, {t.out, t.dim, t.dim, gram_t, partials.t, 0});
 }
 
 // (e e^T)_ij for i, j < n from the (n+1) x (n+1) Gram matrix g of [c; m], in double: the four terms (the small
