@@ -1,6 +1,7 @@
-// The relational and Gram losses on cuBLAS (SP, CC, RKD, PKT, NST, FSP) on the network presets. SP takes
+// The relational and Gram losses (SP, CC, RKD, PKT, NST, FSP, KDSVD) on the network presets. SP takes
 // the last stage flattened (RepDistiller's g[-2]), RKD and PKT the penultimate embeddings, CC RepDistiller's
-// 128-d embedding, NST the three stages summed into one loss, FSP the two pairs of consecutive stages.
+// 128-d embedding, NST the three stages summed into one loss, FSP the two pairs of consecutive stages, KDSVD the
+// three stages in one call (on the presets whose stages it supports).
 // Minimum traffic: inputs read once, the student gradients written once; FLOPs: the GEMMs
 // (docs/losses/<loss>.md), plus RKD's ~100 N^3 angle evaluations.
 #include "common/harness.h"
@@ -187,12 +188,57 @@ Case fsp(const Preset& p)
     return c;
 }
 
+// KDSVD on the three stages (all layers of both networks in one call, k = 1). FLOPs: the Grams (2 N n^2 max(C, P)
+// per map, n = min(C, P)), the fp64 Jacobi solves (~8 n^3 per sweep, 8 sweeps modelled), the gradient (4 N C P per
+// stage and live vector).
+Case kdsvd(const Preset& p)
+{
+    Case c;
+    float* loss = c.hold(std::make_unique<Array<float>>(2));
+    kdfKDSVDParams_t q = KDF_KDSVD_PARAMS_INIT;
+    q.num_layers = 3;
+    std::vector<const void*> f_s, f_t;
+    std::vector<void*> grads;
+    for (int l = 0; l < 3; ++l) {
+        const MapBuffers s(c, p.n, p.student[l], 10 + l, true), t(c, p.n, p.teacher[l], 20 + l, false);
+        f_s.push_back(s.f), f_t.push_back(t.f), grads.push_back(s.grad);
+        q.student[l] = feature_map(p.n, p.student[l]);
+        q.teacher[l] = feature_map(p.n, p.teacher[l]);
+        for (const Map& m : {p.student[l], p.teacher[l]}) {
+            const double hw = static_cast<double>(m.h * m.w), ch = static_cast<double>(m.c);
+            const double order = ch < hw ? ch : hw, len = ch < hw ? hw : ch, n = static_cast<double>(p.n);
+            c.model.flops += 2.0 * n * order * order * len + n * 8.0 * 8.0 * order * order * order;
+        }
+        c.model.flops += 4.0 * static_cast<double>(p.n) * static_cast<double>(p.student[l].elements(1));
+    }
+    size_t bytes = 0;
+    kdfKDSVDWorkspaceSize(&q, &bytes);
+    unsigned char* ws = c.hold(kdfbench::workspace(bytes));
+    c.call = [=](kdfHandle_t h, cudaStream_t st) {
+        return kdfKDSVD(h, &q, f_s.data(), f_t.data(), loss, grads.data(), nullptr, 1.0f, 0, ws, bytes, st);
+    };
+    return c;
+}
+
+// KDSVD decomposes Grams of order min(C, h*w) <= KDF_KDSVD_MAX_RANK of square maps with equal channels.
+bool kdsvd_supported(const Preset& p)
+{
+    for (int l = 0; l < 3; ++l)
+        for (const Map& m : {p.student[l], p.teacher[l]})
+            if (m.h != m.w || (m.c > KDF_KDSVD_MAX_RANK && m.h * m.w > KDF_KDSVD_MAX_RANK) || m.c != p.student[l].c)
+                return false;
+    return true;
+}
+
 const bool registered = [] {
     const std::pair<const char*, Case (*)(const Preset&)> losses[] = {{"sp", sp},   {"cc", cc},   {"rkd", rkd},
                                                                       {"pkt", pkt}, {"nst", nst}, {"fsp", fsp}};
     for (const auto& [name, make] : losses)
         for (const auto& preset : kdfbench::network_presets())
             kdfbench::register_case(name, preset.name, [preset, make = make](bool smoke) { return make(smoke ? preset.smoke() : preset); });
+    for (const auto& preset : kdfbench::network_presets())
+        if (kdsvd_supported(preset))
+            kdfbench::register_case("kdsvd", preset.name, [preset](bool smoke) { return kdsvd(smoke ? preset.smoke() : preset); });
     return true;
 }();
 
