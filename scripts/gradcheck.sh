@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The README's main-job command: the gradient check of every implemented loss against the PyTorch
-# reference (python/kdfuse/gradcheck.py). Installs what is missing, builds the SIMT library (and the
+# reference (python/kdfuse/gradcheck/). Installs what is missing, builds the SIMT library (and the
 # CUDA library when nvcc is found), checks the SIMT build on the CPU and, when a GPU is visible, the
 # CUDA build on the GPU. Exits non-zero if any check fails.
 #

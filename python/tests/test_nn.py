@@ -11,7 +11,7 @@ import torch
 
 import kdfuse
 import kdfuse.nn as knn
-from kdfuse.check_kdsvd import KERNEL, draw
+from kdfuse.gradcheck.cases.kdsvd import KERNEL, draw
 import kdfuse_ref.ab
 import kdfuse_ref.at
 import kdfuse_ref.cc

@@ -18,7 +18,7 @@ import torch
 
 import kdfuse.nn as K
 import kdfuse_ref.kdsvd
-from kdfuse.check_kdsvd import KERNEL, draw
+from kdfuse.gradcheck.cases.kdsvd import KERNEL, draw
 from simt_library import load_or_skip
 
 load_or_skip("kdfPKT")

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from kdfuse import KdfuseError, draw_contrast, ops
-from kdfuse.check_kdsvd import KERNEL, draw
+from kdfuse.gradcheck.cases.kdsvd import KERNEL, draw
 from kdfuse_ref.ab import ab_loss
 from kdfuse_ref.at import at_loss
 from kdfuse_ref.cc import cc_loss
@@ -66,7 +66,7 @@ def _margin():
 
 
 def _kdsvd_case(n, layers, k, kind, seed):
-    """KDSVD on well-posed maps (kdfuse.check_kdsvd.draw): inputs the student maps then the teacher maps, the loss a
+    """KDSVD on well-posed maps (kdfuse.gradcheck.cases.kdsvd.draw): inputs the student maps then the teacher maps, the loss a
     1-D tensor of the pair losses (the reference's list stacked)."""
     g_s, g_t = draw(n, layers, k, kind, torch.Generator().manual_seed(seed))
     m = len(layers)

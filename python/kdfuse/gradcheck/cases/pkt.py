@@ -1,7 +1,7 @@
 """Gradient-check cases of PKT (used by python -m kdfuse.gradcheck)."""
 import torch
 
-from .gradcheck import Row, compare
+from .. import Row, compare
 
 ENTRY = "kdfPKT"
 

@@ -1,5 +1,5 @@
-"""Gradient-check cases of FT (used by python -m kdfuse.gradcheck); options and scales as check_at."""
-from .check_at import run_cases
+"""Gradient-check cases of FT (used by python -m kdfuse.gradcheck); options and scales as the AT cases (at.py)."""
+from .at import run_cases
 
 ENTRY = "kdfFT"
 

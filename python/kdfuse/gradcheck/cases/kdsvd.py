@@ -5,7 +5,7 @@ library decomposes fp32 Grams and selects student vectors by an exact comparison
 are drawn until every spectrum the loss uses is well separated and every alignment is unambiguous (`draw`)."""
 import torch
 
-from .gradcheck import Row, channel_slice, compare
+from .. import Row, channel_slice, compare
 
 ENTRY = "kdfKDSVD"
 

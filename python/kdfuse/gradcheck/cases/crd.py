@@ -7,7 +7,7 @@ import math
 
 import torch
 
-from .gradcheck import Row, compare
+from .. import Row, compare
 
 ENTRY = "kdfCRD"
 

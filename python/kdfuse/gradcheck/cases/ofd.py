@@ -1,7 +1,7 @@
 """Gradient-check cases of OFD and its BN margin (used by python -m kdfuse.gradcheck)."""
 import torch
 
-from .gradcheck import Row, compare
+from .. import Row, compare
 
 ENTRY = "kdfOFD"
 

@@ -1,7 +1,7 @@
 """Gradient-check cases of FSP (used by python -m kdfuse.gradcheck)."""
 import torch
 
-from .gradcheck import Row, channel_slice, compare
+from .. import Row, channel_slice, compare
 
 ENTRY = "kdfFSP"
 
