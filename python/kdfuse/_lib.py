@@ -222,6 +222,7 @@ _lock = threading.RLock()
 # Held around every call that takes a cached handle (the API allows one host thread per handle).
 CALL_LOCK = threading.Lock()
 _libs = {}      # (backend, resolved path) -> CDLL
+_requests = {}  # (backend, path argument, KDFUSE_LIB) -> CDLL: a request resolved once skips the file system
 _runtimes = []  # SIMT runtimes loaded beside a libkdfuse_sim (kept loaded)
 _handles = {}   # (backend, device key) -> (lib, kdfHandle_t)
 
@@ -230,7 +231,12 @@ def load(backend="simt", path=None):
     """The kdfuse library for `backend` ("simt" or "cuda"), loaded once and cached.
 
     Raises OSError if the file is missing or cannot be loaded, KdfuseError(KDF_STATUS_NOT_SUPPORTED)
-    if it reports another backend than requested."""
+    if it reports another backend than requested. The file is looked up once per (backend, path, KDFUSE_LIB):
+    every loss call goes through here, and a repeated request is a dictionary lookup."""
+    request = (backend, path, os.environ.get("KDFUSE_LIB"))
+    lib = _requests.get(request)
+    if lib is not None:
+        return lib
     p = library_path(backend, path)
     if not p.is_file():
         raise OSError(f"kdfuse {backend} library not found at {p} (build it, or set KDFUSE_LIB)")
@@ -251,6 +257,7 @@ def load(backend="simt", path=None):
                                     f"{p} is the {actual!r} build, but the {backend!r} backend was requested")
             lib.kdfuse_path = str(p)
             _libs[key] = lib
+        _requests[request] = lib
         return lib
 
 

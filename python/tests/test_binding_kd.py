@@ -37,6 +37,20 @@ def assert_close(got, ref):
     torch.testing.assert_close(got.to(torch.float64), ref, rtol=RTOL, atol=atol)
 
 
+def test_repeated_load_skips_the_file_system(monkeypatch):
+    """Every loss call loads the library: a request resolved before is a dictionary lookup, no path work."""
+    first = _lib.load("simt")
+
+    def no_lookup(*args, **kwargs):
+        raise AssertionError("library_path called for a request resolved before")
+
+    monkeypatch.setattr(_lib, "library_path", no_lookup)
+    assert _lib.load("simt") is first
+    monkeypatch.setenv("KDFUSE_LIB", first.kdfuse_path + ".other")  # a new request is resolved again
+    with pytest.raises(AssertionError, match="resolved before"):
+        _lib.load("simt")
+
+
 def test_library_identity():
     assert LIB.kdfGetBackendName() == b"simt"
     assert LIB.kdfGetVersion() == 100  # 0.1.0
