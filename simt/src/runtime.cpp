@@ -506,3 +506,5 @@ cudaError_t cudaFuncSetAttributeErased(const void* func, cudaFuncAttribute attr,
 
 }  // namespace api
 }  // namespace kdfuse::simt
+
+extern "C" void kdfuse_simt_set_count_only(int on) { kdfuse::simt::set_count_only(on != 0); }

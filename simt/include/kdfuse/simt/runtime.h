@@ -458,4 +458,8 @@ inline double max(double a, double b) { return std::fmax(a, b); }
 
 }  // namespace kdfuse::simt::api
 
+// kdfuse::simt::set_count_only with C linkage, for a process that loads the SIMT runtime without this header
+// (bench/host_overhead.py, through ctypes): on != 0 turns count-only mode on, 0 off.
+extern "C" KDFUSE_SIMT_API void kdfuse_simt_set_count_only(int on);
+
 using namespace kdfuse::simt::api;
