@@ -316,20 +316,6 @@ __global__ void __launch_bounds__(kCRDBlock) crd_nce_kernel(CRDArgs a, float log
         store(a.loss, a.ws.invalid() ? NAN : -a.weight / static_cast<float>(a.geo.n) * r.total, a.accumulate);
 }
 
-template <typename T>
-__device__ __forceinline__ T block_sum(T value)
-{
-    using Reduce = cub::BlockReduce<T, kCRDBlock>;
-    __shared__ typename Reduce::TempStorage temp;
-    __shared__ T result;
-    const T total = Reduce(temp).Sum(value);
-    if (threadIdx.x == 0) result = total;
-    __syncthreads();
-    const T out = result;
-    __syncthreads();  // temp and result are reused by the next call
-    return out;
-}
-
 // Block (side, row): the gradient (chunk partials in chunk order), then the bank update of the row.
 __global__ void __launch_bounds__(kCRDBlock) crd_finish_kernel(CRDArgs a)
 {
@@ -352,7 +338,7 @@ __global__ void __launch_bounds__(kCRDBlock) crd_finish_kernel(CRDArgs a)
         v[j] = e < d ? u[e] : 0.0f;
         sq += v[j] * v[j];
     }
-    const float norm = a.normalize ? sqrtf(block_sum(sq)) : 1.0f;
+    const float norm = a.normalize ? sqrtf(block_sum<kCRDBlock>(sq)) : 1.0f;
     if (a.normalize) {
 #pragma unroll
         for (int j = 0; j < kPerThread; ++j) v[j] /= norm;
@@ -373,7 +359,7 @@ __global__ void __launch_bounds__(kCRDBlock) crd_finish_kernel(CRDArgs a)
             dv[j] = scale * sum;
             dot += v[j] * dv[j];
         }
-        if (a.normalize) dot = block_sum(dot);
+        if (a.normalize) dot = block_sum<kCRDBlock>(dot);
         float* out = s.grad + row * s.ld;
 #pragma unroll
         for (int j = 0; j < kPerThread; ++j) {
@@ -397,7 +383,7 @@ __global__ void __launch_bounds__(kCRDBlock) crd_finish_kernel(CRDArgs a)
         pos[j] = e < d ? bank[e] * a.momentum + v[j] * (1.0f - a.momentum) : 0.0f;
         sq += pos[j] * pos[j];
     }
-    const float pos_norm = sqrtf(block_sum(sq));
+    const float pos_norm = sqrtf(block_sum<kCRDBlock>(sq));
 #pragma unroll
     for (int j = 0; j < kPerThread; ++j) {
         const int64_t e = threadIdx.x + kCRDBlock * j;

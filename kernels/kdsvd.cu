@@ -57,30 +57,8 @@ constexpr int kMaxSweeps = 30;
 constexpr double kRelTol = 1e-11;
 constexpr double kAbsTol = 1e-14;
 
-using Reduce = cub::BlockReduce<float, kKDSVDBlock>;
-using ReduceInt = cub::BlockReduce<int, kKDSVDBlock>;
-
-// The block's total of `v` in every thread (reduction in CUB's fixed order). Ends with a barrier: `temp` and
-// `slot` may be reused at once.
-__device__ __forceinline__ float block_sum(float v, Reduce::TempStorage& temp, float& slot)
-{
-    const float t = Reduce(temp).Sum(v);
-    if (threadIdx.x == 0) slot = t;
-    __syncthreads();
-    const float r = slot;
-    __syncthreads();
-    return r;
-}
-
-__device__ __forceinline__ float block_max(float v, Reduce::TempStorage& temp, float& slot)
-{
-    const float t = Reduce(temp).Reduce(v, Max{});
-    if (threadIdx.x == 0) slot = t;
-    __syncthreads();
-    const float r = slot;
-    __syncthreads();
-    return r;
-}
+__device__ __forceinline__ float block_sum(float v) { return kdf::block_sum<kKDSVDBlock>(v); }
+__device__ __forceinline__ float block_max(float v) { return block_reduce<kKDSVDBlock>(v, Max{}); }
 
 // Round-robin ("circle") ordering of n (even) indices: in step s (0 <= s < n - 1), pair t (0 <= t < n / 2)
 // rotates indices p and q. Index 0 stays, the others move one place per step: every pair meets once per sweep
@@ -112,8 +90,6 @@ __device__ __forceinline__ int upper(int i, int j, int n)
 // The larger orders' shared memory allows one block per SM, so the block may use the SM's registers (min 1 block).
 __global__ void __launch_bounds__(kKDSVDBlock, 1) kdsvd_jacobi_kernel(KDSVDArgs a)
 {
-    __shared__ Reduce::TempStorage temp;
-    __shared__ float slot;
     const KDSVDGeometry& g = a.geo;
     const int64_t sample = blockIdx.x % g.n;
     const int which = static_cast<int>(blockIdx.x / g.n);
@@ -147,12 +123,12 @@ __global__ void __launch_bounds__(kKDSVDBlock, 1) kdsvd_jacobi_kernel(KDSVDArgs 
         if (row == col && finite) diag = fmaxf(diag, fabsf(x));
     }
     __syncthreads();
-    if (block_sum(bad, temp, slot) > 0.0f) {  // a non-finite map: no vectors, no values
+    if (block_sum(bad) > 0.0f) {  // a non-finite map: no vectors, no values
         for (int i = threadIdx.x; i < n * n; i += kKDSVDBlock) gram[i] = 0.0f;
         for (int i = threadIdx.x; i < n; i += kKDSVDBlock) values[i] = 0.0f;
         return;
     }
-    const double abs_tol = kAbsTol * static_cast<double>(block_max(diag, temp, slot));
+    const double abs_tol = kAbsTol * static_cast<double>(block_max(diag));
 
     for (int sweep = 0; sweep < kMaxSweeps; ++sweep) {
         float rotated = 0.0f;
@@ -211,7 +187,7 @@ __global__ void __launch_bounds__(kKDSVDBlock, 1) kdsvd_jacobi_kernel(KDSVDArgs 
             }
             __syncthreads();
         }
-        if (block_sum(rotated, temp, slot) == 0.0f) break;
+        if (block_sum(rotated) == 0.0f) break;
     }
 
     // Sort by decreasing eigenvalue, index order on ties.
@@ -232,7 +208,7 @@ __global__ void __launch_bounds__(kKDSVDBlock, 1) kdsvd_jacobi_kernel(KDSVDArgs 
     }
 }
 
-// The per-sample slots of one layer in the vector region.
+// The per-sample slots of one layer in the vector region (KDSVDVecSlots).
 struct VecLayout {
     float* live;  // [count, i_0, i_1, ...]: the student vectors with a gradient
     float* as;    // a_s: vector j at as + j C
@@ -244,24 +220,13 @@ struct VecLayout {
     __device__ static VecLayout of(const KDSVDArgs& a, int layer, int64_t sample)
     {
         const KDSVDGeometry& g = a.geo;
-        const int64_t c = g.layer[layer].c;
-        const int k = g.k;
-        VecLayout o;
-        o.live = a.ws.vec + g.layer[layer].vec + sample * KDSVDGeometry::vec_floats_of(c, k);
-        o.as = o.live + (k + 4);
-        o.at = o.as + c * k;
-        o.da = o.at + c * k;
-        o.v = o.da + c * k;
-        o.y = o.v + c * (k + 3);
-        return o;
+        const KDSVDVecSlots slots = KDSVDVecSlots::of(g.layer[layer].c, g.k);
+        float* base = a.ws.vec + g.layer[layer].vec + sample * slots.floats;
+        return {base, base + slots.as, base + slots.at, base + slots.da, base + slots.v, base + slots.y};
     }
 };
 
 struct SampleShared {
-    Reduce::TempStorage temp;
-    ReduceInt::TempStorage temp_int;
-    float slot;
-    int slot_int;
     float s_hat[kKDSVDMaxLayers][kKDSVDMaxK];
     float mask[kKDSVDMaxLayers][kKDSVDMaxVectors][kKDSVDMaxK];
     float cos[kKDSVDMaxVectors][kKDSVDMaxK];
@@ -273,7 +238,7 @@ struct SampleShared {
 // Right singular vector j of one side of a layer (sample b) into out[0, C), normalised (F.normalize, eps 1e-12);
 // 0 when lambda_j <= 0 or the map's largest eigenvalue is 0 (a zero or non-finite map).
 __device__ void singular_vector(const KDSVDArgs& a, const KDSVDSide& side, const float* f, const Map4d& m, int64_t b,
-                                int j, int64_t c, float* out, SampleShared& sh)
+                                int j, int64_t c, float* out)
 {
     const int n = side.n;
     const float* vals = a.ws.values + side.values + b * n;
@@ -293,25 +258,23 @@ __device__ void singular_vector(const KDSVDArgs& a, const KDSVDSide& side, const
         out[ch] = x;
         sq += x * x;
     }
-    const float norm = sqrtf(block_sum(sq, sh.temp, sh.slot));
+    const float norm = sqrtf(block_sum(sq));
     const float inv = 1.0f / nan_max(norm, 1e-12f);
     for (int64_t ch = threadIdx.x; ch < c; ch += kKDSVDBlock) out[ch] *= inv;
     __syncthreads();
 }
 
 // Flips v (C floats) so that its entry of largest magnitude (the first on ties) is >= 0.
-__device__ void canonical_sign(float* v, int64_t c, SampleShared& sh)
+__device__ void canonical_sign(float* v, int64_t c)
 {
     float big = 0.0f;
     for (int64_t ch = threadIdx.x; ch < c; ch += kKDSVDBlock) big = fmaxf(big, fabsf(v[ch]));
-    const float top = block_max(big, sh.temp, sh.slot);
+    const float top = block_max(big);
     int first = INT_MAX;
     for (int64_t ch = threadIdx.x; ch < c; ch += kKDSVDBlock)
         if (fabsf(v[ch]) == top && ch < first) first = static_cast<int>(ch);
-    const int idx = ReduceInt(sh.temp_int).Reduce(first, Min{});
-    if (threadIdx.x == 0) sh.slot_int = idx;
-    __syncthreads();
-    const bool flip = sh.slot_int != INT_MAX && v[sh.slot_int] < 0.0f;
+    const int idx = block_reduce<kKDSVDBlock>(first, Min{});
+    const bool flip = idx != INT_MAX && v[idx] < 0.0f;
     __syncthreads();
     if (flip)
         for (int64_t ch = threadIdx.x; ch < c; ch += kKDSVDBlock) v[ch] = -v[ch];
@@ -326,15 +289,15 @@ __device__ void layer_vectors(const KDSVDArgs& a, int l, int64_t b, SampleShared
     const VecLayout o = VecLayout::of(a, l, b);
     const int k = g.k, m = L.s.vectors;
     for (int j = 0; j < k; ++j) {
-        singular_vector(a, L.t, a.f_t[l], a.mt[l], b, j, L.c, o.at + j * L.c, sh);
-        canonical_sign(o.at + j * L.c, L.c, sh);
+        singular_vector(a, L.t, a.f_t[l], a.mt[l], b, j, L.c, o.at + j * L.c);
+        canonical_sign(o.at + j * L.c, L.c);
     }
-    for (int i = 0; i < m; ++i) singular_vector(a, L.s, a.f_s[l], a.ms[l], b, i, L.c, o.v + i * L.c, sh);
+    for (int i = 0; i < m; ++i) singular_vector(a, L.s, a.f_s[l], a.ms[l], b, i, L.c, o.v + i * L.c);
     for (int i = 0; i < m; ++i)
         for (int j = 0; j < k; ++j) {
             float d = 0.0f;
             for (int64_t ch = threadIdx.x; ch < L.c; ch += kKDSVDBlock) d += o.v[i * L.c + ch] * o.at[j * L.c + ch];
-            const float cij = block_sum(d, sh.temp, sh.slot);
+            const float cij = block_sum(d);
             if (threadIdx.x == 0) sh.cos[i][j] = cij;
         }
     if (threadIdx.x == 0) {
@@ -447,7 +410,7 @@ __device__ void vector_derivative(const KDSVDArgs& a, int l, int64_t b, int i, f
     const Map4d& m = a.ms[l];
     float d = 0.0f;
     for (int64_t ch = threadIdx.x; ch < c; ch += kKDSVDBlock) d += v[ch] * y[ch];
-    const float vg = block_sum(d, sh.temp, sh.slot);
+    const float vg = block_sum(d);
     for (int64_t ch = threadIdx.x; ch < c; ch += kKDSVDBlock) y[ch] -= v[ch] * vg;
     __syncthreads();
     for (int p = threadIdx.x; p < n; p += kKDSVDBlock) {
@@ -520,11 +483,10 @@ __device__ __forceinline__ float pair_grad_scale(const KDSVDArgs& a, int l)
     return a.weight * gl * a.grad_scale / static_cast<float>(a.geo.n);
 }
 
-// Block = one sample.
-__global__ void __launch_bounds__(kKDSVDBlock) kdsvd_sample_kernel(KDSVDArgs a)
+// Block = one sample (N blocks: occupancy is not what limits it, so the block may use the SM's registers).
+__global__ void __launch_bounds__(kKDSVDBlock, 1) kdsvd_sample_kernel(KDSVDArgs a)
 {
     __shared__ SampleShared sh;
-    __shared__ bool last;
     const KDSVDGeometry& g = a.geo;
     const int64_t b = blockIdx.x;
     for (int l = 0; l < g.layers; ++l) layer_vectors(a, l, b, sh);
@@ -536,7 +498,7 @@ __global__ void __launch_bounds__(kKDSVDBlock) kdsvd_sample_kernel(KDSVDArgs a)
     __syncthreads();
     for (int l = 1; l < g.layers; ++l) {
         const float part = pair_rbf(a, l, b, a.any_grad, pair_grad_scale(a, l));
-        const float total = block_sum(part, sh.temp, sh.slot);
+        const float total = block_sum(part);
         if (a.loss != nullptr && threadIdx.x == 0) a.ws.sum.partials[(l - 1) * g.n + b] = total;
     }
     if (a.any_grad)
@@ -545,17 +507,11 @@ __global__ void __launch_bounds__(kKDSVDBlock) kdsvd_sample_kernel(KDSVDArgs a)
     if (a.loss == nullptr) return;
 
     // The last block to finish sums every pair's partials in sample order.
-    if (threadIdx.x == 0) {
-        __threadfence();
-        last = atomicAdd(a.ws.sum.ticket, 1u) == gridDim.x - 1;
-    }
-    __syncthreads();
-    if (!last) return;
-    __threadfence();
+    if (!last_block(a.ws.sum.ticket)) return;
     for (int l = 1; l < g.layers; ++l) {
         float part = 0.0f;
         for (int64_t s = threadIdx.x; s < g.n; s += kKDSVDBlock) part += __ldcg(&a.ws.sum.partials[(l - 1) * g.n + s]);
-        const float total = block_sum(part, sh.temp, sh.slot);
+        const float total = block_sum(part);
         if (threadIdx.x == 0) store(a.loss + (l - 1), a.weight * total / static_cast<float>(g.n), a.accumulate);
     }
     if (threadIdx.x == 0) *a.ws.sum.ticket = 0;
@@ -563,7 +519,9 @@ __global__ void __launch_bounds__(kKDSVDBlock) kdsvd_sample_kernel(KDSVDArgs a)
 
 // Block = one 32-pixel tile of one sample's map of one layer with a gradient (layers in order, then samples,
 // then tiles). Threads: 8 groups of 32 lanes; lane = pixel, groups split the channels.
-__global__ void __launch_bounds__(kKDSVDBlock) kdsvd_grad_kernel(KDSVDArgs a)
+// Two blocks per SM at least (25 KiB of shared memory each): ptxas may use up to 128 registers for the unrolled
+// accumulators, which sm_90's default budget for this block size (64) would spill.
+__global__ void __launch_bounds__(kKDSVDBlock, 2) kdsvd_grad_kernel(KDSVDArgs a)
 {
     constexpr int kGroups = kKDSVDBlock / kKDSVDTile;
     __shared__ float part[kGroups][2][kKDSVDMaxVectors][kKDSVDTile];

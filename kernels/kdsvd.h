@@ -51,6 +51,25 @@ struct KDSVDSide {
     int64_t basis;       // double offset of its bases (N n^2) in the basis region
 };
 
+// Float offsets of the per-sample, per-layer slots in the vector region: the live list of the gradient
+// ([count, i_0, i_1, ...], k + 4 floats), a_s, a_t, dL/da_s (C x k each, vector j at j C), the student vectors and
+// their y (C x (k + 3) each).
+struct KDSVDVecSlots {
+    int64_t as, at, da, v, y, floats;
+
+    __host__ __device__ static KDSVDVecSlots of(int64_t c, int k)
+    {
+        KDSVDVecSlots o{};
+        o.as = k + 4;
+        o.at = o.as + c * k;
+        o.da = o.at + c * k;
+        o.v = o.da + c * k;
+        o.y = o.v + c * (k + 3);
+        o.floats = o.y + c * (k + 3);
+        return o;
+    }
+};
+
 struct KDSVDLayer {
     int64_t c;
     KDSVDSide s, t;
@@ -64,15 +83,12 @@ struct KDSVDGeometry {
     KDSVDLayer layer[kKDSVDMaxLayers];
     int64_t gram_floats;    // all Grams / eigenvector matrices
     int64_t value_floats;   // all eigenvalues
-    int64_t vec_floats;     // all per-sample vectors (see vec_floats_of)
+    int64_t vec_floats;     // all per-sample vectors (KDSVDVecSlots)
     int64_t basis_doubles;  // the bases kept in the workspace
     int max_rank;           // the largest Gram order (the Jacobi kernel's shared memory)
     int max_smem_basis;     // the largest order whose basis is in shared memory
     bool fits;              // grids and cuBLAS ints
 
-    // Per sample and layer (VecLayout): the live list of the gradient (k + 4 floats), a_s, a_t, dL/da_s (C x k each),
-    // the student vectors and their y (C x (k + 3) each).
-    __host__ __device__ static int64_t vec_floats_of(int64_t c, int k) { return (k + 4) + c * (3 * k + 2 * (k + 3)); }
 
     static KDSVDSide side(const Map4d& m, int vectors_wanted)
     {
@@ -112,7 +128,7 @@ struct KDSVDGeometry {
                 if (x->n > g.max_rank) g.max_rank = x->n;
             }
             L.vec = g.vec_floats;
-            g.vec_floats += g.n * vec_floats_of(L.c, k);
+            g.vec_floats += g.n * KDSVDVecSlots::of(L.c, k).floats;
         }
         if (!g.fits) return g;
         // Bases: in shared memory where they fit beside the largest Gram, else in the workspace.

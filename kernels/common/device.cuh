@@ -94,6 +94,50 @@ __device__ __forceinline__ void store(T* out, float value, bool accumulate)
     *out = from_float<T>(accumulate ? to_float(*out) + value : value);
 }
 
+// Thread 0's `value` in every thread of the block. Every thread calls it; it ends with a barrier, so it may be
+// called again at once (its shared slot is reused).
+template <typename T>
+__device__ __forceinline__ T broadcast_from_thread0(T value)
+{
+    __shared__ T result;
+    if (threadIdx.x == 0) result = value;
+    __syncthreads();
+    const T out = result;
+    __syncthreads();
+    return out;
+}
+// The block-wide sum (or reduction under `op`) of `value`, in CUB's fixed order, in every thread of a BLOCK-thread
+// block; like broadcast_from_thread0 it ends with a barrier.
+template <int BLOCK, typename T>
+__device__ __forceinline__ T block_sum(T value)
+{
+    using Reduce = cub::BlockReduce<T, BLOCK>;
+    __shared__ typename Reduce::TempStorage temp;
+    return broadcast_from_thread0(Reduce(temp).Sum(value));
+}
+template <int BLOCK, typename T, typename Op>
+__device__ __forceinline__ T block_reduce(T value, Op op)
+{
+    using Reduce = cub::BlockReduce<T, BLOCK>;
+    __shared__ typename Reduce::TempStorage temp;
+    return broadcast_from_thread0(Reduce(temp).Reduce(value, op));
+}
+
+// Called by every thread of every block once its thread 0 has stored the block's results: thread 0 takes a ticket
+// (zero at launch); true in every thread of the last block to arrive, which then sees every block's stores.
+__device__ __forceinline__ bool last_block(unsigned* ticket)
+{
+    __shared__ bool last;
+    if (threadIdx.x == 0) {
+        __threadfence();
+        last = atomicAdd(ticket, 1u) == gridDim.x - 1;
+    }
+    __syncthreads();
+    if (!last) return false;
+    __threadfence();
+    return true;
+}
+
 // Result of grid_sum: `last` is true in the last block, where `total` (valid in thread 0) is the sum
 // of the blocks' values in block order.
 struct GridSumResult {
@@ -109,15 +153,8 @@ __device__ __forceinline__ GridSumResult grid_sum(const GridSum& gs, float block
 {
     using Reduce = cub::BlockReduce<float, BLOCK>;
     __shared__ typename Reduce::TempStorage temp;
-    __shared__ bool last;
-    if (threadIdx.x == 0) {
-        gs.partials[blockIdx.x] = block_value;
-        __threadfence();
-        last = atomicAdd(gs.ticket, 1u) == gridDim.x - 1;
-    }
-    __syncthreads();
-    if (!last) return {false, 0.0f};
-    __threadfence();
+    if (threadIdx.x == 0) gs.partials[blockIdx.x] = block_value;
+    if (!last_block(gs.ticket)) return {false, 0.0f};
     float part = 0.0f;
     for (unsigned b = threadIdx.x; b < gridDim.x; b += BLOCK) part += __ldcg(&gs.partials[b]);
     const float total = Reduce(temp).Sum(part);
