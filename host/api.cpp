@@ -1,24 +1,34 @@
 // Library-wide C entry points: version, backend and status strings.
 #include "status.h"
 
+#include <cstring>
+
 namespace kdf::host {
 namespace {
-thread_local std::string tl_last_error;
-}
+// A plain buffer, not a std::string: it has no destructor, so the entry points stay usable while the thread ends
+// (a caller's thread_local object that releases its handle then, for example), whatever the order of destruction.
+constexpr size_t kLastErrorCapacity = 1024;
+thread_local char tl_last_error[kLastErrorCapacity];
+}  // namespace
 
 kdfStatus_t fail(kdfStatus_t status, std::string detail)
 {
-    tl_last_error = std::move(detail);
+    constexpr char kCut[] = " [...]";
+    if (detail.size() >= kLastErrorCapacity) {
+        detail.resize(kLastErrorCapacity - sizeof(kCut));
+        detail += kCut;
+    }
+    std::memcpy(tl_last_error, detail.c_str(), detail.size() + 1);
     return status;
 }
 
 kdfStatus_t succeed()
 {
-    tl_last_error.clear();
+    tl_last_error[0] = '\0';
     return KDF_STATUS_SUCCESS;
 }
 
-const char* last_error() { return tl_last_error.c_str(); }
+const char* last_error() { return tl_last_error; }
 
 }  // namespace kdf::host
 

@@ -6,6 +6,7 @@
 #include <cstring>
 #include <set>
 #include <string>
+#include <thread>
 
 TEST(Api, VersionMatchesHeader)
 {
@@ -49,6 +50,34 @@ TEST(Api, DestroyedHandleIsRefusedWithoutReadingIt)
               KDF_STATUS_INVALID_VALUE);
     // A pointer that never came from kdfCreate is refused the same way.
     EXPECT_EQ(kdfGetMathMode(reinterpret_cast<kdfHandle_t>(&x), &mode), KDF_STATUS_INVALID_VALUE);
+}
+
+// A caller's thread_local object that owns a handle and releases it when its thread ends, constructed before the
+// thread's first failed call (so it is destroyed after anything the library set up for that thread).
+struct ThreadHandle {
+    ThreadHandle() { kdfCreate(&handle); }
+    ~ThreadHandle()
+    {
+        destroyed = kdfDestroy(handle);
+        detail_after_destroy = kdfGetLastErrorString();
+    }
+    kdfHandle_t handle = nullptr;
+    static inline kdfStatus_t destroyed = KDF_STATUS_INTERNAL_ERROR;
+    static inline std::string detail_after_destroy = "unset";
+};
+
+TEST(Api, EntryPointsWorkWhileAThreadEnds)
+{
+    std::thread([] {
+        thread_local ThreadHandle owner;
+        ASSERT_NE(owner.handle, nullptr);
+        size_t bytes = 0;
+        EXPECT_EQ(kdfKDWorkspaceSize(nullptr, &bytes), KDF_STATUS_NULL_POINTER);
+        EXPECT_STRNE(kdfGetLastErrorString(), "");
+    }).join();
+    // Under AddressSanitizer a write to storage the thread had already released would abort here.
+    EXPECT_EQ(ThreadHandle::destroyed, KDF_STATUS_SUCCESS);
+    EXPECT_EQ(ThreadHandle::detail_after_destroy, "");
 }
 
 TEST(Api, FeatureMapSizesAndStridesAreOverflowChecked)

@@ -51,7 +51,9 @@ KDFUSE_API const char* kdfGetBackendName(void);
 /* Enumerator name ("KDF_STATUS_SHAPE_MISMATCH") and a one-line description. Never NULL. */
 KDFUSE_API const char* kdfGetStatusName(kdfStatus_t status);
 KDFUSE_API const char* kdfGetStatusString(kdfStatus_t status);
-/* Detail of the last failed call on this thread, naming the offending argument; "" after success. */
+/* Detail of the last failed call on this thread, naming the offending argument; "" after success. At most 1023
+ * characters (a longer detail is cut, ending in " [...]"). Valid until the thread's next kdf* call; every entry
+ * point stays usable while a thread ends (from a thread_local destructor, say). */
 KDFUSE_API const char* kdfGetLastErrorString(void);
 
 /* ---- handle --------------------------------------------------------------------------------------
