@@ -5,9 +5,10 @@ The libraries are not built here: build them first (cmake, see the repository RE
     pip install ./python                                   # libraries from ../build
     KDFUSE_BUILD_DIR=/path/to/build pip install ./python   # or from another build directory
 
-The wheel ships, in kdfuse/lib/: libkdfuse_sim.so (the SIMT build, CPU tensors) with the SIMT runtime it needs
-(libkdfuse_simt.so.<soversion>), and libkdfuse.so (the CUDA build, CUDA tensors) when the build directory has it.
-At least one of the two must be there. The CUDA build links cuBLAS by soname (libcublas.so.<major>): it loads in a
+The wheel ships, in kdfuse/lib/: the PyTorch operator libraries (libkdfuse_torch*.so, the ops torch.ops.kdfuse.*),
+libkdfuse_sim.so.<soversion> (the SIMT build, CPU tensors) with the SIMT runtime it needs
+(libkdfuse_simt.so.<soversion>), and libkdfuse.so.<soversion> (the CUDA build, CUDA tensors) when the build directory
+has it. At least one of the two C libraries must be there. The CUDA build links cuBLAS by soname (libcublas.so.<major>): it loads in a
 process where PyTorch's CUDA build of the same CUDA major version has been imported, or where the CUDA toolkit's
 libraries are on the loader's path.
 """
@@ -32,18 +33,25 @@ def _soname_file(link):
 
 
 def _libraries(build):
-    """{name in the package: file} of the libraries found in the build directory."""
+    """{name in the package: file} of the libraries found in the build directory. The C libraries keep their soname
+    file names (libX.so.<soversion>), which is what the PyTorch operator libraries beside them ask the loader for."""
     found = {}
     sim = build / "simt" / "libkdfuse_sim.so"
     if sim.is_file():
         runtime = build / "simt" / "libkdfuse_simt.so"
         if not runtime.is_file():
             raise SystemExit(f"kdfuse: {sim} found but not the SIMT runtime {runtime}")
-        found["libkdfuse_sim.so"] = sim.resolve()
-        found[pathlib.Path(_soname_file(runtime)).name] = runtime.resolve()
+        found[_soname_file(sim)] = sim.resolve()
+        found[_soname_file(runtime)] = runtime.resolve()
     cuda = build / "libkdfuse.so"
     if cuda.is_file():
-        found["libkdfuse.so"] = cuda.resolve()
+        found[_soname_file(cuda)] = cuda.resolve()
+    for name in ("libkdfuse_torch.so", "libkdfuse_torch_cpu.so", "libkdfuse_torch_cuda.so"):
+        if (build / "torch" / name).is_file():
+            found[name] = (build / "torch" / name).resolve()
+    if sim.is_file() and "libkdfuse_torch_cpu.so" not in found:
+        raise SystemExit(f"kdfuse: {build} has no PyTorch operator libraries (torch/libkdfuse_torch*.so): configure "
+                         "kdfuse with KDFUSE_PYTHON set to an interpreter with torch")
     return found
 
 

@@ -17,7 +17,9 @@ PYTHON_DIR = pathlib.Path(__file__).resolve().parents[1]
 SNIPPET = """
 import pathlib, torch, kdfuse, kdfuse.nn
 assert pathlib.Path(kdfuse.__file__).parent == pathlib.Path(TARGET) / "kdfuse", kdfuse.__file__
-assert kdfuse.library_path("simt") == pathlib.Path(TARGET) / "kdfuse" / "lib" / "libkdfuse_sim.so"
+assert kdfuse.library_path("simt").parent == pathlib.Path(TARGET) / "kdfuse" / "lib", kdfuse.library_path("simt")
+import kdfuse._extension
+assert kdfuse._extension.library_dir() == pathlib.Path(TARGET) / "kdfuse" / "lib", kdfuse._extension.library_dir()
 y_s = torch.randn(4, 10, requires_grad=True)
 y_t = torch.randn(4, 10)
 loss = kdfuse.nn.DistillKL(4)(y_s, y_t)
@@ -33,11 +35,13 @@ def test_wheel_ships_the_libraries(tmp_path):
     src = tmp_path / "src"
     shutil.copytree(PYTHON_DIR, src, ignore=shutil.ignore_patterns("tests", "build", "*.egg-info", "__pycache__"))
     target = tmp_path / "site"
-    env = {k: v for k, v in os.environ.items() if k not in ("KDFUSE_LIB", "PYTHONPATH")}
+    env = {k: v for k, v in os.environ.items() if k not in ("KDFUSE_LIB", "KDFUSE_TORCH_LIB_DIR", "PYTHONPATH")}
     subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "--no-build-isolation", "--no-index", "-q",
                     "--target", str(target), str(src)], check=True, env={**env, "KDFUSE_BUILD_DIR": str(build_dir)})
     shipped = sorted(p.name for p in (target / "kdfuse" / "lib").iterdir())
-    assert "libkdfuse_sim.so" in shipped and any(n.startswith("libkdfuse_simt.so") for n in shipped), shipped
+    assert any(n.startswith("libkdfuse_sim.so.") for n in shipped), shipped
+    assert any(n.startswith("libkdfuse_simt.so.") for n in shipped), shipped
+    assert {"libkdfuse_torch.so", "libkdfuse_torch_cpu.so"} <= set(shipped), shipped
     out = subprocess.run([sys.executable, "-c", f"TARGET = {str(target)!r}\n" + SNIPPET], check=True, cwd=tmp_path,
                          env={**env, "PYTHONPATH": str(target)}, capture_output=True, text=True).stdout
     loaded = out.strip().split("\n")[-1]
