@@ -1,4 +1,5 @@
-"""bench/host_overhead.py (the host-overhead table of docs/benchmarking.md) runs: every row is timed, and the
+"""bench/host_overhead.py (the host-overhead table of docs/benchmarking.md) runs: every loss's op, module and seed
+module are timed, and the
 SIMT runtime leaves count-only mode afterwards (a later call computes real values again)."""
 import importlib.util
 import pathlib
@@ -19,9 +20,15 @@ def test_host_overhead_smoke(capsys):
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     assert module.main(["--calls", "2", "--repeats", "1", "--markdown"]) == 0
-    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| ")]
-    assert len(lines) == 1 + len(module.cases())  # the header and one row per case
-    assert lines[1].endswith("| 1.0x |")  # the native op is the unit
+    out = capsys.readouterr().out
+    assert out.startswith("One native op (F.kl_div on prepared inputs, forward + backward): ")
+    lines = [line for line in out.splitlines() if line.startswith("| ")]
+    rows = module.rows()
+    assert len(lines) == 1 + len(rows)  # the header and one row per loss, in order
+    assert [line.split(" | ")[0][2:] for line in lines[1:]] == [row.loss for row in rows]
+    for line in lines[1:]:
+        cells = line.strip("| ").split(" | ")
+        assert all(float(cells[i].rstrip("x")) > 0 for i in (1, 2, 4, 5, 6)), line
     y_s = torch.tensor([[1.0, 2.0, 3.0]], requires_grad=True)
     y_t = torch.tensor([[3.0, 2.0, 1.0]])
     assert torch.isfinite(ops.kd(y_s, y_t, 1.0)).all()  # computed, not count-only garbage
