@@ -30,9 +30,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from . import ops
+from . import functional, ops
 
-__all__ = ["DistillKL", "HintLoss", "Attention", "Similarity", "Correlation", "VIDLoss", "RKDLoss", "PKT", "ABLoss",
+__all__ = ["KLDivLoss", "DistillKL", "HintLoss", "Attention", "Similarity", "Correlation", "VIDLoss", "RKDLoss", "PKT", "ABLoss",
            "FactorTransfer", "KDSVD", "FSP", "NSTLoss", "CRDLoss", "OFD", "ContrastMemory", "Embed", "Normalize"]
 
 
@@ -42,6 +42,24 @@ def _layer_pairs(g_s, g_t, name):
     if len(g_s) != len(g_t):
         raise ValueError(f"{name}: g_s has {len(g_s)} layers, g_t {len(g_t)}")
     return zip(g_s, g_t)
+
+
+class KLDivLoss(nn.Module):
+    """torch.nn.KLDivLoss for knowledge distillation, fused: forward(input, target, labels=None) ->
+    kdfuse.functional.kl_div(input, target, reduction, log_target, temperature, labels, ignore_index) (its docstring
+    says what differs from torch.nn.KLDivLoss: input read as logits, reduction="none" per distribution, the extra
+    temperature and label masking). The distributions are along the last dimension."""
+
+    def __init__(self, reduction="mean", log_target=False, temperature=1.0, ignore_index=-100):
+        super().__init__()
+        if reduction not in functional.REDUCTIONS:
+            raise ValueError(f"KLDivLoss: reduction must be one of {functional.REDUCTIONS}, not {reduction!r}")
+        self.reduction, self.log_target, self.temperature, self.ignore_index = (reduction, log_target, temperature,
+                                                                                ignore_index)
+
+    def forward(self, input, target, labels=None):
+        return functional.kl_div(input, target, self.reduction, self.log_target, self.temperature, labels,
+                                 self.ignore_index)
 
 
 class DistillKL(nn.Module):
