@@ -1,14 +1,15 @@
-"""torch.compile of distillation training steps with kdfuse's custom ops, on the CPU (SIMT build):
+"""torch.compile of distillation training steps with kdfuse's ops, on the CPU (SIMT build):
 
 - every method's loss together (all 15 criteria, CRD's in-place state updates included) in one graph with
   fullgraph=True (a graph break would raise) and torch._dynamo.explain reporting zero breaks; backend "aot_eager"
   (Dynamo, AOTAutograd, functionalization of the mutating CRD op: what decides graph breaks and correctness);
-- a smaller step (KD, AT, CRD) through the default backend (Inductor);
+- a smaller step (KD, AT, CRD) through the default backend (Inductor), and through its "reduce-overhead" mode;
 
 each against the same steps run eagerly: losses, gradients and the CRD / BN state. Skipped when the SIMT library
 is not built."""
 import copy
 
+import pytest
 import torch
 import torch.nn as nn
 
@@ -79,9 +80,12 @@ def test_every_loss_in_one_graph_without_graph_breaks():
     assert_same_run(module, compiled_module, data, compiled)
 
 
-def test_inductor_step():
+@pytest.mark.parametrize("mode", [None, "reduce-overhead"], ids=["default", "reduce-overhead"])
+def test_inductor_step(mode):
+    """Inductor, and its "reduce-overhead" mode (CUDA graphs on CUDA tensors; on these CPU tensors Inductor skips the
+    graphs, so this checks that the mode compiles and runs the ops, not the capture: test_cuda.py does that)."""
     torch._dynamo.reset()
     module = Distiller(("attention", "crd"))
     compiled_module = copy.deepcopy(module)
-    compiled = torch.compile(compiled_module, fullgraph=True)
+    compiled = torch.compile(compiled_module, fullgraph=True, mode=mode)
     assert_same_run(module, compiled_module, ds.batches(2), compiled)
