@@ -33,15 +33,13 @@ kdfuse_find_nvcc() {
 }
 
 # The project-local virtual environment (.venv) with PyTorch, the test tools, matplotlib (the benchmark
-# chart) and setuptools (the package's wheel); created or completed when something is missing. Prints the
-# interpreter's path on the last line.
+# chart), scikit-build-core and auditwheel (the package's wheel); created or completed when something is missing.
+# Prints the interpreter's path on the last line.
 kdfuse_setup_venv() {
     local root
     root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
     local venv="$root/.venv"
-    # setuptools >= 70.1 builds the Python package's wheel without the separate wheel package (test_packaging).
-    local check="import torch, numpy, pytest, scipy, matplotlib, setuptools
-assert tuple(map(int, setuptools.__version__.split('.')[:2])) >= (70, 1)"
+    local check="import torch, numpy, pytest, scipy, matplotlib, scikit_build_core, auditwheel"
     if ! "$venv/bin/python" -c "$check" >/dev/null 2>&1; then
         echo "kdfuse: setting up $venv (PyTorch from PyPI)" >&2
         if ! python3 -m venv "$venv" >/dev/null 2>&1; then
@@ -49,7 +47,7 @@ assert tuple(map(int, setuptools.__version__.split('.')[:2])) >= (70, 1)"
             kdfuse_install_debian_packages >&2
             python3 -m venv --clear "$venv"
         fi
-        "$venv/bin/pip" install -q -r "$root/python_ref/requirements.txt" >&2
+        "$venv/bin/python" -m pip install -q -r "$root/python_ref/requirements.txt" >&2
     fi
     echo "$venv/bin/python"
 }

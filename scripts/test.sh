@@ -3,8 +3,9 @@
 # PyTorch for the reference), builds both libraries, runs every test (C++, the Python reference's and
 # the binding's, golden data generated from the reference) under
 # the forward, reverse and a random SIMT schedule, runs the SIMT tests again under AddressSanitizer +
-# UBSan, compiles the CUDA library for sm_80/sm_90 (failing on any register spill) and checks that an
-# installed package can be consumed with find_package.
+# UBSan, compiles the CUDA library for sm_80/sm_90 (failing on any register spill), checks that an
+# installed package can be consumed with find_package, and builds the Python wheel (CPU libraries), installs it
+# into a fresh virtual environment outside the tree and runs the module tests against it.
 #
 # The sanitizer build also fuzzes every entry point (tests/fuzz, seeded with the random schedule's seed) and
 # reports gcov line coverage of kernels/ and host/, failing below the goal.
@@ -82,5 +83,30 @@ build/consumer/consumer_sim
 if [ -x build/consumer/consumer_cuda ]; then
     build/consumer/consumer_cuda
 fi
+
+step "the Python wheel (CPU libraries), installed into a fresh virtual environment outside the tree, module tests"
+# scikit-build-core builds the CMake project (SIMT and PyTorch operator libraries) into the wheel; auditwheel says
+# what the libraries need from the system. The fresh environment sees the project's torch and test tools through
+# a .pth file (no second PyTorch download) and runs the module tests against the installed package.
+rm -rf build/wheel && mkdir -p build/wheel
+"$py" -m pip wheel --no-build-isolation --no-deps -q -w build/wheel ./python \
+    -C cmake.define.KDFUSE_BUILD_CUDA=OFF -C build-dir="$root/build/wheel-build"
+wheel=$(ls build/wheel/kdfuse-*.whl)
+"$py" -m auditwheel show "$wheel"
+fresh=$(mktemp -d)
+python3 -m venv "$fresh/venv"
+"$py" -c "import sysconfig; print(sysconfig.get_paths()['purelib'])" > \
+    "$("$fresh/venv/bin/python" -c "import sysconfig; print(sysconfig.get_paths()['purelib'])")/kdfuse_test_deps.pth"
+"$fresh/venv/bin/python" -m pip install -q --no-deps "$wheel"
+(cd "$fresh" && env -u KDFUSE_LIB -u KDFUSE_TORCH_LIB_DIR -u PYTHONPATH KDFUSE_TEST_INSTALLED=1 \
+    "$fresh/venv/bin/python" -m pytest -q -p no:cacheprovider "$root/python/tests/test_extension.py" \
+    "$root/python/tests/test_ops.py" "$root/python/tests/test_nn.py" "$root/python/tests/test_functional.py")
+# the gradient check needs the reference from the source tree: refused with the reason, not a traceback
+if (cd "$fresh" && "$fresh/venv/bin/python" -m kdfuse.gradcheck > "$fresh/gradcheck.out" 2>&1); then
+    echo "kdfuse: the installed gradient check ran without kdfuse_ref" >&2
+    exit 1
+fi
+grep -q "not part of the installed package" "$fresh/gradcheck.out"
+rm -rf "$fresh"
 
 step "all checks passed (random schedule seed $seed)"

@@ -11,6 +11,8 @@ torch.compile) and kdfuse.nn (drop-in modules with RepDistiller's names), import
 Library location: KDFUSE_LIB, else kdfuse/lib/ of an installed package (pip install ./python), else
 build/simt/libkdfuse_sim.so / build/libkdfuse.so in the repository.
 """
+__version__ = "0.1.0"  # the CMake project's version (tests/lint/check_versions.py)
+
 from ._lib import KdfuseError, load, handle, library_path  # noqa: F401
 from .kd import kd  # noqa: F401
 from .fitnet import fitnet  # noqa: F401
@@ -28,5 +30,5 @@ from .fsp import fsp, fsp_chain  # noqa: F401
 from .crd import crd, draw_contrast  # noqa: F401
 from .kdsvd import kdsvd  # noqa: F401
 
-__all__ = ["KdfuseError", "kd", "fitnet", "at", "ft", "ab", "ofd", "ofd_margin_from_bn", "vid", "sp", "cc", "pkt", "rkd",
+__all__ = ["__version__", "KdfuseError", "kd", "fitnet", "at", "ft", "ab", "ofd", "ofd_margin_from_bn", "vid", "sp", "cc", "pkt", "rkd",
            "nst", "fsp", "fsp_chain", "crd", "draw_contrast", "kdsvd", "load", "handle", "library_path"]

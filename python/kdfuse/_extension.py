@@ -9,13 +9,10 @@
 Location: the directory ``KDFUSE_TORCH_LIB_DIR`` if set, else the copies shipped in the installed package
 (``kdfuse/lib/``), else ``build/torch/`` under the repository root. Loaded once, at the import of kdfuse.ops.
 """
-import ctypes
 import os
 import pathlib
 
 import torch
-
-from ._lib import SIMT_RUNTIME_GLOB
 
 _PACKAGE_LIB_DIR = pathlib.Path(__file__).resolve().parent / "lib"
 _BUILD_LIB_DIR = pathlib.Path(__file__).resolve().parents[2] / "build" / "torch"
@@ -37,11 +34,6 @@ def _load():
     if not schemas.is_file():
         raise ImportError(f"kdfuse: the PyTorch operator library {schemas} is missing: build kdfuse (cmake, with "
                           f"KDFUSE_PYTHON set to this interpreter) or set KDFUSE_TORCH_LIB_DIR")
-    # The SIMT runtime shipped beside the libraries, loaded first by path: libkdfuse_sim's RUNPATH names its build
-    # tree, and the loader then matches this copy by its soname.
-    for runtime in sorted(where.glob(SIMT_RUNTIME_GLOB)):
-        ctypes.CDLL(str(runtime))
-        break
     torch.ops.load_library(str(schemas))
     loaded = []
     for device, name in KERNELS.items():

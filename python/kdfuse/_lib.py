@@ -7,8 +7,8 @@ raises :class:`KdfuseError` on a non-zero status (ctypes ``errcheck``), carrying
 the library's last-error detail.
 
 Library location: the environment variable ``KDFUSE_LIB`` if set (or the ``path`` argument of
-``load``), else the copy shipped in the installed package (``kdfuse/lib/libkdfuse_sim.so.<soversion>`` /
-``kdfuse/lib/libkdfuse.so.<soversion>``, see python/setup.py), else ``build/simt/libkdfuse_sim.so`` (simt) /
+``load``), else the copy shipped in the installed package (``kdfuse/lib/libkdfuse_sim.so`` /
+``kdfuse/lib/libkdfuse.so``, see python/pyproject.toml), else ``build/simt/libkdfuse_sim.so`` (simt) /
 ``build/libkdfuse.so`` (cuda) under the repository root. The loaded library must report the requested
 backend (kdfGetBackendName): passing device pointers to the CPU build, or host pointers to the CUDA
 build, would crash the process.
@@ -25,12 +25,11 @@ DEFAULT_PATHS = {
     "cuda": REPO_ROOT / "build" / "libkdfuse.so",
 }
 BACKENDS = tuple(DEFAULT_PATHS)
-# The libraries a pip-installed package ships (python/setup.py copies them from the build directory under their
-# soname file names, libX.so.<soversion>).
+# The libraries a pip-installed package ships (python/pyproject.toml builds them into kdfuse/lib/).
 PACKAGE_LIB_DIR = pathlib.Path(__file__).resolve().parent / "lib"
-PACKAGED_NAMES = {"simt": "libkdfuse_sim.so.*", "cuda": "libkdfuse.so.*"}
-# libkdfuse_sim needs the SIMT runtime (libkdfuse_simt.so.<soversion>); its RUNPATH names the build tree, so
-# a copy beside the library is loaded first, by path (the dynamic loader then matches it by its soname).
+PACKAGED_NAMES = {"simt": "libkdfuse_sim.so*", "cuda": "libkdfuse.so*"}
+# libkdfuse_sim needs the SIMT runtime (libkdfuse_simt.so*): from a build tree (KDFUSE_LIB) its RUNPATH names that
+# tree, so a copy beside the library is loaded first, by path (the dynamic loader then matches it by its soname).
 SIMT_RUNTIME_GLOB = "libkdfuse_simt.so*"
 
 # ---- enums (kdfuse.h) ------------------------------------------------------------------------------

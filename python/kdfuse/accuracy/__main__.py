@@ -22,11 +22,11 @@ def main(argv=None):
     args = parser.parse_args(argv)
 
     from ..gradcheck import load_for_command
-    from .cases import all_cases
 
     loaded = load_for_command("accuracy", args.backend, args.lib)
     if loaded is None:
         return 2
+    from .cases import all_cases
     device = loaded[1]
     print(f"error = ||x - ref|| / ||ref|| against kdfuse_ref in float64; ratio = err_kdfuse / max(err_torch_fp32, "
           f"{args.floor:.2e}); PASS if ratio <= {RATIO_LIMIT:g}")

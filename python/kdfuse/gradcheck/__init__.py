@@ -26,6 +26,7 @@ Output: one row per (loss, case, quantity), then the line "N passed, M failed" (
 "not implemented: <losses>". Exit status 1 if a row failed, 2 if the library could not be loaded.
 """
 import importlib
+import importlib.util
 import math
 import os
 import sys
@@ -121,7 +122,13 @@ def print_table(rows):
 
 def load_for_command(prog, backend, path=None):
     """(library, device) of a command's --backend and --lib (KDFUSE_LIB, else build/), the library's version and
-    path printed; None, with the reason on stderr, when it cannot be loaded or the CUDA backend has no device."""
+    path printed; None, with the reason on stderr, when it cannot be loaded, the CUDA backend has no device, or the
+    PyTorch reference (kdfuse_ref, in the repository's python_ref/, not in the wheel) is not importable."""
+    if importlib.util.find_spec("kdfuse_ref") is None:
+        print(f"{prog}: needs the PyTorch reference kdfuse_ref, which is not part of the installed package: run it "
+              f"from a source checkout with PYTHONPATH=python_ref (the repository's python_ref/ directory)",
+              file=sys.stderr)
+        return None
     if path:
         os.environ["KDFUSE_LIB"] = path
     from kdfuse import _lib

@@ -13,11 +13,11 @@ def main(argv=None):
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     from kdfuse import _lib
-    from kdfuse_ref import LOSSES
 
     loaded = load_for_command("gradcheck", args.backend, args.lib)
     if loaded is None:
         return 2
+    from kdfuse_ref import LOSSES
     lib, device = loaded
     print(f"tolerance: |lib - ref| <= atol + rtol*|ref| elementwise, rtol={RTOL:g}, "
           f"atol={ATOL_FACTOR:g}*max|ref| + {ATOL_FLOOR:g}; reference: kdfuse_ref in float64")
