@@ -169,7 +169,7 @@ def main(argv=None):
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--markdown", action="store_true")
     args = parser.parse_args(argv)
-    from kdfuse import _lib
+    from kdfuse.binding import _lib
 
     _lib.load("simt")
     runtime = _lib._runtimes[0]  # the SIMT runtime loaded beside libkdfuse_sim

@@ -1,7 +1,7 @@
 """The SIMT build for the binding tests, or a module-level skip when it is not built (or lacks an entry)."""
 import pytest
 
-from kdfuse import _lib
+from kdfuse.binding import _lib
 
 
 def load_or_skip(entry):

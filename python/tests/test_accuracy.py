@@ -13,7 +13,7 @@ xfailed (never as passed), and a case that starts to pass fails the run until it
 import pytest
 import torch
 
-from kdfuse import _lib
+from kdfuse.binding import _lib
 from kdfuse.accuracy import FLOOR, RATIO_LIMIT, evaluate, format_table
 from kdfuse.accuracy.cases import all_cases
 from kdfuse.gradcheck import checker

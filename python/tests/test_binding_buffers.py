@@ -9,7 +9,8 @@ import pytest
 import torch
 
 import kdfuse
-from kdfuse import KdfuseError, _lib
+from kdfuse import KdfuseError
+from kdfuse.binding import _lib
 
 from simt_library import load_or_skip
 

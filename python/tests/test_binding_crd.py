@@ -1,4 +1,4 @@
-"""The ctypes binding of kdfCRD / kdfCRDDrawContrast (python/kdfuse/crd.py) on the SIMT build: the drawn
+"""The ctypes binding of kdfCRD / kdfCRDDrawContrast (python/kdfuse/binding/crd.py) on the SIMT build: the drawn
 contrast indices against numpy's Philox bit for bit, the state updated in place, values against kdfuse_ref,
 output modes and error reporting. Skipped when the SIMT library is not built (or lacks kdfCRD)."""
 import ctypes
@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from kdfuse import KdfuseError, _lib, crd, draw_contrast
-from kdfuse.crd import CRDParams
+from kdfuse import KdfuseError, crd, draw_contrast
+from kdfuse.binding import _lib
+from kdfuse.binding.crd import CRDParams
 from kdfuse_ref.crd import crd_loss, l2_normalize
 
 from simt_library import load_or_skip

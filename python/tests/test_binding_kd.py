@@ -5,7 +5,8 @@ import ctypes
 import pytest
 import torch
 
-from kdfuse import KdfuseError, _lib, kd
+from kdfuse import KdfuseError, kd
+from kdfuse.binding import _lib
 from kdfuse_ref.kd import kd_loss
 
 from simt_library import load_or_skip

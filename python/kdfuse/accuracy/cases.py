@@ -261,7 +261,7 @@ def kdsvd(teacher, student):
     list), k = 1. Both the reference and the fp32 baseline take the definition the kernel computes: canonical
     teacher signs and the per-vector ("stable") SVD gradient, gaps <= 1e-5 lambda_0 dropped (torch's autograd SVD
     gradient is NaN wherever a map has two dead channels, which real post-ReLU maps have)."""
-    from kdfuse.kdsvd import kdsvd as lib_kdsvd
+    from kdfuse.binding.kdsvd import kdsvd as lib_kdsvd
     from kdfuse_ref.kdsvd import kdsvd_loss
     fs, ft = I.maps(student)[1:-1], I.maps(teacher)[1:-1]
     n = len(fs)

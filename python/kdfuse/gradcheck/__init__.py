@@ -131,7 +131,7 @@ def load_for_command(prog, backend, path=None):
         return None
     if path:
         os.environ["KDFUSE_LIB"] = path
-    from kdfuse import _lib
+    from kdfuse.binding import _lib
     try:
         lib = _lib.load(backend)
     except (OSError, _lib.KdfuseError) as e:

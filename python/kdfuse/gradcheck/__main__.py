@@ -12,7 +12,7 @@ def main(argv=None):
     parser.add_argument("--lib", help="path of the shared library (default: KDFUSE_LIB, else build/)")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
-    from kdfuse import _lib
+    from kdfuse.binding import _lib
 
     loaded = load_for_command("gradcheck", args.backend, args.lib)
     if loaded is None:

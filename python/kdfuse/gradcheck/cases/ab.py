@@ -19,7 +19,7 @@ CASES = [
 
 
 def check(device, seed):
-    from kdfuse.ab import ab
+    from kdfuse.binding.ab import ab
     from kdfuse_ref.ab import ab_loss
 
     rows = []

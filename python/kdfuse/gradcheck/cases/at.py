@@ -103,7 +103,7 @@ def run_cases(loss_name, cases, fn, ref, device, seed, beta):
 
 
 def check(device, seed):
-    from kdfuse.at import at
+    from kdfuse.binding.at import at
     from kdfuse_ref.at import at_loss
 
     return run_cases("at", CASES, at, at_loss, device, seed, BETA)

@@ -22,7 +22,7 @@ CASES = [
 
 
 def check(device, seed):
-    from kdfuse.cc import cc
+    from kdfuse.binding.cc import cc
     from kdfuse_ref.cc import cc_loss
 
     rows = []

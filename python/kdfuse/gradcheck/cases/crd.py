@@ -47,7 +47,7 @@ def _case_name(n_data, n, k, d, steps, z_mode, z_momentum, normalize, weight, gr
 
 
 def check(device, seed):
-    from kdfuse.crd import crd, draw_contrast
+    from kdfuse.binding.crd import crd, draw_contrast
     from kdfuse_ref.crd import crd_loss, l2_normalize
 
     rows = []

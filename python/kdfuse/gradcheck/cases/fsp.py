@@ -19,7 +19,7 @@ CASES = [
 
 
 def check(device, seed):
-    from kdfuse.fsp import fsp
+    from kdfuse.binding.fsp import fsp
     from kdfuse_ref.fsp import fsp_loss
 
     rows = []

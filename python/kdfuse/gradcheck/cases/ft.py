@@ -20,7 +20,7 @@ BETA = 200.0  # RepDistiller's weight of FT
 
 
 def check(device, seed):
-    from kdfuse.ft import ft
+    from kdfuse.binding.ft import ft
     from kdfuse_ref.ft import ft_loss
 
     return run_cases("ft", CASES, ft, ft_loss, device, seed, BETA)

@@ -89,7 +89,7 @@ def draw(n, layers, k, kind, g):
 
 
 def check(device, seed):
-    from kdfuse.kdsvd import kdsvd
+    from kdfuse.binding.kdsvd import kdsvd
     from kdfuse_ref.kdsvd import kdsvd_loss
 
     rows = []

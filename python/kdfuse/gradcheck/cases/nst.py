@@ -21,7 +21,7 @@ CASES = [
 
 
 def check(device, seed):
-    from kdfuse.nst import nst
+    from kdfuse.binding.nst import nst
     from kdfuse_ref.nst import nst_loss
 
     rows = []

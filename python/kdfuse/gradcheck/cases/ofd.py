@@ -35,7 +35,7 @@ def _teacher(shape, kind, g):
 
 
 def check(device, seed):
-    from kdfuse.ofd import ofd, ofd_margin_from_bn
+    from kdfuse.binding.ofd import ofd, ofd_margin_from_bn
     from kdfuse_ref.ofd import bn_margin, ofd_loss
 
     rows = []

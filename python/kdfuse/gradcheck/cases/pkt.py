@@ -18,7 +18,7 @@ CASES = [
 
 
 def check(device, seed):
-    from kdfuse.pkt import pkt
+    from kdfuse.binding.pkt import pkt
     from kdfuse_ref.pkt import pkt_loss
 
     rows = []

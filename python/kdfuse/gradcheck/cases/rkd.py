@@ -17,7 +17,7 @@ CASES = [
 
 
 def check(device, seed):
-    from kdfuse.rkd import rkd
+    from kdfuse.binding.rkd import rkd
     from kdfuse_ref.rkd import rkd_loss
 
     rows = []

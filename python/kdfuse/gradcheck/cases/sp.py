@@ -20,7 +20,7 @@ CASES = [
 
 
 def check(device, seed):
-    from kdfuse.sp import sp
+    from kdfuse.binding.sp import sp
     from kdfuse_ref.sp import sp_loss
 
     rows = []

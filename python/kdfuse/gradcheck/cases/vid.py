@@ -35,7 +35,7 @@ def _name(p_shape, t_hw, weight, grad_loss, grad_scale, pad, acc, ls):
 
 
 def check(device, seed):
-    from kdfuse.vid import vid
+    from kdfuse.binding.vid import vid
     from kdfuse_ref.vid import vid_loss
 
     rows = []

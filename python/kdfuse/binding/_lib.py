@@ -19,14 +19,14 @@ import os
 import pathlib
 import threading
 
-REPO_ROOT = pathlib.Path(__file__).resolve().parents[2]
+REPO_ROOT = pathlib.Path(__file__).resolve().parents[3]
 DEFAULT_PATHS = {
     "simt": REPO_ROOT / "build" / "simt" / "libkdfuse_sim.so",
     "cuda": REPO_ROOT / "build" / "libkdfuse.so",
 }
 BACKENDS = tuple(DEFAULT_PATHS)
 # The libraries a pip-installed package ships (python/pyproject.toml builds them into kdfuse/lib/).
-PACKAGE_LIB_DIR = pathlib.Path(__file__).resolve().parent / "lib"
+PACKAGE_LIB_DIR = pathlib.Path(__file__).resolve().parents[1] / "lib"
 PACKAGED_NAMES = {"simt": "libkdfuse_sim.so*", "cuda": "libkdfuse.so*"}
 # libkdfuse_sim needs the SIMT runtime (libkdfuse_simt.so*): from a build tree (KDFUSE_LIB) its RUNPATH names that
 # tree, so a copy beside the library is loaded first, by path (the dynamic loader then matches it by its soname).
