@@ -198,7 +198,49 @@ void check_float32(const std::string& op, const char* name, const Tensor& t) {
     TORCH_CHECK_TYPE(t.scalar_type() == at::kFloat, op, ": ", name, " must be float32, got ", t.scalar_type());
 }
 
-// kdfFeatureMap_t of a contiguous float32 N x C x H x W map (N x D: N x D x 1 x 1).
+// Layouts. An input the call computes a gradient for is made contiguous (its gradient, returned contiguous, has the
+// layout the C API then gives it); any other input is read in place when the C API can describe its strides (a
+// slice of a larger tensor: no copy), and copied only when it cannot (channels_last maps, transposed rows).
+
+// The H x W planes of an N x C x H x W map (or N x D, as N x D x 1 x 1) are contiguous and its channels and samples
+// do not overlap: what kdfFeatureMap_t's stride_c / stride_n describe.
+bool map_strides_fit(const Tensor& t) {
+    if (t.dim() != 2 && t.dim() != 4) {
+        return true;  // refused by feature_map with its message
+    }
+    const int64_t n = t.size(0), c = t.size(1), h = t.dim() == 4 ? t.size(2) : 1, w = t.dim() == 4 ? t.size(3) : 1;
+    if (t.dim() == 4 && ((w > 1 && t.stride(3) != 1) || (h > 1 && t.stride(2) != w))) {
+        return false;
+    }
+    const int64_t sc = c > 1 ? t.stride(1) : h * w;
+    const int64_t sn = n > 1 ? t.stride(0) : c * sc;
+    return sc >= h * w && sn >= (c - 1) * sc + h * w;
+}
+
+// Each sample of a rank >= 2 tensor is contiguous (numel / N elements) and the samples do not overlap: rows ld apart.
+bool rows_strides_fit(const Tensor& t) {
+    if (t.dim() < 2 || t.size(0) == 0) {
+        return true;  // refused by rows with its message
+    }
+    int64_t expected = 1;
+    for (int64_t i = t.dim() - 1; i >= 1; --i) {
+        if (t.size(i) != 1 && t.stride(i) != expected) {
+            return false;
+        }
+        expected *= t.size(i);
+    }
+    return t.size(0) == 1 || t.stride(0) >= expected;
+}
+
+Tensor map_layout(const Tensor& t, bool gets_gradient) {
+    return gets_gradient || !map_strides_fit(t) ? t.contiguous() : t;
+}
+
+Tensor rows_layout(const Tensor& t, bool gets_gradient) {
+    return gets_gradient || !rows_strides_fit(t) ? t.contiguous() : t;
+}
+
+// kdfFeatureMap_t of a float32 N x C x H x W map (N x D: N x D x 1 x 1) laid out as map_layout leaves it.
 kdfFeatureMap_t feature_map(const std::string& op, const char* name, const Tensor& t) {
     check_float32(op, name, t);
     TORCH_CHECK_VALUE(t.dim() == 2 || t.dim() == 4, op, ": ", name, " must be N x C x H x W (or N x D), got shape ",
@@ -208,15 +250,22 @@ kdfFeatureMap_t feature_map(const std::string& op, const char* name, const Tenso
     m.c = t.size(1);
     m.h = t.dim() == 4 ? t.size(2) : 1;
     m.w = t.dim() == 4 ? t.size(3) : 1;
+    m.stride_n = m.n > 1 ? t.stride(0) : 0;  // 0: dense
+    m.stride_c = m.c > 1 ? t.stride(1) : 0;
     return m;
 }
 
-// (N, D) of a contiguous float32 tensor of rank >= 2 read as N rows of D = numel / N elements.
-std::pair<int64_t, int64_t> rows(const std::string& op, const char* name, const Tensor& t) {
+// Rows of a float32 tensor of rank >= 2 read as N rows of D = numel / N elements, ld elements apart (0: dense), laid
+// out as rows_layout leaves it.
+struct Rows {
+    int64_t n, d, ld;
+};
+
+Rows rows(const std::string& op, const char* name, const Tensor& t) {
     check_float32(op, name, t);
     TORCH_CHECK_VALUE(t.dim() >= 2, op, ": ", name, " must have rank >= 2 (N x ...), got shape ", t.sizes());
     const int64_t n = t.size(0);
-    return {n, n > 0 ? t.numel() / n : 0};
+    return {n, n > 0 ? t.numel() / n : 0, n > 1 ? t.stride(0) : 0};
 }
 
 Tensor scalar_loss(const c10::Device& device) {
@@ -252,9 +301,11 @@ Loss3 kd(const Tensor& y_s_in, const Tensor& y_t_in, const OptTensor& weight_in,
     }
     TORCH_CHECK_VALUE(reduction == "batchmean" || reduction == "none", op,
                       ": reduction must be 'batchmean' or 'none', not '", reduction, "'");
-    const Tensor y_s = y_s_in.contiguous(), y_t = y_t_in.contiguous();
+    const Tensor y_s = rows_layout(y_s_in, need_grad_s), y_t = rows_layout(y_t_in, need_grad_t);
     p.rows = y_s.size(0);
     p.classes = y_s.size(1);
+    p.ld_student = p.rows > 1 ? y_s.stride(0) : 0;
+    p.ld_teacher = p.rows > 1 ? y_t.stride(0) : 0;
     p.temperature = static_cast<float>(T);
     p.reduction = reduction == "none" ? KDF_REDUCTION_NONE : KDF_REDUCTION_BATCHMEAN;
     OptTensor weight;
@@ -297,7 +348,7 @@ Loss2 map_pair(const char* loss_name, const char* fn, Params p, const Tensor& s_
                const char* s_name, const char* t_name, bool need_grad_s, SizeFn size, CallFn call) {
     const std::string op = std::string("torch.ops.kdfuse.") + loss_name;
     const c10::Device device = call_device(op, {{s_name, &s_in}, {t_name, &t_in}});
-    const Tensor s = s_in.contiguous(), t = t_in.contiguous();
+    const Tensor s = map_layout(s_in, need_grad_s), t = map_layout(t_in, false);
     p.student = feature_map(op, s_name, s);
     p.teacher = feature_map(op, t_name, t);
     return student_grad_call(op, fn, device, p, s, t, need_grad_s, size, call);
@@ -356,7 +407,7 @@ Loss2 ofd(const Tensor& s_in, const Tensor& t_in, const OptTensor& margin_in, c1
     TORCH_CHECK_VALUE(variant == "seed" || variant == "original", op,
                       ": variant must be 'seed' or 'original', not '", variant, "'");
     check_same_shape(op.c_str(), "s", s_in, "t", t_in);
-    const Tensor s = s_in.contiguous(), t = t_in.contiguous();
+    const Tensor s = map_layout(s_in, need_grad_s), t = map_layout(t_in, false);
     kdfOFDParams_t p = KDF_OFD_PARAMS_INIT;
     p.student = feature_map(op, "s", s);
     p.teacher = feature_map(op, "t", t);
@@ -376,7 +427,7 @@ Loss3 vid(const Tensor& pred_in, const Tensor& target_in, const Tensor& log_scal
     const std::string op = "torch.ops.kdfuse.vid";
     const c10::Device device = call_device(op, {{"pred_mean", &pred_in}, {"target", &target_in},
                                                 {"log_scale", &log_scale_in}});
-    const Tensor pred = pred_in.contiguous(), target = target_in.contiguous();
+    const Tensor pred = map_layout(pred_in, need_grad_pred), target = map_layout(target_in, false);
     kdfVIDParams_t p = KDF_VID_PARAMS_INIT;
     p.pred = feature_map(op, "pred_mean", pred);
     p.target = feature_map(op, "target", target);
@@ -401,13 +452,14 @@ Loss2 rows_pair(const char* loss_name, const char* fn, Params p, const Tensor& s
                 const char* s_name, const char* t_name, bool need_grad_s, SizeFn size, CallFn call) {
     const std::string op = std::string("torch.ops.kdfuse.") + loss_name;
     const c10::Device device = call_device(op, {{s_name, &s_in}, {t_name, &t_in}});
-    const Tensor s = s_in.contiguous(), t = t_in.contiguous();
-    const auto [n, d_s] = rows(op, s_name, s);
-    const auto [n_t, d_t] = rows(op, t_name, t);
-    TORCH_CHECK_VALUE(n == n_t, op, ": ", s_name, " has ", n, " samples, ", t_name, " ", n_t);
-    p.rows = n;
-    p.dim_student = d_s;
-    p.dim_teacher = d_t;
+    const Tensor s = rows_layout(s_in, need_grad_s), t = rows_layout(t_in, false);
+    const Rows rs = rows(op, s_name, s), rt = rows(op, t_name, t);
+    TORCH_CHECK_VALUE(rs.n == rt.n, op, ": ", s_name, " has ", rs.n, " samples, ", t_name, " ", rt.n);
+    p.rows = rs.n;
+    p.dim_student = rs.d;
+    p.dim_teacher = rt.d;
+    p.ld_student = rs.ld;
+    p.ld_teacher = rt.ld;
     return student_grad_call(op, fn, device, p, s, t, need_grad_s, size, call);
 }
 
@@ -433,14 +485,15 @@ Loss3 cc(const Tensor& s_in, const Tensor& t_in, c10::string_view variant, bool 
     const c10::Device device = call_device(op, {{"f_s", &s_in}, {"f_t", &t_in}});
     TORCH_CHECK_VALUE(variant == "seed" || variant == "repdistiller", op,
                       ": variant must be 'seed' or 'repdistiller', not '", variant, "'");
-    const Tensor s = s_in.contiguous(), t = t_in.contiguous();
-    const auto [n, d_s] = rows(op, "f_s", s);
-    const auto [n_t, d_t] = rows(op, "f_t", t);
-    TORCH_CHECK_VALUE(n == n_t, op, ": f_s has ", n, " samples, f_t ", n_t);
+    const Tensor s = rows_layout(s_in, need_grad_s), t = rows_layout(t_in, need_grad_t);
+    const Rows rs = rows(op, "f_s", s), rt = rows(op, "f_t", t);
+    TORCH_CHECK_VALUE(rs.n == rt.n, op, ": f_s has ", rs.n, " samples, f_t ", rt.n);
     kdfCCParams_t p = KDF_CC_PARAMS_INIT;
-    p.rows = n;
-    p.dim_student = d_s;
-    p.dim_teacher = d_t;
+    p.rows = rs.n;
+    p.dim_student = rs.d;
+    p.dim_teacher = rt.d;
+    p.ld_student = rs.ld;
+    p.ld_teacher = rt.ld;
     p.variant = variant == "repdistiller" ? KDF_CC_REPDISTILLER : KDF_CC_SEED;
     Tensor loss = scalar_loss(device), grad_s = grad_for(s, need_grad_s), grad_t = grad_for(t, need_grad_t);
     launch(op, "kdfCC", device, [&](size_t* bytes) { return kdfCCWorkspaceSize(&p, bytes); },
@@ -456,8 +509,8 @@ Loss3 fsp(const Tensor& s_bot_in, const Tensor& s_top_in, const Tensor& t_bot_in
     const std::string op = "torch.ops.kdfuse.fsp";
     const c10::Device device = call_device(op, {{"s_bot", &s_bot_in}, {"s_top", &s_top_in}, {"t_bot", &t_bot_in},
                                                 {"t_top", &t_top_in}});
-    const Tensor s_bot = s_bot_in.contiguous(), s_top = s_top_in.contiguous(), t_bot = t_bot_in.contiguous(),
-                 t_top = t_top_in.contiguous();
+    const Tensor s_bot = map_layout(s_bot_in, need_grad_bot), s_top = map_layout(s_top_in, need_grad_top),
+                 t_bot = map_layout(t_bot_in, false), t_top = map_layout(t_top_in, false);
     kdfFSPParams_t p = KDF_FSP_PARAMS_INIT;
     p.student_bot = feature_map(op, "s_bot", s_bot);
     p.student_top = feature_map(op, "s_top", s_top);
@@ -592,7 +645,7 @@ KDSVDCall kdsvd_call(const std::string& op, at::TensorList g_s_in, at::TensorLis
             device = d;
         }
         call.g_s.push_back(g_s_in[l].contiguous());
-        call.g_t.push_back(g_t_in[l].contiguous());
+        call.g_t.push_back(map_layout(g_t_in[l], false));
         TORCH_CHECK_VALUE(call.g_s[l].dim() == 4 && call.g_t[l].dim() == 4, op,
                           ": the maps must be N x C x H x W, got shapes ", call.g_s[l].sizes(), " and ",
                           call.g_t[l].sizes());

@@ -22,7 +22,8 @@ Devices: CPU tensors run on the SIMT build (libkdfuse_sim: the CUDA kernels emul
 tests and debugging), CUDA tensors on the CUDA build (libkdfuse) on PyTorch's current stream, with workspace
 from PyTorch's caching allocator. Inputs are float32; KD also takes float16 / bfloat16 logits as they are (the
 kernel computes in fp32 and writes the gradients in the logits' dtype), the other losses cast float16 / bfloat16
-inputs (e.g. under autocast) to float32 first. A non-contiguous input is made contiguous (a copy).
+inputs (e.g. under autocast) to float32 first. An input that gets a gradient is made contiguous (a copy when it is
+not); the others are read with their strides when the C API can describe them (no copy), else copied.
 
 Teacher inputs: kdfuse differentiates the teacher side only where the loss needs it (KD's y_t, CC's f_t in
 the "repdistiller" variant, CRD's v_t). Elsewhere the teacher is a constant; a teacher tensor that requires

@@ -534,3 +534,55 @@ def test_kdsvd_bad_inputs():
     ]:
         with pytest.raises(error, match=rf"torch\.ops\.kdfuse\.kdsvd: {status}: kdfKDSVD"):
             ops.kdsvd(g_s, g_t, k=k)
+
+
+def _aten_ops_of(call):
+    """The aten ops `call` dispatches (the profiler records the ops the C++ kernels call too)."""
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+        call()
+    return {event.name for event in prof.events()}
+
+
+COPIES = {"aten::clone", "aten::contiguous", "aten::copy_"}
+
+
+def test_strided_inputs_without_a_gradient_are_read_in_place():
+    """An input the call computes no gradient for (a teacher) that is a slice of a larger tensor is read with its
+    strides, no copy; the values equal those of a contiguous copy. One the C API cannot describe (channels_last
+    planes, transposed rows) is copied. Inputs that get a gradient are made contiguous (their gradient's layout)."""
+    f_s = rand(4, 6, 5, 5, seed=90).requires_grad_()
+    wide = rand(4, 12, 5, 5, seed=91)
+    e_s = rand(6, 8, seed=92).requires_grad_()
+    e_wide = rand(6, 20, seed=93)
+    y_s = rand(5, 10, seed=94).requires_grad_()
+    y_wide = rand(5, 16, seed=95)
+    maps = [
+        ("fitnet", lambda t: torch.ops.kdfuse.fitnet(f_s, t, True)),
+        ("at", lambda t: torch.ops.kdfuse.at(f_s, t, 2.0, True)),
+        ("ft", lambda t: torch.ops.kdfuse.ft(f_s, t, 2.0, 1.0, True)),
+        ("ab", lambda t: torch.ops.kdfuse.ab(f_s, t, 1.0, True, True)),
+        ("ofd", lambda t: torch.ops.kdfuse.ofd(f_s, t, None, "seed", True)),
+        ("nst", lambda t: torch.ops.kdfuse.nst(f_s, t, True, True)),
+        ("vid", lambda t: torch.ops.kdfuse.vid(f_s, t, torch.zeros(6), 1e-5, True, True)),
+        ("fsp", lambda t: torch.ops.kdfuse.fsp(f_s, f_s, t, t, True, True)),
+    ]
+    rows = [
+        ("sp", lambda t: torch.ops.kdfuse.sp(e_s, t, True)),
+        ("pkt", lambda t: torch.ops.kdfuse.pkt(e_s, t, True)),
+        ("rkd", lambda t: torch.ops.kdfuse.rkd(e_s, t, 25.0, 50.0, True)),
+        ("cc", lambda t: torch.ops.kdfuse.cc(e_s, t, "seed", True, False)),
+    ]
+    cases = ([(name, call, wide[:, 3:9], wide[:, 3:9].contiguous(memory_format=torch.channels_last))
+              for name, call in maps]
+             + [(name, call, e_wide[:, 4:12], e_wide[:, 4:12].t().contiguous().t()) for name, call in rows]
+             + [("kd", lambda t: torch.ops.kdfuse.kd(y_s, t, None, 4.0, "batchmean", True, False), y_wide[:, 2:12],
+                 y_wide[:, 2:12].t().contiguous().t())])
+    for name, call, sliced, uncopyable in cases:
+        assert not sliced.is_contiguous() and not uncopyable.is_contiguous()
+        want = call(sliced.contiguous())
+        assert not COPIES & _aten_ops_of(lambda: call(sliced)), name
+        for got, ref in zip(call(sliced), want):
+            assert torch.equal(got, ref), name
+        assert COPIES & _aten_ops_of(lambda: call(uncopyable)), name
+        for got, ref in zip(call(uncopyable), want):
+            assert torch.equal(got, ref), name
