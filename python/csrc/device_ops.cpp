@@ -171,17 +171,23 @@ c10::Device call_device(const std::string& op, std::initializer_list<Named> tens
     return *device;
 }
 
+// The calling thread's handle for `device` (which the caller made current). One table per thread for every op (a
+// thread_local inside the templated launch() would be one per instantiation: a cuBLAS handle per loss).
+kdfHandle_t thread_handle(const std::string& op, const c10::Device& device) {
+    thread_local ThreadHandles handles;
+    return handles.get(op, device.index());
+}
+
 // Makes one library call: `size(&bytes)` is the workspace query, `run(handle, workspace, bytes, stream)` the call.
 template <class SizeFn, class RunFn>
 void launch(const std::string& op, const char* fn, const c10::Device& device, SizeFn size, RunFn run) {
-    thread_local ThreadHandles handles;
 #if KDFUSE_TORCH_CUDA
     c10::cuda::CUDAGuard guard(device);
     kdfStream_t stream = c10::cuda::getCurrentCUDAStream(device.index()).stream();
 #else
     kdfStream_t stream = nullptr;
 #endif
-    kdfHandle_t handle = handles.get(op, device.index());
+    kdfHandle_t handle = thread_handle(op, device);
     size_t bytes = 0;
     check(size(&bytes), op, fn);
     Workspace workspace(bytes, device);

@@ -36,3 +36,30 @@ def test_cuda_kernels_load_beside_the_cpu_kernels():
     loss = ops.kd(y_s, torch.tensor([[3.0, 2.0, 1.0]]), 1.0)
     loss.backward()
     assert torch.isfinite(loss) and loss > 0 and y_s.grad.abs().sum() > 0
+
+
+def test_threads_each_get_their_own_handle_and_agree():
+    """Calls from several host threads at once (each thread creates its own kdfHandle_t: the C API allows one
+    thread per handle) give the single-threaded results."""
+    import threading
+
+    y_s = torch.randn(6, 12, generator=torch.Generator().manual_seed(1)).requires_grad_()
+    y_t = torch.randn(6, 12, generator=torch.Generator().manual_seed(2))
+    want = torch.ops.kdfuse.kd(y_s, y_t, None, 2.0, "batchmean", True, False)
+    results, errors = [], []
+
+    def work():
+        try:
+            for _ in range(5):
+                results.append(torch.ops.kdfuse.kd(y_s, y_t, None, 2.0, "batchmean", True, False))
+        except Exception as e:  # noqa: BLE001 - reported below
+            errors.append(e)
+
+    threads = [threading.Thread(target=work) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors and len(results) == 20
+    for got in results:
+        assert torch.equal(got[0], want[0]) and torch.equal(got[1], want[1])
