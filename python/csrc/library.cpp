@@ -22,6 +22,7 @@
 #include <torch/library.h>
 
 #include <memory>
+#include <mutex>
 #include <string>
 #include <utility>
 #include <vector>
@@ -73,6 +74,13 @@ variable_list first_order_only(variable_list grads, const std::string& loss, con
 
 constexpr const char* kScaledBackward = "scales the gradient the forward computed (saved gradient * grad_output)";
 
+// What a loss op's backward reports, per op (built once, shared by every node of that op): its name, and per
+// differentiable input the input's and its need_grad flag's argument names.
+struct LossInfo {
+    std::string name;
+    std::vector<std::string> inputs, flags;
+};
+
 // The backward of a loss op: one output edge per differentiable input; gradient i is saved[i] * grad_output.
 struct LossBackward : Node {
     variable_list apply(variable_list&& grad_outputs) override {
@@ -82,21 +90,21 @@ struct LossBackward : Node {
             if (!should_compute_output(i)) {
                 continue;
             }
-            TORCH_CHECK(computed[i], op, ": input ", inputs[i], " requires grad but the op was called with ", flags[i],
+            TORCH_CHECK(computed[i], "kdfuse::", info->name, ": input ", info->inputs[i],
+                        " requires grad but the op was called with ", info->flags[i],
                         "=False, so its gradient was not computed");
             result[i] = scaled(saved[i].unpack(), grad_loss);
         }
-        return first_order_only(std::move(result), loss, op_short, kScaledBackward);
+        return first_order_only(std::move(result), info->name, info->name, kScaledBackward);
     }
-    std::string name() const override { return "kdfuse::" + op_short + "Backward"; }
+    std::string name() const override { return "kdfuse::" + info->name + "Backward"; }
     void release_variables() override {
         for (auto& s : saved) {
             s.reset_data();
         }
     }
 
-    std::string op, op_short, loss;
-    std::vector<std::string> inputs, flags;
+    std::shared_ptr<const LossInfo> info;
     std::vector<bool> computed;
     std::vector<SavedVariable> saved;
 };
@@ -111,21 +119,18 @@ struct GradInput {
 // The Autograd kernel of a loss op (boxed: one kernel for every loss, configured by its GradInputs).
 class LossAutograd final : public c10::OperatorKernel {
   public:
-    explicit LossAutograd(std::vector<GradInput> grads) : grads_(std::move(grads)) {}
+    LossAutograd(std::string name, std::vector<GradInput> grads) : name_(std::move(name)), grads_(std::move(grads)) {}
 
     void operator()(const c10::OperatorHandle& op, c10::DispatchKeySet ks, torch::jit::Stack* stack) {
         const auto& schema = op.schema();
-        const size_t n_args = schema.arguments().size();
-        const size_t base = stack->size() - n_args;
+        const size_t base = stack->size() - schema.arguments().size();
         std::vector<at::Tensor> inputs;
         std::vector<bool> computed;
+        bool needs_grad = false;
         for (const auto& g : grads_) {
             inputs.push_back((*stack)[base + g.input].toTensor());
             computed.push_back((*stack)[base + g.flag].toBool());
-        }
-        bool needs_grad = false;
-        for (const auto& t : inputs) {
-            needs_grad |= torch::autograd::compute_requires_grad(t);
+            needs_grad |= torch::autograd::compute_requires_grad(inputs.back());
         }
         {
             at::AutoDispatchBelowADInplaceOrView guard;
@@ -137,25 +142,35 @@ class LossAutograd final : public c10::OperatorKernel {
         // The outputs are now on the stack: loss, then one gradient per GradInput.
         const size_t out = stack->size() - schema.returns().size();
         auto node = c10::make_intrusive<LossBackward>();
-        node->op = "kdfuse::" + schema.name().substr(schema.name().find("::") + 2);
-        node->op_short = node->op.substr(8);
-        node->loss = node->op_short;
+        node->info = info(schema);
         node->computed = computed;
-        for (size_t i = 0; i < grads_.size(); ++i) {
-            node->inputs.push_back(schema.arguments()[grads_[i].input].name());
-            node->flags.push_back(schema.arguments()[grads_[i].flag].name());
-            node->saved.emplace_back(computed[i] ? (*stack)[out + 1 + i].toTensor() : at::Tensor(), false);
-        }
         torch::autograd::edge_list edges;
-        for (const auto& t : inputs) {
-            edges.push_back(torch::autograd::impl::gradient_edge(t));
+        for (size_t i = 0; i < grads_.size(); ++i) {
+            node->saved.emplace_back(computed[i] ? (*stack)[out + 1 + i].toTensor() : at::Tensor(), false);
+            edges.push_back(torch::autograd::impl::gradient_edge(inputs[i]));
         }
         node->set_next_edges(std::move(edges));
         torch::autograd::set_history((*stack)[out].toTensor(), node);
     }
 
   private:
+    std::shared_ptr<const LossInfo> info(const c10::FunctionSchema& schema) {
+        std::call_once(info_once_, [&] {
+            auto info = std::make_shared<LossInfo>();
+            info->name = name_;
+            for (const auto& g : grads_) {
+                info->inputs.push_back(schema.arguments()[g.input].name());
+                info->flags.push_back(schema.arguments()[g.flag].name());
+            }
+            info_ = std::move(info);
+        });
+        return info_;
+    }
+
+    std::string name_;
     std::vector<GradInput> grads_;
+    std::once_flag info_once_;
+    std::shared_ptr<const LossInfo> info_;
 };
 
 // attach_grads(loss, a, b, grad_a, grad_b): a copy of loss whose gradient w.r.t. a (b) is grad_a (grad_b) times
@@ -290,7 +305,7 @@ at::Tensor kdsvd_autograd(c10::DispatchKeySet ks, at::TensorList g_s, at::Tensor
 }
 
 void register_loss(torch::Library& m, const char* name, std::vector<GradInput> grads) {
-    m.impl(name, torch::CppFunction::makeFromBoxedFunctor(std::make_unique<LossAutograd>(std::move(grads))));
+    m.impl(name, torch::CppFunction::makeFromBoxedFunctor(std::make_unique<LossAutograd>(name, std::move(grads))));
 }
 
 }  // namespace
