@@ -1,24 +1,17 @@
-"""Shared pieces of the feature-map losses' bindings (FitNet, AT, FT, AB, OFD, VID): the kdfFeatureMap_t
-mirror, layouts of torch tensors, outputs with the layout of their input, and one generic call path
+"""Shared pieces of the feature-map losses' bindings (FitNet, AT, FT, AB, OFD, VID): kdfFeatureMap_t
+(from the header, _abi), layouts of torch tensors, outputs with the layout of their input, and one generic call path
 (workspace query and allocation, handle, stream, lock)."""
 import ctypes
 
 import torch
 
-from . import _lib
+from . import _abi, _lib
 from ._lib import KDF_STATUS_INVALID_VALUE, KDF_STATUS_NOT_SUPPORTED, KDF_STATUS_SHAPE_MISMATCH, binding_error
 from .kd import _alloc_workspace, _fptr, _vptr, backend_of, check_buffer, extent_bytes
 
-_i64 = ctypes.c_int64
 
 
-class FeatureMap(ctypes.Structure):
-    """Mirror of kdfFeatureMap_t: n, c, h, w, stride_n, stride_c (int64)."""
-
-    _fields_ = [("n", _i64), ("c", _i64), ("h", _i64), ("w", _i64), ("stride_n", _i64), ("stride_c", _i64)]
-
-
-assert ctypes.sizeof(FeatureMap) == 48
+FeatureMap = _abi.STRUCTS["kdfFeatureMap_t"]
 
 
 def feature_map(t, name, fn):

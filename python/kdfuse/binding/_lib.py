@@ -1,4 +1,5 @@
-"""ctypes declarations of the kdfuse C API (include/kdfuse/kdfuse.h) and loading of the shared library.
+"""Loading of the kdfuse shared library for ctypes, with every function of the C API declared from the header
+(include/kdfuse/kdfuse.h, read by _abi: no hand-written copy of the ABI).
 
 Two builds export the same API: ``libkdfuse.so`` ("cuda", device pointers, CUDA streams) and
 ``libkdfuse_sim.so`` ("simt", the same kernels on the CPU: pointers are host memory, streams are
@@ -19,6 +20,8 @@ import os
 import pathlib
 import threading
 
+from . import _abi
+
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[3]
 DEFAULT_PATHS = {
     "simt": REPO_ROOT / "build" / "simt" / "libkdfuse_sim.so",
@@ -32,50 +35,16 @@ PACKAGED_NAMES = {"simt": "libkdfuse_sim.so*", "cuda": "libkdfuse.so*"}
 # tree, so a copy beside the library is loaded first, by path (the dynamic loader then matches it by its soname).
 SIMT_RUNTIME_GLOB = "libkdfuse_simt.so*"
 
-# ---- enums (kdfuse.h) ------------------------------------------------------------------------------
-KDF_STATUS_SUCCESS = 0
-KDF_STATUS_INVALID_VALUE = 1
-KDF_STATUS_NULL_POINTER = 2
-KDF_STATUS_MISALIGNED_POINTER = 3
-KDF_STATUS_SHAPE_MISMATCH = 4
-KDF_STATUS_WORKSPACE_TOO_SMALL = 5
-KDF_STATUS_NOT_SUPPORTED = 6
-KDF_STATUS_CUDA_ERROR = 7
-KDF_STATUS_CUBLAS_ERROR = 8
-KDF_STATUS_INTERNAL_ERROR = 9
-
-STATUS_NAMES = {
-    0: "KDF_STATUS_SUCCESS",
-    1: "KDF_STATUS_INVALID_VALUE",
-    2: "KDF_STATUS_NULL_POINTER",
-    3: "KDF_STATUS_MISALIGNED_POINTER",
-    4: "KDF_STATUS_SHAPE_MISMATCH",
-    5: "KDF_STATUS_WORKSPACE_TOO_SMALL",
-    6: "KDF_STATUS_NOT_SUPPORTED",
-    7: "KDF_STATUS_CUDA_ERROR",
-    8: "KDF_STATUS_CUBLAS_ERROR",
-    9: "KDF_STATUS_INTERNAL_ERROR",
-}
-
-KDF_MATH_FP32 = 0
-KDF_MATH_TF32 = 1
-KDF_DETERMINISTIC = 0
-KDF_FAST = 1
-
-KDF_DTYPE_FP32 = 0
-KDF_DTYPE_FP16 = 1
-KDF_DTYPE_BF16 = 2
-
-KDF_REDUCTION_BATCHMEAN = 0
-KDF_REDUCTION_NONE = 1
+# ---- the header's constants (kdfuse.h, read by _abi): KDF_STATUS_*, KDF_DTYPE_*, KDF_REDUCTION_*, KDF_MATH_*, ...
+globals().update({name: value for name, value in _abi.CONSTANTS.items() if name.startswith("KDF_")})
+STATUS_NAMES = {value: name for name, value in _abi.CONSTANTS.items() if name.startswith("KDF_STATUS_")}
 
 # Workspace alignment: kdfuse.h requires 16 bytes; 256 matches cudaMalloc and costs nothing.
 WORKSPACE_ALIGNMENT = 256
 
-# C enums are 4-byte ints on every ABI kdfuse targets.
-c_enum = ctypes.c_int
+c_enum = _abi.c_enum
 kdfStatus_t = c_enum
-STATUS = _STATUS = "status"  # marker in _SIGNATURES: returns kdfStatus_t, raise KdfuseError when non-zero
+STATUS = _abi.STATUS  # in _abi.FUNCTIONS: returns kdfStatus_t, raise KdfuseError when non-zero
 kdfHandle_t = ctypes.c_void_p  # struct kdfContext*
 kdfStream_t = ctypes.c_void_p  # struct CUstream_st* (cudaStream_t)
 
@@ -103,57 +72,8 @@ def binding_error(status, detail, function=None):
     return KdfuseError(status, STATUS_NAMES.get(status, "KDF_STATUS_UNKNOWN"), detail, function)
 
 
-class KDParams(ctypes.Structure):
-    """Mirror of kdfKDParams_t. Layout (x86-64 / aarch64 LP64): struct_size @0, rows @8, classes @16,
-    ld_student @24, ld_teacher @32, dtype @40, temperature @44, reduction @48, 4 bytes tail padding:
-    sizeof == 56. ctypes applies the C alignment rules, so the layout matches the compiler's."""
+KDParams = _abi.STRUCTS["kdfKDParams_t"]
 
-    _fields_ = [
-        ("struct_size", ctypes.c_size_t),
-        ("rows", ctypes.c_int64),
-        ("classes", ctypes.c_int64),
-        ("ld_student", ctypes.c_int64),
-        ("ld_teacher", ctypes.c_int64),
-        ("dtype", c_enum),
-        ("temperature", ctypes.c_float),
-        ("reduction", c_enum),
-    ]
-
-    def __init__(self, **kwargs):
-        # KDF_KD_PARAMS_INIT: {sizeof, 0, 0, 0, 0, KDF_DTYPE_FP32, 4.0f, KDF_REDUCTION_BATCHMEAN}
-        init = dict(struct_size=ctypes.sizeof(KDParams), rows=0, classes=0, ld_student=0, ld_teacher=0,
-                    dtype=KDF_DTYPE_FP32, temperature=4.0, reduction=KDF_REDUCTION_BATCHMEAN)
-        init.update(kwargs)
-        super().__init__(**init)
-
-
-if ctypes.sizeof(ctypes.c_size_t) == 8:  # LP64: the layout documented above
-    assert ctypes.sizeof(KDParams) == 56, ctypes.sizeof(KDParams)
-    assert (KDParams.dtype.offset, KDParams.temperature.offset, KDParams.reduction.offset) == (40, 44, 48)
-
-_P = ctypes.POINTER
-_vp = ctypes.c_void_p
-_fp = _P(ctypes.c_float)
-
-# name: (restype, argtypes); restype _STATUS: kdfStatus_t with the raising errcheck.
-_SIGNATURES = {
-    "kdfGetVersion": (ctypes.c_int, []),
-    "kdfGetBackendName": (ctypes.c_char_p, []),
-    "kdfGetStatusName": (ctypes.c_char_p, [kdfStatus_t]),
-    "kdfGetStatusString": (ctypes.c_char_p, [kdfStatus_t]),
-    "kdfGetLastErrorString": (ctypes.c_char_p, []),
-    "kdfCreate": (_STATUS, [_P(kdfHandle_t)]),
-    "kdfDestroy": (_STATUS, [kdfHandle_t]),
-    "kdfSetMathMode": (_STATUS, [kdfHandle_t, c_enum]),
-    "kdfGetMathMode": (_STATUS, [kdfHandle_t, _P(c_enum)]),
-    "kdfSetDeterminism": (_STATUS, [kdfHandle_t, c_enum]),
-    "kdfGetDeterminism": (_STATUS, [kdfHandle_t, _P(c_enum)]),
-    "kdfKDWorkspaceSize": (_STATUS, [_P(KDParams), _P(ctypes.c_size_t)]),
-    # handle, params, y_s, y_t, row_weight, loss, grad_s, grad_t, grad_loss, grad_scale, accumulate,
-    # workspace, workspace_bytes, stream
-    "kdfKD": (_STATUS, [kdfHandle_t, _P(KDParams), _vp, _vp, _fp, _fp, _vp, _vp, _fp, ctypes.c_float,
-                            ctypes.c_int, _vp, ctypes.c_size_t, kdfStream_t]),
-}
 # Functions without which the library is unusable; the others (losses) may be missing from a build
 # under construction: the attribute is then absent and callers report "not implemented".
 _REQUIRED = ("kdfGetVersion", "kdfGetBackendName", "kdfGetStatusName", "kdfGetStatusString",
@@ -172,27 +92,19 @@ def _make_errcheck(lib):
 
 
 def _declare(lib):
+    """restype / argtypes of every KDFUSE_API function of the header (_abi.FUNCTIONS) on the loaded library."""
     errcheck = _make_errcheck(lib)
-    for name, (restype, argtypes) in _SIGNATURES.items():
+    for name, (restype, argtypes) in _abi.FUNCTIONS.items():
         try:
             fn = getattr(lib, name)
         except AttributeError:
             if name in _REQUIRED:
                 raise
             continue
-        fn.restype = kdfStatus_t if restype is _STATUS else restype
+        fn.restype = kdfStatus_t if restype is STATUS else restype
         fn.argtypes = argtypes
-        if restype is _STATUS:
+        if restype is STATUS:
             fn.errcheck = errcheck
-
-
-def register(signatures):
-    """Adds {name: (restype, argtypes)} for a loss module's entry points (restype _STATUS for a
-    kdfStatus_t); declares them on libraries already loaded."""
-    with _lock:
-        _SIGNATURES.update(signatures)
-        for lib in _libs.values():
-            _declare(lib)
 
 
 def has(lib, name):

@@ -3,30 +3,12 @@ import ctypes
 
 import torch
 
-from . import _feature, _lib
-from ._feature import FeatureMap
+from . import _abi, _feature, _lib
 
 _FN = "kdfuse.ab"
 
 
-class ABParams(ctypes.Structure):
-    """Mirror of kdfABParams_t."""
-
-    _fields_ = [("struct_size", ctypes.c_size_t), ("student", FeatureMap), ("teacher", FeatureMap),
-                ("dtype", _lib.c_enum), ("margin", ctypes.c_float), ("weight", ctypes.c_float),
-                ("seed_scaling", ctypes.c_int)]
-
-
-if ctypes.sizeof(ctypes.c_size_t) == 8:  # LP64: 8 + 48 + 48, then dtype, margin, weight, seed_scaling
-    assert ctypes.sizeof(ABParams) == 120, ctypes.sizeof(ABParams)
-
-_P, _vp, _fp = ctypes.POINTER, ctypes.c_void_p, ctypes.POINTER(ctypes.c_float)
-_lib.register({
-    "kdfABWorkspaceSize": (_lib.STATUS, [_P(ABParams), _P(ctypes.c_size_t)]),
-    # handle, params, s, t, loss, grad_s, grad_loss, grad_scale, accumulate, workspace, bytes, stream
-    "kdfAB": (_lib.STATUS, [_lib.kdfHandle_t, _P(ABParams), _vp, _vp, _fp, _vp, _fp, ctypes.c_float, ctypes.c_int, _vp,
-                            ctypes.c_size_t, _lib.kdfStream_t]),
-})
+ABParams = _abi.STRUCTS["kdfABParams_t"]
 
 
 def ab(s, t, margin=1.0, weight=1.0, seed_scaling=True, grad_loss=None, grad_scale=1.0, accumulate=False,

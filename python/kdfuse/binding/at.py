@@ -4,26 +4,12 @@ import ctypes
 
 import torch
 
-from . import _feature, _lib
-from ._feature import FeatureMap
+from . import _abi, _feature, _lib
 
 _FN = "kdfuse.at"
 
 
-class ATParams(ctypes.Structure):
-    """Mirror of kdfATParams_t."""
-
-    _fields_ = [("struct_size", ctypes.c_size_t), ("student", FeatureMap), ("teacher", FeatureMap),
-                ("dtype", _lib.c_enum), ("p", ctypes.c_float), ("weight", ctypes.c_float)]
-
-
-_P, _vp, _fp = ctypes.POINTER, ctypes.c_void_p, ctypes.POINTER(ctypes.c_float)
-_lib.register({
-    "kdfATWorkspaceSize": (_lib.STATUS, [_P(ATParams), _P(ctypes.c_size_t)]),
-    # handle, params, f_s, f_t, loss, grad_s, grad_loss, grad_scale, accumulate, workspace, bytes, stream
-    "kdfAT": (_lib.STATUS, [_lib.kdfHandle_t, _P(ATParams), _vp, _vp, _fp, _vp, _fp, ctypes.c_float,
-                            ctypes.c_int, _vp, ctypes.c_size_t, _lib.kdfStream_t]),
-})
+ATParams = _abi.STRUCTS["kdfATParams_t"]
 
 
 def attention_call(fn, entry, size_entry, make_params, f_s, f_t, grad_loss, grad_scale, accumulate, want_loss,

@@ -5,31 +5,15 @@ import ctypes
 
 import torch
 
-from . import _feature, _lib
+from . import _abi, _feature, _lib
 from ._lib import KDF_STATUS_INVALID_VALUE, KDF_STATUS_SHAPE_MISMATCH, binding_error
 from .sp import rows_of
 
 _FN = "kdfuse.cc"
-_i64 = ctypes.c_int64
-KDF_CC_SEED, KDF_CC_REPDISTILLER = 0, 1
-_VARIANTS = {"seed": KDF_CC_SEED, "repdistiller": KDF_CC_REPDISTILLER}
+_VARIANTS = {"seed": _lib.KDF_CC_SEED, "repdistiller": _lib.KDF_CC_REPDISTILLER}
 
 
-class CCParams(ctypes.Structure):
-    """Mirror of kdfCCParams_t."""
-
-    _fields_ = [("struct_size", ctypes.c_size_t), ("rows", _i64), ("dim_student", _i64), ("dim_teacher", _i64),
-                ("ld_student", _i64), ("ld_teacher", _i64), ("dtype", _lib.c_enum), ("variant", _lib.c_enum),
-                ("weight", ctypes.c_float)]
-
-
-_P, _vp, _fp = ctypes.POINTER, ctypes.c_void_p, ctypes.POINTER(ctypes.c_float)
-_lib.register({
-    "kdfCCWorkspaceSize": (_lib.STATUS, [_P(CCParams), _P(ctypes.c_size_t)]),
-    # handle, params, f_s, f_t, loss, grad_s, grad_t, grad_loss, grad_scale, accumulate, workspace, bytes, stream
-    "kdfCC": (_lib.STATUS, [_lib.kdfHandle_t, _P(CCParams), _vp, _vp, _fp, _vp, _vp, _fp, ctypes.c_float, ctypes.c_int,
-                            _vp, ctypes.c_size_t, _lib.kdfStream_t]),
-})
+CCParams = _abi.STRUCTS["kdfCCParams_t"]
 
 
 def cc(f_s, f_t, variant="seed", weight=1.0, grad_loss=None, grad_scale=1.0, accumulate=False, want_loss=True,

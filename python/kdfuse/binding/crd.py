@@ -11,77 +11,18 @@ import os
 
 import torch
 
-from . import _feature, _lib
+from . import _abi, _feature, _lib
 from ._lib import KDF_STATUS_INVALID_VALUE, KDF_STATUS_SHAPE_MISMATCH, binding_error
 from .kd import backend_of
 from .pkt import embedding
 
 _FN = "kdfuse.crd"
-_i64 = ctypes.c_int64
 
-KDF_INDEX_INT32 = 0
-KDF_INDEX_INT64 = 1
-KDF_CRD_Z_ONCE = 0
-KDF_CRD_Z_EMA = 1
-
-_INDEX_TYPES = {torch.int32: KDF_INDEX_INT32, torch.int64: KDF_INDEX_INT64}
-_Z_MODES = {"once": KDF_CRD_Z_ONCE, "ema": KDF_CRD_Z_EMA}
+_INDEX_TYPES = {torch.int32: _lib.KDF_INDEX_INT32, torch.int64: _lib.KDF_INDEX_INT64}
+_Z_MODES = {"once": _lib.KDF_CRD_Z_ONCE, "ema": _lib.KDF_CRD_Z_EMA}
 
 
-class CRDParams(ctypes.Structure):
-    """Mirror of kdfCRDParams_t. Layout (LP64): struct_size @0, rows, dim, ld_student, ld_teacher, n_data, k
-    @8..48, dtype @56, index_type @60, temperature @64, momentum @68, z_mode @72, z_momentum @76,
-    normalize_inputs @80, update_memory @84, draw_contrast @88, 4 bytes padding, seed @96, offset @104,
-    weight @112, 4 bytes tail padding: sizeof == 120."""
-
-    _fields_ = [
-        ("struct_size", ctypes.c_size_t),
-        ("rows", _i64),
-        ("dim", _i64),
-        ("ld_student", _i64),
-        ("ld_teacher", _i64),
-        ("n_data", _i64),
-        ("k", _i64),
-        ("dtype", _lib.c_enum),
-        ("index_type", _lib.c_enum),
-        ("temperature", ctypes.c_float),
-        ("momentum", ctypes.c_float),
-        ("z_mode", _lib.c_enum),
-        ("z_momentum", ctypes.c_float),
-        ("normalize_inputs", ctypes.c_int),
-        ("update_memory", ctypes.c_int),
-        ("draw_contrast", ctypes.c_int),
-        ("seed", ctypes.c_uint64),
-        ("offset", ctypes.c_uint64),
-        ("weight", ctypes.c_float),
-    ]
-
-    def __init__(self, **kwargs):
-        # KDF_CRD_PARAMS_INIT: {sizeof, 0, 128, 0, 0, 0, 16384, KDF_DTYPE_FP32, KDF_INDEX_INT64, 0.07f, 0.5f,
-        #                       KDF_CRD_Z_ONCE, 0.99f, 0, 1, 0, 0, 0, 1.0f}
-        init = dict(struct_size=ctypes.sizeof(CRDParams), rows=0, dim=128, ld_student=0, ld_teacher=0, n_data=0,
-                    k=16384, dtype=_lib.KDF_DTYPE_FP32, index_type=KDF_INDEX_INT64, temperature=0.07, momentum=0.5,
-                    z_mode=KDF_CRD_Z_ONCE, z_momentum=0.99, normalize_inputs=0, update_memory=1, draw_contrast=0,
-                    seed=0, offset=0, weight=1.0)
-        init.update(kwargs)
-        super().__init__(**init)
-
-
-if ctypes.sizeof(ctypes.c_size_t) == 8:  # LP64: the layout documented above
-    assert ctypes.sizeof(CRDParams) == 120, ctypes.sizeof(CRDParams)
-    assert (CRDParams.dtype.offset, CRDParams.draw_contrast.offset, CRDParams.seed.offset,
-            CRDParams.weight.offset) == (56, 88, 96, 112)
-
-_P, _vp, _fp = ctypes.POINTER, ctypes.c_void_p, ctypes.POINTER(ctypes.c_float)
-_lib.register({
-    "kdfCRDWorkspaceSize": (_lib.STATUS, [_P(CRDParams), _P(ctypes.c_size_t)]),
-    # handle, params, v_s, v_t, memory_s, memory_t, idx, contrast_idx, z, index_status, loss, grad_s, grad_t,
-    # grad_loss, grad_scale, accumulate, workspace, bytes, stream
-    "kdfCRD": (_lib.STATUS, [_lib.kdfHandle_t, _P(CRDParams), _vp, _vp, _vp, _vp, _vp, _vp, _fp, _vp, _fp, _vp, _vp,
-                             _fp, ctypes.c_float, ctypes.c_int, _vp, ctypes.c_size_t, _lib.kdfStream_t]),
-    # handle, params, idx, contrast_idx, stream
-    "kdfCRDDrawContrast": (_lib.STATUS, [_lib.kdfHandle_t, _P(CRDParams), _vp, _vp, _lib.kdfStream_t]),
-})
+CRDParams = _abi.STRUCTS["kdfCRDParams_t"]
 
 
 def _err(status, detail):

@@ -3,26 +3,12 @@ import ctypes
 
 import torch
 
-from . import _feature, _lib
-from ._feature import FeatureMap
+from . import _abi, _feature, _lib
 
 _FN = "kdfuse.fitnet"
 
 
-class FitNetParams(ctypes.Structure):
-    """Mirror of kdfFitNetParams_t."""
-
-    _fields_ = [("struct_size", ctypes.c_size_t), ("student", FeatureMap), ("teacher", FeatureMap),
-                ("dtype", _lib.c_enum), ("weight", ctypes.c_float)]
-
-
-_P, _vp, _fp = ctypes.POINTER, ctypes.c_void_p, ctypes.POINTER(ctypes.c_float)
-_lib.register({
-    "kdfFitNetWorkspaceSize": (_lib.STATUS, [_P(FitNetParams), _P(ctypes.c_size_t)]),
-    # handle, params, f_s, f_t, loss, grad_s, grad_loss, grad_scale, accumulate, workspace, bytes, stream
-    "kdfFitNet": (_lib.STATUS, [_lib.kdfHandle_t, _P(FitNetParams), _vp, _vp, _fp, _vp, _fp, ctypes.c_float,
-                                ctypes.c_int, _vp, ctypes.c_size_t, _lib.kdfStream_t]),
-})
+FitNetParams = _abi.STRUCTS["kdfFitNetParams_t"]
 
 
 def fitnet(f_s, f_t, weight=1.0, grad_loss=None, grad_scale=1.0, accumulate=False, want_loss=True,

@@ -5,28 +5,12 @@ import ctypes
 
 import torch
 
-from . import _feature, _lib
-from ._feature import FeatureMap
+from . import _abi, _feature, _lib
 
 _FN = "kdfuse.fsp"
 
 
-class FSPParams(ctypes.Structure):
-    """Mirror of kdfFSPParams_t."""
-
-    _fields_ = [("struct_size", ctypes.c_size_t), ("student_bot", FeatureMap), ("student_top", FeatureMap),
-                ("teacher_bot", FeatureMap), ("teacher_top", FeatureMap), ("dtype", _lib.c_enum),
-                ("weight", ctypes.c_float)]
-
-
-_P, _vp, _fp = ctypes.POINTER, ctypes.c_void_p, ctypes.POINTER(ctypes.c_float)
-_lib.register({
-    "kdfFSPWorkspaceSize": (_lib.STATUS, [_P(FSPParams), _P(ctypes.c_size_t)]),
-    # handle, params, s_bot, s_top, t_bot, t_top, loss, grad_s_bot, grad_s_top, grad_loss, grad_scale, accumulate,
-    # workspace, bytes, stream
-    "kdfFSP": (_lib.STATUS, [_lib.kdfHandle_t, _P(FSPParams), _vp, _vp, _vp, _vp, _fp, _vp, _vp, _fp, ctypes.c_float,
-                             ctypes.c_int, _vp, ctypes.c_size_t, _lib.kdfStream_t]),
-})
+FSPParams = _abi.STRUCTS["kdfFSPParams_t"]
 
 
 def fsp(s_bot, s_top, t_bot, t_top, weight=1.0, grad_loss=None, grad_scale=1.0, accumulate=False, want_loss=True,

@@ -2,27 +2,13 @@
 weight * mean((factor(f_s) - factor(f_t))^p2), factor(f) = normalize(mean_C f^p1), and its gradient."""
 import ctypes
 
-from . import _lib
-from ._feature import FeatureMap
+from . import _abi, _lib
 from .at import attention_call
 
 _FN = "kdfuse.ft"
 
 
-class FTParams(ctypes.Structure):
-    """Mirror of kdfFTParams_t."""
-
-    _fields_ = [("struct_size", ctypes.c_size_t), ("student", FeatureMap), ("teacher", FeatureMap),
-                ("dtype", _lib.c_enum), ("p1", ctypes.c_float), ("p2", ctypes.c_float), ("weight", ctypes.c_float)]
-
-
-_P, _vp, _fp = ctypes.POINTER, ctypes.c_void_p, ctypes.POINTER(ctypes.c_float)
-_lib.register({
-    "kdfFTWorkspaceSize": (_lib.STATUS, [_P(FTParams), _P(ctypes.c_size_t)]),
-    # handle, params, f_s, f_t, loss, grad_s, grad_loss, grad_scale, accumulate, workspace, bytes, stream
-    "kdfFT": (_lib.STATUS, [_lib.kdfHandle_t, _P(FTParams), _vp, _vp, _fp, _vp, _fp, ctypes.c_float,
-                            ctypes.c_int, _vp, ctypes.c_size_t, _lib.kdfStream_t]),
-})
+FTParams = _abi.STRUCTS["kdfFTParams_t"]
 
 
 def ft(f_s, f_t, p1=2.0, p2=1.0, weight=1.0, grad_loss=None, grad_scale=1.0, accumulate=False, want_loss=True,

@@ -4,30 +4,16 @@ import ctypes
 
 import torch
 
-from . import _feature, _lib
+from . import _abi, _feature, _lib
 from ._feature import FeatureMap
 
 _FN = "kdfuse.kdsvd"
-MAX_LAYERS = 8
-MAX_K = 8
-MAX_RANK = 128
+MAX_LAYERS = _lib.KDF_KDSVD_MAX_LAYERS
+MAX_K = _lib.KDF_KDSVD_MAX_K
+MAX_RANK = _lib.KDF_KDSVD_MAX_RANK
 
 
-class KDSVDParams(ctypes.Structure):
-    """Mirror of kdfKDSVDParams_t."""
-
-    _fields_ = [("struct_size", ctypes.c_size_t), ("num_layers", ctypes.c_int),
-                ("student", FeatureMap * MAX_LAYERS), ("teacher", FeatureMap * MAX_LAYERS),
-                ("dtype", _lib.c_enum), ("k", ctypes.c_int), ("gap_rtol", ctypes.c_float), ("weight", ctypes.c_float)]
-
-
-_P, _vp, _fp = ctypes.POINTER, ctypes.c_void_p, ctypes.POINTER(ctypes.c_float)
-_lib.register({
-    "kdfKDSVDWorkspaceSize": (_lib.STATUS, [_P(KDSVDParams), _P(ctypes.c_size_t)]),
-    # handle, params, f_s[], f_t[], loss, grad_s[], grad_loss, grad_scale, accumulate, workspace, bytes, stream
-    "kdfKDSVD": (_lib.STATUS, [_lib.kdfHandle_t, _P(KDSVDParams), _P(_vp), _P(_vp), _fp, _P(_vp), _fp, ctypes.c_float,
-                               ctypes.c_int, _vp, ctypes.c_size_t, _lib.kdfStream_t]),
-})
+KDSVDParams = _abi.STRUCTS["kdfKDSVDParams_t"]
 
 
 def kdsvd(g_s, g_t, k=1, gap_rtol=1e-5, weight=1.0, grad_loss=None, grad_scale=1.0, accumulate=False, want_loss=True,

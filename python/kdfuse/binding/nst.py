@@ -4,26 +4,12 @@ import ctypes
 
 import torch
 
-from . import _feature, _lib
-from ._feature import FeatureMap
+from . import _abi, _feature, _lib
 
 _FN = "kdfuse.nst"
 
 
-class NSTParams(ctypes.Structure):
-    """Mirror of kdfNSTParams_t."""
-
-    _fields_ = [("struct_size", ctypes.c_size_t), ("student", FeatureMap), ("teacher", FeatureMap),
-                ("dtype", _lib.c_enum), ("full_loss", ctypes.c_int), ("weight", ctypes.c_float)]
-
-
-_P, _vp, _fp = ctypes.POINTER, ctypes.c_void_p, ctypes.POINTER(ctypes.c_float)
-_lib.register({
-    "kdfNSTWorkspaceSize": (_lib.STATUS, [_P(NSTParams), _P(ctypes.c_size_t)]),
-    # handle, params, f_s, f_t, loss, grad_s, grad_loss, grad_scale, accumulate, workspace, bytes, stream
-    "kdfNST": (_lib.STATUS, [_lib.kdfHandle_t, _P(NSTParams), _vp, _vp, _fp, _vp, _fp, ctypes.c_float, ctypes.c_int, _vp,
-                             ctypes.c_size_t, _lib.kdfStream_t]),
-})
+NSTParams = _abi.STRUCTS["kdfNSTParams_t"]
 
 
 def nst(f_s, f_t, weight=1.0, full_loss=True, grad_loss=None, grad_scale=1.0, accumulate=False, want_loss=True,

@@ -4,34 +4,13 @@ import ctypes
 
 import torch
 
-from . import _feature, _lib
-from ._feature import FeatureMap
+from . import _abi, _feature, _lib
 
 _FN = "kdfuse.ofd"
-KDF_OFD_SEED = 0
-KDF_OFD_ORIGINAL = 1
-_VARIANTS = {"seed": KDF_OFD_SEED, "original": KDF_OFD_ORIGINAL}
+_VARIANTS = {"seed": _lib.KDF_OFD_SEED, "original": _lib.KDF_OFD_ORIGINAL}
 
 
-class OFDParams(ctypes.Structure):
-    """Mirror of kdfOFDParams_t."""
-
-    _fields_ = [("struct_size", ctypes.c_size_t), ("student", FeatureMap), ("teacher", FeatureMap),
-                ("dtype", _lib.c_enum), ("variant", _lib.c_enum), ("weight", ctypes.c_float)]
-
-
-if ctypes.sizeof(ctypes.c_size_t) == 8:  # LP64: 8 + 48 + 48, then dtype, variant, weight, 4 bytes of padding
-    assert ctypes.sizeof(OFDParams) == 120, ctypes.sizeof(OFDParams)
-
-_P, _vp, _fp = ctypes.POINTER, ctypes.c_void_p, ctypes.POINTER(ctypes.c_float)
-_lib.register({
-    "kdfOFDWorkspaceSize": (_lib.STATUS, [_P(OFDParams), _P(ctypes.c_size_t)]),
-    # handle, params, s, t, margin, loss, grad_s, grad_loss, grad_scale, accumulate, workspace, bytes, stream
-    "kdfOFD": (_lib.STATUS, [_lib.kdfHandle_t, _P(OFDParams), _vp, _vp, _fp, _fp, _vp, _fp, ctypes.c_float,
-                             ctypes.c_int, _vp, ctypes.c_size_t, _lib.kdfStream_t]),
-    # handle, channels, gamma, beta, margin, stream
-    "kdfOFDMarginFromBN": (_lib.STATUS, [_lib.kdfHandle_t, ctypes.c_int64, _fp, _fp, _fp, _lib.kdfStream_t]),
-})
+OFDParams = _abi.STRUCTS["kdfOFDParams_t"]
 
 
 def _channel_vector(x, name, channels, device):

@@ -6,28 +6,14 @@ import ctypes
 
 import torch
 
-from . import _feature, _lib
+from . import _abi, _feature, _lib
 from ._lib import KDF_STATUS_INVALID_VALUE, KDF_STATUS_NOT_SUPPORTED, KDF_STATUS_SHAPE_MISMATCH, binding_error
 from .kd import _leading_dim, check_buffer, extent_bytes
 
 _FN = "kdfuse.pkt"
-_i64 = ctypes.c_int64
 
 
-class PKTParams(ctypes.Structure):
-    """Mirror of kdfPKTParams_t."""
-
-    _fields_ = [("struct_size", ctypes.c_size_t), ("rows", _i64), ("dim_student", _i64), ("dim_teacher", _i64),
-                ("ld_student", _i64), ("ld_teacher", _i64), ("dtype", _lib.c_enum), ("weight", ctypes.c_float)]
-
-
-_P, _vp, _fp = ctypes.POINTER, ctypes.c_void_p, ctypes.POINTER(ctypes.c_float)
-_lib.register({
-    "kdfPKTWorkspaceSize": (_lib.STATUS, [_P(PKTParams), _P(ctypes.c_size_t)]),
-    # handle, params, f_s, f_t, loss, grad_s, grad_loss, grad_scale, accumulate, workspace, bytes, stream
-    "kdfPKT": (_lib.STATUS, [_lib.kdfHandle_t, _P(PKTParams), _vp, _vp, _fp, _vp, _fp, ctypes.c_float,
-                             ctypes.c_int, _vp, ctypes.c_size_t, _lib.kdfStream_t]),
-})
+PKTParams = _abi.STRUCTS["kdfPKTParams_t"]
 
 
 def embedding(t, name, fn):

@@ -5,28 +5,13 @@ import ctypes
 
 import torch
 
-from . import _feature, _lib
+from . import _abi, _feature, _lib
 from .pkt import embedding_pair, run
 
 _FN = "kdfuse.rkd"
-_i64 = ctypes.c_int64
 
 
-class RKDParams(ctypes.Structure):
-    """Mirror of kdfRKDParams_t."""
-
-    _fields_ = [("struct_size", ctypes.c_size_t), ("rows", _i64), ("dim_student", _i64), ("dim_teacher", _i64),
-                ("ld_student", _i64), ("ld_teacher", _i64), ("dtype", _lib.c_enum),
-                ("distance_weight", ctypes.c_float), ("angle_weight", ctypes.c_float), ("weight", ctypes.c_float)]
-
-
-_P, _vp, _fp = ctypes.POINTER, ctypes.c_void_p, ctypes.POINTER(ctypes.c_float)
-_lib.register({
-    "kdfRKDWorkspaceSize": (_lib.STATUS, [_P(RKDParams), _P(ctypes.c_size_t)]),
-    # handle, params, e_s, e_t, loss, grad_s, grad_loss, grad_scale, accumulate, workspace, bytes, stream
-    "kdfRKD": (_lib.STATUS, [_lib.kdfHandle_t, _P(RKDParams), _vp, _vp, _fp, _vp, _fp, ctypes.c_float,
-                             ctypes.c_int, _vp, ctypes.c_size_t, _lib.kdfStream_t]),
-})
+RKDParams = _abi.STRUCTS["kdfRKDParams_t"]
 
 
 def rkd(e_s, e_t, w_d=25.0, w_a=50.0, weight=1.0, grad_loss=None, grad_scale=1.0, accumulate=False, want_loss=True,

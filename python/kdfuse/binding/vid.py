@@ -4,27 +4,12 @@ import ctypes
 
 import torch
 
-from . import _feature, _lib
-from ._feature import FeatureMap
+from . import _abi, _feature, _lib
 
 _FN = "kdfuse.vid"
 
 
-class VIDParams(ctypes.Structure):
-    """Mirror of kdfVIDParams_t."""
-
-    _fields_ = [("struct_size", ctypes.c_size_t), ("pred", FeatureMap), ("target", FeatureMap),
-                ("dtype", _lib.c_enum), ("eps", ctypes.c_float), ("weight", ctypes.c_float)]
-
-
-_P, _vp, _fp = ctypes.POINTER, ctypes.c_void_p, ctypes.POINTER(ctypes.c_float)
-_lib.register({
-    "kdfVIDWorkspaceSize": (_lib.STATUS, [_P(VIDParams), _P(ctypes.c_size_t)]),
-    # handle, params, pred_mean, target, log_scale, loss, grad_pred, grad_log_scale, grad_loss, grad_scale,
-    # accumulate, workspace, bytes, stream
-    "kdfVID": (_lib.STATUS, [_lib.kdfHandle_t, _P(VIDParams), _vp, _vp, _fp, _fp, _vp, _fp, _fp, ctypes.c_float,
-                             ctypes.c_int, _vp, ctypes.c_size_t, _lib.kdfStream_t]),
-})
+VIDParams = _abi.STRUCTS["kdfVIDParams_t"]
 
 
 def _check_channels(t, name, channels, device):
