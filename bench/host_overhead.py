@@ -141,7 +141,7 @@ def rows():
                                                      contrast_idx=contrast_idx)),
             "CRDLoss (with its embeddings)", _step([e_s], lambda: crd_m(e_s, e_t, idx, contrast_idx)),
             _step([e_s], lambda: crd_r(e_s, e_t, idx, contrast_idx))),
-        Row("KDSVD", _step(g_s, lambda: ops.kdsvd(g_s, g_t).sum()), "KDSVD",
+        Row("KDSVD", _step(g_s, lambda: ops.kdsvd(g_s, g_t, reduction="sum")), "KDSVD",
             _step(g_s, lambda: svd_m(g_s, g_t)), _step(g_s, lambda: svd_r(g_s, g_t)), pairs=2),
     ]
 

@@ -18,6 +18,7 @@
 
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/empty.h>
+#include <ATen/ops/sum.h>
 #include <ATen/ops/zeros.h>
 #include <torch/library.h>
 
@@ -688,27 +689,51 @@ Tensor kdsvd(at::TensorList g_s, at::TensorList g_t, int64_t k, double gap_rtol)
     return losses;
 }
 
+// The student gradients a KDSVD call writes: a tensor per layer with need_grad_s[l] (an empty (0,) one otherwise)
+// and the pointer array the C API takes.
+struct KDSVDGrads {
+    std::vector<Tensor> grads;
+    std::vector<void*> ptrs;
+};
+
+KDSVDGrads kdsvd_grads(const std::string& op, const KDSVDCall& call, const c10::List<bool>& need_grad_s) {
+    const int layers = call.params.num_layers;
+    TORCH_CHECK_VALUE(static_cast<int>(need_grad_s.size()) == layers, op, ": need_grad_s has ", need_grad_s.size(),
+                      " entries, expected one per layer (", layers, ")");
+    KDSVDGrads out;
+    for (int l = 0; l < layers; ++l) {
+        const bool need = need_grad_s.get(l);
+        out.grads.push_back(grad_for(call.g_s[l], need));
+        out.ptrs.push_back(need ? out.grads.back().data_ptr() : nullptr);
+    }
+    return out;
+}
+
 std::vector<Tensor> kdsvd_backward(at::TensorList g_s, at::TensorList g_t, int64_t k, double gap_rtol,
                                    const Tensor& grad_losses_in, const c10::List<bool>& need_grad_s) {
     const std::string op = "torch.ops.kdfuse.kdsvd_backward";
     const KDSVDCall call = kdsvd_call(op, g_s, g_t, k, gap_rtol);
     const int layers = call.params.num_layers;
-    TORCH_CHECK_VALUE(static_cast<int>(need_grad_s.size()) == layers, op, ": need_grad_s has ", need_grad_s.size(),
-                      " entries, expected one per layer (", layers, ")");
     check_float32(op, "grad_losses", grad_losses_in);
     TORCH_CHECK_VALUE(grad_losses_in.numel() == layers - 1 && grad_losses_in.device() == call.device, op,
                       ": grad_losses must be ", layers - 1, " values on ", call.device, ", got shape ",
                       grad_losses_in.sizes(), " on ", grad_losses_in.device());
     const Tensor grad_losses = grad_losses_in.contiguous();
-    std::vector<Tensor> grads;
-    std::vector<void*> ptrs;
-    for (int l = 0; l < layers; ++l) {
-        const bool need = need_grad_s.get(l);
-        grads.push_back(grad_for(call.g_s[l], need));
-        ptrs.push_back(need ? grads.back().data_ptr() : nullptr);
-    }
-    kdsvd_launch(op, call, nullptr, ptrs.data(), grad_losses.data_ptr<float>());
-    return grads;
+    KDSVDGrads out = kdsvd_grads(op, call, need_grad_s);
+    kdsvd_launch(op, call, nullptr, out.ptrs.data(), grad_losses.data_ptr<float>());
+    return out.grads;
+}
+
+// The sum of the pair losses and its gradients w.r.t. the student maps with need_grad_s, from ONE library call (the
+// upstream gradient of every pair is the sum's: its backward is a multiply, as the other losses').
+std::tuple<Tensor, std::vector<Tensor>> kdsvd_sum(at::TensorList g_s, at::TensorList g_t, int64_t k, double gap_rtol,
+                                                  const c10::List<bool>& need_grad_s) {
+    const std::string op = "torch.ops.kdfuse.kdsvd_sum";
+    const KDSVDCall call = kdsvd_call(op, g_s, g_t, k, gap_rtol);
+    KDSVDGrads out = kdsvd_grads(op, call, need_grad_s);
+    Tensor losses = at::empty({call.params.num_layers - 1}, at::TensorOptions().dtype(at::kFloat).device(call.device));
+    kdsvd_launch(op, call, losses.data_ptr<float>(), out.ptrs.data(), nullptr);
+    return {losses.sum(), std::move(out.grads)};
 }
 
 }  // namespace
@@ -730,4 +755,5 @@ TORCH_LIBRARY_IMPL(kdfuse, KDFUSE_DISPATCH_KEY, m) {
     m.impl("crd", TORCH_FN(crd));
     m.impl("kdsvd", TORCH_FN(kdsvd));
     m.impl("kdsvd_backward", TORCH_FN(kdsvd_backward));
+    m.impl("kdsvd_sum", TORCH_FN(kdsvd_sum));
 }

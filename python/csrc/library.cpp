@@ -304,6 +304,58 @@ at::Tensor kdsvd_autograd(c10::DispatchKeySet ks, at::TensorList g_s, at::Tensor
     return losses;
 }
 
+// KDSVD summed over its pairs: the gradients come from the forward's one call, the backward scales them.
+struct KDSVDSumBackward : Node {
+    variable_list apply(variable_list&& grad_outputs) override {
+        variable_list result(num_outputs());
+        for (size_t i = 0; i < result.size(); ++i) {
+            if (!should_compute_output(i)) {
+                continue;
+            }
+            TORCH_CHECK(computed[i], "kdfuse::kdsvd_sum: g_s[", i, "] requires grad but the op was called with "
+                        "need_grad_s[", i, "]=False, so its gradient was not computed");
+            result[i] = scaled(saved[i].unpack(), grad_outputs[0]);
+        }
+        return first_order_only(std::move(result), "kdsvd", "kdsvd_sum", kScaledBackward);
+    }
+    std::string name() const override { return "kdfuse::kdsvd_sumBackward"; }
+    void release_variables() override { saved.clear(); }
+    std::vector<bool> computed;
+    std::vector<SavedVariable> saved;
+};
+
+std::tuple<at::Tensor, std::vector<at::Tensor>> kdsvd_sum_autograd(c10::DispatchKeySet ks, at::TensorList g_s,
+                                                                   at::TensorList g_t, int64_t k, double gap_rtol,
+                                                                   const c10::List<bool>& need_grad_s) {
+    static auto op = c10::Dispatcher::singleton()
+                         .findSchemaOrThrow("kdfuse::kdsvd_sum", "")
+                         .typed<std::tuple<at::Tensor, std::vector<at::Tensor>>(
+                             at::TensorList, at::TensorList, int64_t, double, const c10::List<bool>&)>();
+    bool needs_grad = false;
+    for (const auto& f : g_s) {
+        needs_grad |= torch::autograd::compute_requires_grad(f);
+    }
+    std::tuple<at::Tensor, std::vector<at::Tensor>> result;
+    {
+        at::AutoDispatchBelowADInplaceOrView guard;
+        result = op.redispatch(ks & c10::after_autograd_keyset, g_s, g_t, k, gap_rtol, need_grad_s);
+    }
+    if (needs_grad) {
+        auto node = c10::make_intrusive<KDSVDSumBackward>();
+        torch::autograd::edge_list edges;
+        const auto& grads = std::get<1>(result);
+        for (size_t l = 0; l < g_s.size(); ++l) {
+            const bool computed = l < need_grad_s.size() && need_grad_s.get(l);
+            node->computed.push_back(computed);
+            node->saved.emplace_back(computed ? grads[l] : at::Tensor(), false);
+            edges.push_back(torch::autograd::impl::gradient_edge(g_s[l]));
+        }
+        node->set_next_edges(std::move(edges));
+        torch::autograd::set_history(std::get<0>(result), node);
+    }
+    return result;
+}
+
 void register_loss(torch::Library& m, const char* name, std::vector<GradInput> grads) {
     m.impl(name, torch::CppFunction::makeFromBoxedFunctor(std::make_unique<LossAutograd>(name, std::move(grads))));
 }
@@ -338,6 +390,7 @@ TORCH_LIBRARY(kdfuse, m) {
     m.def("kdsvd(Tensor[] g_s, Tensor[] g_t, int k, float gap_rtol) -> Tensor");
     m.def("kdsvd_backward(Tensor[] g_s, Tensor[] g_t, int k, float gap_rtol, Tensor grad_losses, bool[] need_grad_s) "
           "-> Tensor[]");
+    m.def("kdsvd_sum(Tensor[] g_s, Tensor[] g_t, int k, float gap_rtol, bool[] need_grad_s) -> (Tensor, Tensor[])");
     m.impl("attach_grads", c10::DispatchKey::CompositeExplicitAutograd, TORCH_FN(attach_grads));
 }
 
@@ -357,6 +410,7 @@ TORCH_LIBRARY_IMPL(kdfuse, Autograd, m) {
     register_loss(m, "fsp", {{0, 4}, {1, 5}});
     m.impl("attach_grads", TORCH_FN(attach_grads_autograd));
     m.impl("kdsvd", TORCH_FN(kdsvd_autograd));
+    m.impl("kdsvd_sum", TORCH_FN(kdsvd_sum_autograd));
     // No autograd formula: crd mutates its inputs (its gradients go through attach_grads), kdsvd_backward runs
     // inside kdsvd's backward. Differentiating through them raises.
     m.impl("crd", torch::autograd::autogradNotImplementedFallback());

@@ -96,6 +96,12 @@ def _(g_s, g_t, k, gap_rtol):
     return g_s[0].new_empty((len(g_s) - 1,))
 
 
+@_fake("kdsvd_sum")
+def _(g_s, g_t, k, gap_rtol, need_grad_s):
+    one_device("torch.ops.kdfuse.kdsvd_sum", **listed("g_s", g_s), **listed("g_t", g_t))
+    return g_s[0].new_empty(()), [_grad(f, need) for f, need in zip(g_s, need_grad_s)]
+
+
 @_fake("kdsvd_backward")
 def _(g_s, g_t, k, gap_rtol, grad_losses, need_grad_s):
     one_device("torch.ops.kdfuse.kdsvd_backward", **listed("g_s", g_s), **listed("g_t", g_t), grad_losses=grad_losses)

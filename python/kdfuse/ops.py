@@ -56,7 +56,7 @@ __all__ = ["kd", "fitnet", "at", "ft", "ab", "ofd", "vid", "sp", "cc", "pkt", "r
 #: every op, by loss name (the keys are the torch.ops.kdfuse names)
 OPS = {name: getattr(torch.ops.kdfuse, name).default
        for name in ("kd", "fitnet", "at", "ft", "ab", "ofd", "vid", "sp", "cc", "pkt", "rkd", "nst", "fsp", "crd",
-                    "attach_grads", "kdsvd", "kdsvd_backward")}
+                    "attach_grads", "kdsvd", "kdsvd_backward", "kdsvd_sum")}
 
 # ---- public functions: flags from requires_grad, the loss only ------------------------------------------------
 
@@ -315,22 +315,47 @@ def crd(v_s, v_t, memory_s, memory_t, idx, z, contrast_idx=None, philox=None, k=
     return loss
 
 
-def kdsvd(g_s, g_t, k=1, gap_rtol=1e-5):
-    """KDSVD losses (RepDistiller's KDSVD with kdfuse's definition, docs/losses/kdsvd.md): a 1-D tensor of the L - 1
-    losses of the consecutive layer pairs of g_s, g_t (lists of L >= 2 student / teacher maps N x C_l x H_l x H_l:
-    square, the same N throughout, the same C in a student and its teacher map). k: the teacher's singular vectors;
-    gap_rtol: eigenvalue gaps <= gap_rtol * s_0^2 dropped from the singular-vector derivative. Gradients for the
-    student maps (each of its pairs' grad_output); the teacher maps are constants."""
-    if not isinstance(g_s, (list, tuple)) or not isinstance(g_t, (list, tuple)):
-        raise TypeError(f"kdfuse.ops.kdsvd: g_s and g_t must be lists of maps, got {type(g_s).__name__} and "
-                        f"{type(g_t).__name__}")
-    if len(g_s) != len(g_t) or len(g_s) < 2:
-        raise ValueError(f"kdfuse.ops.kdsvd: g_s and g_t must be lists of the same length >= 2 (the losses are "
-                         f"between consecutive layers), got {len(g_s)} and {len(g_t)}")
+def _kdsvd_maps_ready(g_s, g_t):
+    """Whether KDSVD's maps need nothing done: float32 4-D tensors on one device, no teacher requiring grad."""
+    device = g_s[0].device if isinstance(g_s[0], Tensor) else None
+    for f in (*g_s, *g_t):
+        if not isinstance(f, Tensor) or f.dtype != torch.float32 or f.dim() != 4 or f.device != device:
+            return False
+    return not any(_wants(f) for f in g_t)
+
+
+def _kdsvd_maps(g_s, g_t):
+    """KDSVD's maps checked (TypeError / ValueError naming the map), cast to float32, teachers detached."""
     g_s = [_float32(f, "kdsvd", f"g_s[{i}]") for i, f in enumerate(g_s)]
     g_t = [_constant(f, "kdsvd", f"g_t[{i}]") for i, f in enumerate(g_t)]
     _one_device("kdfuse.ops.kdsvd", **_listed("g_s", g_s), **_listed("g_t", g_t))
     for name, f in (_listed("g_s", g_s) | _listed("g_t", g_t)).items():
         if f.dim() != 4:
             raise ValueError(f"kdfuse.ops.kdsvd: {name} must be an N x C x H x W map, got shape {tuple(f.shape)}")
+    return g_s, g_t
+
+
+def kdsvd(g_s, g_t, k=1, gap_rtol=1e-5, reduction="none"):
+    """KDSVD losses (RepDistiller's KDSVD with kdfuse's definition, docs/losses/kdsvd.md) of the consecutive layer pairs
+    of g_s, g_t (lists of L >= 2 student / teacher maps N x C_l x H_l x H_l: square, the same N throughout, the same C
+    in a student and its teacher map). k: the teacher's singular vectors; gap_rtol: eigenvalue gaps
+    <= gap_rtol * s_0^2 dropped from the singular-vector derivative. Gradients for the student maps; the teacher maps
+    are constants.
+
+    reduction "none": a 1-D tensor of the L - 1 pair losses; its backward is a second library call that takes each
+    pair's grad_output (torch.ops.kdfuse.kdsvd_backward). "sum": their sum (0-dim), with the gradients computed in
+    the same call as the losses (torch.ops.kdfuse.kdsvd_sum) and a backward that scales them: one library call per
+    step, for the usual summed loss."""
+    if reduction not in ("none", "sum"):
+        raise ValueError(f"kdfuse.ops.kdsvd: reduction must be 'none' or 'sum', not {reduction!r}")
+    if not isinstance(g_s, (list, tuple)) or not isinstance(g_t, (list, tuple)):
+        raise TypeError(f"kdfuse.ops.kdsvd: g_s and g_t must be lists of maps, got {type(g_s).__name__} and "
+                        f"{type(g_t).__name__}")
+    if len(g_s) != len(g_t) or len(g_s) < 2:
+        raise ValueError(f"kdfuse.ops.kdsvd: g_s and g_t must be lists of the same length >= 2 (the losses are "
+                         f"between consecutive layers), got {len(g_s)} and {len(g_t)}")
+    if not _kdsvd_maps_ready(g_s, g_t):  # the per-map checks, casts and messages only when something needs them
+        g_s, g_t = _kdsvd_maps(g_s, g_t)
+    if reduction == "sum":
+        return torch.ops.kdfuse.kdsvd_sum(g_s, g_t, int(k), float(gap_rtol), [_wants(f) for f in g_s])[0]
     return torch.ops.kdfuse.kdsvd(g_s, g_t, int(k), float(gap_rtol))

@@ -5,7 +5,8 @@ import torch
 
 from kdfuse import _extension, ops
 
-LOSS_OPS = ("kd", "fitnet", "at", "ft", "ab", "ofd", "vid", "sp", "cc", "pkt", "rkd", "nst", "fsp", "kdsvd")
+LOSS_OPS = ("kd", "fitnet", "at", "ft", "ab", "ofd", "vid", "sp", "cc", "pkt", "rkd", "nst", "fsp", "kdsvd",
+            "kdsvd_sum")
 
 
 def has_kernel(op, key):

@@ -46,6 +46,7 @@ CALLS = {
     "nst": lambda a, b: ops.nst(a, b, True, True), "fsp": lambda a, b: ops.fsp(a, a, b, b, True, True),
     "kd": lambda a, b: ops.kd(rows(a), rows(b), None, 4.0, "batchmean", True, True),
     "kdsvd": lambda a, b: ops.kdsvd([a, a], [b, b], 1, 1e-5),
+    "kdsvd_sum": lambda a, b: ops.kdsvd_sum([a, a], [b, b], 1, 1e-5, [True, True]),
     "kdsvd_backward": lambda a, b: ops.kdsvd_backward([a, a], [b, b], 1, 1e-5, torch.ones(1), [True, True]),
     "crd": lambda a, b: ops.crd(rows(a), rows(b), torch.randn(10, 48), torch.randn(10, 48), torch.tensor([0, 1]), None,
                                 torch.tensor([-1.0, -1.0]), torch.tensor([3, 0]), 4, 0.07, 0.5, "once", 0.99, True,

@@ -388,7 +388,8 @@ def _public_call(op):
     return case.call, case.inputs, INPUT_NAMES.get(op, ("f_s", "f_t"))
 
 
-@pytest.mark.parametrize("op", sorted(name for name in ops.OPS if name not in ("attach_grads", "kdsvd_backward")))
+@pytest.mark.parametrize("op", sorted(name for name in ops.OPS
+                                      if name not in ("attach_grads", "kdsvd_backward", "kdsvd_sum")))
 def test_tensors_on_different_devices_raise(op):
     """One argument on the meta device, the others on the CPU: the function refuses the call, naming itself and the
     arguments' devices (the dispatcher would run the fake kernel and return uninitialised memory)."""
@@ -414,6 +415,9 @@ def test_ops_called_directly_refuse_mixed_devices(op):
     elif op == "kdsvd_backward":
         case = CASES["kdsvd"]
         args = case.op_args(*case.inputs) + (torch.ones(2), [True, False, True])
+    elif op == "kdsvd_sum":
+        case = CASES["kdsvd"]
+        args = case.op_args(*case.inputs) + ([True, False, True],)
     else:
         case = next(CASES[name] for name in sorted(CASES) if CASES[name].op == op)
         args = case.op_args(*case.leaves())
@@ -486,6 +490,33 @@ def test_kdsvd_backward_opcheck():
     torch.library.opcheck(torch.ops.kdfuse.kdsvd_backward.default, args)
     grads = torch.ops.kdfuse.kdsvd_backward(*args)
     assert [tuple(g.shape) for g in grads] == [tuple(args[0][0].shape), (0,), tuple(args[0][2].shape)]
+
+
+def test_kdsvd_sum_is_one_call_with_the_sums_gradients():
+    """reduction="sum": the sum of the pair losses, with the gradients from the forward's one library call (the
+    backward scales them): equal to summing the per-pair losses; opcheck of torch.ops.kdfuse.kdsvd_sum; a map whose
+    gradient was not computed raises at the backward; the double backward raises."""
+    case = CASES["kdsvd"]
+    g_s = [f.clone().requires_grad_() for f in case.inputs[:3]]
+    g_t = case.inputs[3:]
+    per_pair = ops.kdsvd(g_s, g_t, k=2).sum()
+    want = torch.autograd.grad(per_pair * -1.7, g_s)
+    total = ops.kdsvd(g_s, g_t, k=2, reduction="sum")
+    assert total.shape == () and torch.equal(total, per_pair)
+    for got, ref in zip(torch.autograd.grad(total * -1.7, g_s), want):  # scaled after the call, not inside: rounding
+        torch.testing.assert_close(got, ref, rtol=1e-5, atol=1e-8)
+    args = case.op_args(*case.inputs) + ([True, False, True],)
+    torch.library.opcheck(torch.ops.kdfuse.kdsvd_sum.default, args)
+    loss, grads = torch.ops.kdfuse.kdsvd_sum(*args)
+    assert [tuple(g.shape) for g in grads] == [tuple(args[0][0].shape), (0,), tuple(args[0][2].shape)]
+    direct = torch.ops.kdfuse.kdsvd_sum(g_s, g_t, 2, 1e-5, [True, False, True])[0]
+    with pytest.raises(RuntimeError, match=r"need_grad_s\[1\]=False"):
+        direct.backward()
+    first = torch.autograd.grad(ops.kdsvd(g_s, g_t, k=2, reduction="sum"), g_s, create_graph=True)
+    with pytest.raises(RuntimeError, match="kdfuse.kdsvd: double backward is not supported"):
+        sum(g.sum() for g in first).backward()
+    with pytest.raises(ValueError, match="reduction must be 'none' or 'sum'"):
+        ops.kdsvd(g_s, g_t, reduction="mean")
 
 
 def test_kdsvd_gradient_of_some_student_maps_only():
