@@ -12,8 +12,10 @@
 // Handles: one per host thread and device, created on first use and destroyed when the thread ends. Workspace:
 // the size query of the call's parameters, from the caching allocator (CUDA: stream-ordered reuse, no
 // synchronisation) or a per-thread buffer that grows and is reused (CPU: the SIMT call is synchronous).
-// Errors: a refused argument raises ValueError (TypeError for a dtype, NotImplementedError for what the library
-// does not support) with the library's status name and detail; nothing is launched then.
+// Layouts: an input that gets a gradient is made contiguous; the others are read with their strides where the C API
+// can describe them (see map_layout / rows_layout). Errors: a refused argument raises ValueError (TypeError for a
+// dtype, NotImplementedError for what the library does not support) with the library's status name and detail;
+// nothing is launched then.
 #include <kdfuse/kdfuse.h>
 
 #include <ATen/core/Tensor.h>

@@ -6,8 +6,10 @@
 // - Their autograd (Autograd key), in C++: every loss op returns the loss and, from the same fused call, the
 //   gradients of the inputs whose need_grad_<x> flag is set. The autograd kernel runs the op below autograd,
 //   saves those gradients and attaches a node whose backward is saved_gradient * grad_output (a multiply on the
-//   device, no host synchronisation). KDSVD's backward is a second op call (kdsvd_backward), CRD's gradients are
-//   attached by attach_grads (an op that mutates its inputs cannot carry an autograd formula).
+//   device, no host synchronisation). KDSVD's per-pair losses take a second op call in their backward
+//   (kdsvd_backward: a middle layer's gradient mixes two pairs' grad_output); its summed form (kdsvd_sum) saves the
+//   gradients of its one call like the others. CRD's gradients are attached by attach_grads (an op that mutates its
+//   inputs cannot carry an autograd formula).
 // - First order only: a backward run with create_graph=True returns gradients attached to a node that raises
 //   "kdfuse.<loss>: double backward is not supported" when differentiated.
 //
