@@ -84,7 +84,7 @@ class Header:
                     fields.append((declarator, base))
                 else:
                     raise ImportError(f"kdfuse.h: cannot read the declarator {declarator!r} of {name}")
-        return type(name, (_Params,), {"_fields_": fields})
+        return type(name, (_Params,), {"_fields_": fields, "_field_names": frozenset(f for f, _ in fields)})
 
     def _field_type(self, type_name, owner):
         if type_name in _SCALARS:
@@ -168,6 +168,7 @@ class _Params(ctypes.Structure):
     initialiser, struct_size included. Positional arguments are taken in field order, as in C."""
 
     _init_values = None
+    _field_names = frozenset()
 
     def __init__(self, *args, **kwargs):
         super().__init__()
@@ -180,7 +181,7 @@ class _Params(ctypes.Structure):
         for (name, _), value in zip(self._fields_, args):
             setattr(self, name, value)
         for name, value in kwargs.items():
-            if name not in dict(self._fields_):
+            if name not in self._field_names:
                 raise TypeError(f"{type(self).__name__} has no field {name!r}")
             setattr(self, name, value)
 
