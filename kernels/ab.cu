@@ -69,9 +69,9 @@ cudaError_t ab_launch(const ABArgs& args, cudaStream_t stream)
     if (args.loss)
         if (cudaError_t e = args.sum.prepare(stream)) return e;
     switch (pair_layout(args.s, args.t, args.f_s, args.f_t, args.grad_s, false)) {
-    case PairLayout::Flat4: return kdf::launch(ab_kernel<kBlock, PairLayout::Flat4>, cfg, args);
-    case PairLayout::Planes4: return kdf::launch(ab_kernel<kBlock, PairLayout::Planes4>, cfg, args);
-    default: return kdf::launch(ab_kernel<kBlock, PairLayout::Scalar>, cfg, args);
+    case PairLayout::Flat4: return kdf::launch<ab_kernel<kBlock, PairLayout::Flat4>>(cfg, args);
+    case PairLayout::Planes4: return kdf::launch<ab_kernel<kBlock, PairLayout::Planes4>>(cfg, args);
+    default: return kdf::launch<ab_kernel<kBlock, PairLayout::Scalar>>(cfg, args);
     }
 }
 

@@ -183,7 +183,7 @@ LaunchResult cc_launch(const CCArgs& a, cudaStream_t stream)
         if (a.loss)
             if ((r.cuda = a.sum.prepare(stream))) return r;
         const LaunchConfig cfg{dim3(static_cast<unsigned>(cc_shipped_blocks(a.n, a.ds))), dim3(kBlock), 0, stream};
-        r.cuda = kdf::launch(cc_shipped_kernel<kBlock>, cfg, a);
+        r.cuda = kdf::launch<cc_shipped_kernel<kBlock>>(cfg, a);
         return r;
     }
     const int n = static_cast<int>(a.n);
@@ -194,10 +194,10 @@ LaunchResult cc_launch(const CCArgs& a, cudaStream_t stream)
         return r;
     if ((r.cuda = a.ws.prepare(stream))) return r;
     const LaunchConfig cfg{dim3(static_cast<unsigned>(cc_seed_blocks(a.n))), dim3(kBlock), 0, stream};
-    if ((r.cuda = kdf::launch(cc_norms_kernel<kBlock>, cfg, a))) return r;
-    if ((r.cuda = kdf::launch(cc_diff_kernel<kBlock>, cfg, a, want_grad))) return r;
+    if ((r.cuda = kdf::launch<cc_norms_kernel<kBlock>>(cfg, a))) return r;
+    if ((r.cuda = kdf::launch<cc_diff_kernel<kBlock>>(cfg, a, want_grad))) return r;
     if (!want_grad) return r;
-    if ((r.cuda = kdf::launch(cc_sym_kernel<kBlock>, cfg, a))) return r;
+    if ((r.cuda = kdf::launch<cc_sym_kernel<kBlock>>(cfg, a))) return r;
     r.cublas = gemm_rm(a.cublas, false, false, n, static_cast<int>(a.ds), n, 1.0f, a.ws.gram_s, n + 1, a.f_s,
                        static_cast<int>(a.ld_s), a.accumulate ? 1.0f : 0.0f, a.grad_s, static_cast<int>(a.ld_s));
     return r;

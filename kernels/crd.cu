@@ -406,14 +406,14 @@ LaunchResult crd_launch_lanes(const CRDArgs& a, cudaStream_t stream)
     LaunchResult r;
     const LaunchConfig score_cfg{dim3(static_cast<unsigned>(a.geo.blocks)), dim3(kCRDBlock), 0, stream};
     if ((r.cuda = a.ws.prepare(stream))) return r;
-    if ((r.cuda = kdf::launch(crd_z_kernel<PER_LANE>, score_cfg, a))) return r;
+    if ((r.cuda = kdf::launch<crd_z_kernel<PER_LANE>>(score_cfg, a))) return r;
     if (a.loss != nullptr || a.grad_s != nullptr || a.grad_t != nullptr) {
         const double k_pn = static_cast<double>(a.geo.k1 - 1) / static_cast<double>(a.n_data);
         const float log_c = static_cast<float>(std::log(k_pn + 1e-7)), log_mpn = static_cast<float>(std::log(k_pn));
-        if ((r.cuda = kdf::launch(crd_nce_kernel<PER_LANE>, score_cfg, a, log_c, log_mpn))) return r;
+        if ((r.cuda = kdf::launch<crd_nce_kernel<PER_LANE>>(score_cfg, a, log_c, log_mpn))) return r;
     }
     if (a.grad_s != nullptr || a.grad_t != nullptr || a.update)
-        r.cuda = kdf::launch(crd_finish_kernel, {dim3(static_cast<unsigned>(2 * a.geo.n)), dim3(kCRDBlock), 0, stream}, a);
+        r.cuda = kdf::launch<crd_finish_kernel>({dim3(static_cast<unsigned>(2 * a.geo.n)), dim3(kCRDBlock), 0, stream}, a);
     return r;
 }
 
@@ -429,8 +429,8 @@ cudaError_t crd_draw_launch(const CRDArgs& a, void* out, cudaStream_t stream)
     const int64_t total = a.geo.n * a.geo.k1;
     const int64_t blocks = (total + kCRDBlock - 1) / kCRDBlock;
     const LaunchConfig cfg{dim3(static_cast<unsigned>(blocks < 65535 ? blocks : 65535)), dim3(kCRDBlock), 0, stream};
-    if (a.index64) return kdf::launch(crd_draw_kernel<int64_t>, cfg, a, static_cast<int64_t*>(out));
-    return kdf::launch(crd_draw_kernel<int32_t>, cfg, a, static_cast<int32_t*>(out));
+    if (a.index64) return kdf::launch<crd_draw_kernel<int64_t>>(cfg, a, static_cast<int64_t*>(out));
+    return kdf::launch<crd_draw_kernel<int32_t>>(cfg, a, static_cast<int32_t*>(out));
 }
 
 }  // namespace kdf::kernels

@@ -97,9 +97,9 @@ cudaError_t fitnet_launch(const FitNetArgs& args, cudaStream_t stream)
     const LaunchConfig cfg{dim3(static_cast<unsigned>(fitnet_blocks(args.s))), dim3(kBlock), 0, stream};
     if (args.loss)
         if (cudaError_t e = args.sum.prepare(stream)) return e;
-    if (vec) return kdf::launch(fitnet_kernel<kBlock, Layout::FlatVec>, cfg, args);
-    if (flat) return kdf::launch(fitnet_kernel<kBlock, Layout::Flat>, cfg, args);
-    return kdf::launch(fitnet_kernel<kBlock, Layout::Planes>, cfg, args);
+    if (vec) return kdf::launch<fitnet_kernel<kBlock, Layout::FlatVec>>(cfg, args);
+    if (flat) return kdf::launch<fitnet_kernel<kBlock, Layout::Flat>>(cfg, args);
+    return kdf::launch<fitnet_kernel<kBlock, Layout::Planes>>(cfg, args);
 }
 
 }  // namespace kdf::kernels

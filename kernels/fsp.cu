@@ -116,7 +116,7 @@ LaunchResult fsp_launch(const FSPArgs& a, cudaStream_t stream)
     if (a.loss)
         if ((r.cuda = a.ws.sum.prepare(stream))) return r;
     if (g.pool_blocks > 0)
-        if ((r.cuda = kdf::launch(fsp_pool_kernel, {dim3(static_cast<unsigned>(g.pool_blocks)), dim3(kGramBlock), 0, stream}, a)))
+        if ((r.cuda = kdf::launch<fsp_pool_kernel>({dim3(static_cast<unsigned>(g.pool_blocks)), dim3(kGramBlock), 0, stream}, a)))
             return r;
 
     const Mat sb = g.s.pool.pool_a ? pooled(a.ws.pooled_s, g.c1, g.s.p) : in_place(a.s_bot, a.sb);
@@ -135,7 +135,7 @@ LaunchResult fsp_launch(const FSPArgs& a, cudaStream_t stream)
     if ((r.cublas = gemm_rm_batched(a.cublas, false, true, c2, c1, pt, -1.0f / static_cast<float>(pt), tt.ptr, tt.ld,
                                     tt.stride, tb.ptr, tb.ld, tb.stride, 1.0f, a.ws.diff, c1, sd, batch)))
         return r;
-    if ((r.cuda = kdf::launch(fsp_diff_kernel, {dim3(static_cast<unsigned>(g.diff_blocks)), dim3(kGramBlock), 0, stream}, a)))
+    if ((r.cuda = kdf::launch<fsp_diff_kernel>({dim3(static_cast<unsigned>(g.diff_blocks)), dim3(kGramBlock), 0, stream}, a)))
         return r;
     if (a.grad_s_bot == nullptr && a.grad_s_top == nullptr) return r;
 
@@ -163,7 +163,7 @@ LaunchResult fsp_launch(const FSPArgs& a, cudaStream_t stream)
     }
     const bool unpool = (g.s.pool.pool_a && want_bot) || (g.s.pool.pool_b && want_top);
     if (unpool)
-        r.cuda = kdf::launch(fsp_unpool_kernel, {dim3(static_cast<unsigned>(g.unpool_blocks)), dim3(kGramBlock), 0, stream}, a);
+        r.cuda = kdf::launch<fsp_unpool_kernel>({dim3(static_cast<unsigned>(g.unpool_blocks)), dim3(kGramBlock), 0, stream}, a);
     return r;
 }
 

@@ -609,14 +609,14 @@ LaunchResult kdsvd_launch(const KDSVDArgs& a, cudaStream_t stream)
     if ((r.cuda = cudaFuncSetAttribute(kdsvd_jacobi_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem))))
         return r;
     const unsigned grams = static_cast<unsigned>(2 * g.layers * g.n);
-    if ((r.cuda = kdf::launch(kdsvd_jacobi_kernel, {dim3(grams), dim3(kKDSVDBlock), smem, stream}, a))) return r;
-    if ((r.cuda = kdf::launch(kdsvd_sample_kernel, {dim3(static_cast<unsigned>(g.n)), dim3(kKDSVDBlock), 0, stream}, a)))
+    if ((r.cuda = kdf::launch<kdsvd_jacobi_kernel>({dim3(grams), dim3(kKDSVDBlock), smem, stream}, a))) return r;
+    if ((r.cuda = kdf::launch<kdsvd_sample_kernel>({dim3(static_cast<unsigned>(g.n)), dim3(kKDSVDBlock), 0, stream}, a)))
         return r;
     if (!a.any_grad) return r;
     int64_t tiles = 0;
     for (int l = 0; l < g.layers; ++l)
         if (a.grad_s[l] != nullptr) tiles += g.n * ((g.layer[l].s.p + kKDSVDTile - 1) / kKDSVDTile);
-    r.cuda = kdf::launch(kdsvd_grad_kernel, {dim3(static_cast<unsigned>(tiles)), dim3(kKDSVDBlock), 0, stream}, a);
+    r.cuda = kdf::launch<kdsvd_grad_kernel>({dim3(static_cast<unsigned>(tiles)), dim3(kKDSVDBlock), 0, stream}, a);
     return r;
 }
 

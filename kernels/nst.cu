@@ -248,19 +248,19 @@ LaunchResult nst_launch(const NSTArgs& a, cudaStream_t stream)
     const LaunchConfig cfg{dim3(static_cast<unsigned>(g.blocks)), dim3(kGramBlock), 0, stream};
     if (a.loss)
         if ((r.cuda = a.ws.sum.prepare(stream))) return r;
-    if ((r.cuda = kdf::launch(nst_normalize_kernel<kGramBlock>, cfg, a))) return r;
+    if ((r.cuda = kdf::launch<nst_normalize_kernel<kGramBlock>>(cfg, a))) return r;
     const unsigned tiles = static_cast<unsigned>((g.m + gram_detail::kTile - 1) / gram_detail::kTile);
     const dim3 gram_grid(tiles, tiles, static_cast<unsigned>(g.n < 65535 ? g.n : 65535));
-    if ((r.cuda = kdf::launch(nst_gram_kernel, {gram_grid, dim3(gram_detail::kTile * gram_detail::kTile), 0, stream}, a)))
+    if ((r.cuda = kdf::launch<nst_gram_kernel>({gram_grid, dim3(gram_detail::kTile * gram_detail::kTile), 0, stream}, a)))
         return r;
     if (a.grad_s != nullptr) {
         if ((r.cublas = gemm_bind(a.cublas, stream, a.ws.cublas, a.allow_tf32))) return r;
         if ((r.cublas = g.positions ? position_gemms(a) : channel_gemms(a))) return r;
     }
     if (g.pool.pool_a)
-        r.cuda = kdf::launch(nst_finish_kernel<kGramBlock, true>, cfg, a);
+        r.cuda = kdf::launch<nst_finish_kernel<kGramBlock, true>>(cfg, a);
     else
-        r.cuda = kdf::launch(nst_finish_kernel<kGramBlock, false>, cfg, a);
+        r.cuda = kdf::launch<nst_finish_kernel<kGramBlock, false>>(cfg, a);
     return r;
 }
 

@@ -155,7 +155,7 @@ __global__ void __launch_bounds__(kBnBlock)
 template <PairLayout LAYOUT>
 cudaError_t launch_loss(const OFDArgs& args, const LaunchConfig& cfg)
 {
-    return kdf::launch(ofd_kernel<kBlock, LAYOUT>, cfg, args);
+    return kdf::launch<ofd_kernel<kBlock, LAYOUT>>(cfg, args);
 }
 
 }  // namespace
@@ -210,8 +210,8 @@ cudaError_t ofd_launch(const OFDArgs& args, cudaStream_t stream)
         const LaunchConfig cfg{dim3(static_cast<unsigned>(items < kMarginMaxGrid ? items : kMarginMaxGrid)), dim3(kBlock), 0,
                                stream};
         const bool vec = planes4(args.t) && aligned16(args.f_t);
-        cudaError_t e = vec ? kdf::launch(ofd_margin_kernel<kBlock, PairLayout::Planes4>, cfg, args, splits)
-                            : kdf::launch(ofd_margin_kernel<kBlock, PairLayout::Scalar>, cfg, args, splits);
+        cudaError_t e = vec ? kdf::launch<ofd_margin_kernel<kBlock, PairLayout::Planes4>>(cfg, args, splits)
+                            : kdf::launch<ofd_margin_kernel<kBlock, PairLayout::Scalar>>(cfg, args, splits);
         if (e) return e;
     }
     const LaunchConfig cfg{dim3(static_cast<unsigned>(ofd_blocks(args.s))), dim3(kBlock), 0, stream};
@@ -227,7 +227,7 @@ cudaError_t ofd_margin_from_bn_launch(int64_t channels, const float* gamma, cons
 {
     const int64_t blocks = (channels + kBnBlock - 1) / kBnBlock;
     const LaunchConfig cfg{dim3(static_cast<unsigned>(blocks < 1024 ? blocks : 1024)), dim3(kBnBlock), 0, stream};
-    return kdf::launch(ofd_bn_margin_kernel, cfg, channels, gamma, beta, margin);
+    return kdf::launch<ofd_bn_margin_kernel>(cfg, channels, gamma, beta, margin);
 }
 
 }  // namespace kdf::kernels

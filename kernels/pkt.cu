@@ -233,11 +233,11 @@ LaunchResult pkt_launch(const PKTArgs& a, cudaStream_t stream)
     if (a.loss != nullptr)
         if ((r.cuda = a.ws.sum.prepare(stream)) != cudaSuccess) return r;
     const int64_t sim_blocks = 2 * a.rows < 65535 ? 2 * a.rows : 65535;
-    if ((r.cuda = kdf::launch(pkt_similarity_kernel, {dim3(static_cast<unsigned>(sim_blocks)), dim3(kBlock), 0, stream}, a)))
+    if ((r.cuda = kdf::launch<pkt_similarity_kernel>({dim3(static_cast<unsigned>(sim_blocks)), dim3(kBlock), 0, stream}, a)))
         return r;
-    if ((r.cuda = kdf::launch(pkt_rows_kernel, {grid, dim3(kBlock), 0, stream}, a)) != cudaSuccess) return r;
+    if ((r.cuda = kdf::launch<pkt_rows_kernel>({grid, dim3(kBlock), 0, stream}, a)) != cudaSuccess) return r;
     if (!grad) return r;
-    if ((r.cuda = kdf::launch(pkt_coef_kernel, {grid, dim3(kBlock), 0, stream}, a)) != cudaSuccess) return r;
+    if ((r.cuda = kdf::launch<pkt_coef_kernel>({grid, dim3(kBlock), 0, stream}, a)) != cudaSuccess) return r;
     r.cublas = gemm_rm(a.cublas, false, false, n, static_cast<int>(a.dim_s), n, 1.0f, a.ws.gram_t, n, a.ws.masked_s,
                        static_cast<int>(a.dim_s), a.accumulate ? 1.0f : 0.0f, a.grad_s, static_cast<int>(a.ld_s));
     return r;

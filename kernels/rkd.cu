@@ -274,10 +274,10 @@ LaunchResult rkd_launch(const RKDArgs& a, cudaStream_t stream)
     const dim3 grid(static_cast<unsigned>(rkd_blocks(a.rows)));
     if (a.loss != nullptr)
         if ((r.cuda = a.ws.sum.prepare(stream)) != cudaSuccess) return r;
-    if ((r.cuda = kdf::launch(rkd_angle_kernel, {grid, dim3(kBlock), 0, stream}, a)) != cudaSuccess) return r;
-    if ((r.cuda = kdf::launch(rkd_distance_kernel, {grid, dim3(kBlock), 0, stream}, a)) != cudaSuccess) return r;
+    if ((r.cuda = kdf::launch<rkd_angle_kernel>({grid, dim3(kBlock), 0, stream}, a)) != cudaSuccess) return r;
+    if ((r.cuda = kdf::launch<rkd_distance_kernel>({grid, dim3(kBlock), 0, stream}, a)) != cudaSuccess) return r;
     if (!grad) return r;
-    if ((r.cuda = kdf::launch(rkd_coef_kernel, {grid, dim3(kBlock), 0, stream}, a)) != cudaSuccess) return r;
+    if ((r.cuda = kdf::launch<rkd_coef_kernel>({grid, dim3(kBlock), 0, stream}, a)) != cudaSuccess) return r;
     r.cublas = gemm_rm(a.cublas, false, false, n, static_cast<int>(a.dim_s), n, 1.0f, a.ws.coef, n, a.ws.centred_s,
                        static_cast<int>(a.dim_s), a.accumulate ? 1.0f : 0.0f, a.grad_s, static_cast<int>(a.ld_s));
     return r;

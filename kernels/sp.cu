@@ -139,10 +139,10 @@ LaunchResult sp_launch(const SPArgs& a, cudaStream_t stream)
     if (a.loss)
         if ((r.cuda = a.ws.prepare(stream))) return r;
     const LaunchConfig rows{dim3(static_cast<unsigned>(sp_blocks(a.n))), dim3(kRowBlock), 0, stream};
-    if ((r.cuda = kdf::launch(sp_rows_kernel<kRowBlock>, rows, a, want_grad))) return r;
+    if ((r.cuda = kdf::launch<sp_rows_kernel<kRowBlock>>(rows, a, want_grad))) return r;
     if (!want_grad) return r;
     const LaunchConfig pairs{dim3(static_cast<unsigned>(square_blocks(a.n, kPairBlock))), dim3(kPairBlock), 0, stream};
-    if ((r.cuda = kdf::launch(sp_symmetrise_kernel<kPairBlock>, pairs, a.ws.gram_s, a.n, a.n + 1))) return r;
+    if ((r.cuda = kdf::launch<sp_symmetrise_kernel<kPairBlock>>(pairs, a.ws.gram_s, a.n, a.n + 1))) return r;
     r.cublas = gemm_rm(a.cublas, false, false, n, static_cast<int>(a.ds), n, 1.0f, a.ws.gram_s, n + 1, a.f_s,
                        static_cast<int>(a.ld_s), a.accumulate ? 1.0f : 0.0f, a.grad_s, static_cast<int>(a.ld_s));
     return r;

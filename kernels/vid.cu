@@ -216,11 +216,11 @@ __global__ void __launch_bounds__(BLOCK) vid_kernel(VIDArgs a)
 template <int GROUP>
 cudaError_t launch_group(const VIDArgs& a, const LaunchConfig& cfg)
 {
-    if (a.t.h != a.p.h || a.t.w != a.p.w) return kdf::launch(vid_kernel<kBlock, GROUP, Layout::Pooled>, cfg, a);
+    if (a.t.h != a.p.h || a.t.w != a.p.w) return kdf::launch<vid_kernel<kBlock, GROUP, Layout::Pooled>>(cfg, a);
     const bool vec = planes_aligned16(a.p, a.pred) && planes_aligned16(a.t, a.target) &&
                      (a.grad_pred == nullptr || planes_aligned16(a.p, a.grad_pred));
-    if (vec) return kdf::launch(vid_kernel<kBlock, GROUP, Layout::Vec>, cfg, a);
-    return kdf::launch(vid_kernel<kBlock, GROUP, Layout::Scalar>, cfg, a);
+    if (vec) return kdf::launch<vid_kernel<kBlock, GROUP, Layout::Vec>>(cfg, a);
+    return kdf::launch<vid_kernel<kBlock, GROUP, Layout::Scalar>>(cfg, a);
 }
 
 }  // namespace

@@ -33,14 +33,16 @@ kdfuse_find_nvcc() {
 }
 
 # The project-local virtual environment (.venv) with PyTorch, the test tools, matplotlib (the benchmark
-# chart), scikit-build-core and auditwheel (the package's wheel); created or completed when something is missing.
+# chart), scikit-build-core and auditwheel (the package's wheel), cuobjdump and nvdisasm (the SASS audit; the
+# toolkit has neither); created or completed when something is missing.
 # Prints the interpreter's path on the last line.
 kdfuse_setup_venv() {
     local root
     root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
     local venv="$root/.venv"
     local check="import torch, numpy, pytest, scipy, matplotlib, scikit_build_core, auditwheel"
-    if ! "$venv/bin/python" -c "$check" >/dev/null 2>&1; then
+    if ! "$venv/bin/python" -c "$check" >/dev/null 2>&1 ||
+        ! compgen -G "$venv/lib/python3*/site-packages/nvidia/cu*/bin/nvdisasm" >/dev/null; then
         echo "kdfuse: setting up $venv (PyTorch from PyPI)" >&2
         if ! python3 -m venv "$venv" >/dev/null 2>&1; then
             KDFUSE_DEBIAN_PACKAGES+=(python3-venv)

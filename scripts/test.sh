@@ -47,8 +47,9 @@ cmake --build build -j "$jobs" 2>&1 | tee build/build.log | grep -vE "^ptxas inf
 test "${PIPESTATUS[0]}" -eq 0
 
 if [ -n "$nvcc" ]; then
-    step "register usage of the CUDA kernels (ptxas -v; spills fail the build)"
-    python3 scripts/ptxas_summary.py build/build.log
+    step "SASS audit of the CUDA build (no local memory; the generated resource tables match the build)"
+    "$py" scripts/sass_audit.py --ptxas-log build/build.log --binary build/libkdfuse.so --check \
+        --json build/sass_audit.json
 fi
 
 for schedule in forward reverse "random:$seed"; do

@@ -203,6 +203,42 @@ TEST_F(KD, StridedAndMisalignedRowsMatchDense)
     }
 }
 
+// Rows up to 6016 classes are cached in 47 KiB of dynamic shared memory, longer ones read twice. Across the
+// boundary the result must not change: a row of C classes plus -inf logits (p = q = 0: no loss, zero gradient)
+// gives the C-class result. 6144 classes, cached before, failed to launch on a GPU (48 KiB + the kernel's
+// static shared memory); the SIMT backend now applies that rule (tests/simt/test_simt_launch_rules.cpp).
+TEST_F(KD, RowsAtTheSharedMemoryCacheBoundary)
+{
+    const int64_t C = 6016;
+    const std::vector<float> ys = kdftest::uniform(C, 31, -4.0f, 4.0f), yt = kdftest::uniform(C, 32, -4.0f, 4.0f);
+    auto run = [&](int64_t classes) {
+        std::vector<float> s(ys), t(yt);
+        s.resize(classes, -INFINITY);
+        t.resize(classes, -INFINITY);
+        kdfKDParams_t p = KDF_KD_PARAMS_INIT;
+        p.rows = 1;
+        p.classes = classes;
+        p.temperature = 4.0f;
+        DeviceBuffer<float> ds(s), dt(t), loss(1), gs(classes);
+        DeviceBuffer<unsigned char> ws(workspace_size(p));
+        EXPECT_EQ(kdfKD(handle, &p, ds.get(), dt.get(), nullptr, loss.get(), gs.get(), nullptr, nullptr, 1.0f, 0,
+                        ws.get(), ws.size(), stream),
+                  KDF_STATUS_SUCCESS)
+            << classes << " classes: " << kdfGetLastErrorString();
+        std::vector<float> out = gs.download();
+        out.insert(out.begin(), loss.download()[0]);
+        return out;
+    };
+    const std::vector<float> cached = run(C);
+    for (int64_t classes : {C + 1, int64_t(6144)}) {
+        SCOPED_TRACE(classes);
+        const std::vector<float> longer = run(classes);
+        EXPECT_NEAR(longer[0], cached[0], 1e-6 * std::fabs(cached[0]));
+        for (int64_t j = 0; j < C; ++j) ASSERT_NEAR(longer[1 + j], cached[1 + j], 1e-6f * 4.0f / C) << j;
+        for (int64_t j = C; j < classes; ++j) ASSERT_EQ(longer[1 + j], 0.0f) << j;
+    }
+}
+
 TEST_F(KD, NothingRequestedIsANoOp)
 {
     kdfKDParams_t p = KDF_KD_PARAMS_INIT;

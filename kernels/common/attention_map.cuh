@@ -271,18 +271,25 @@ __global__ void __launch_bounds__(BLOCK) attention_grad_kernel(AttentionArgs a)
     if (r.last && threadIdx.x == 0) store(a.loss, a.weight * r.total / static_cast<float>(a.s.n * hw), a.accumulate);
 }
 
+// Both maps, in one launch. (A function of its own: g++ does not instantiate a kernel template named by a
+// non-dependent template argument inside a template, such as launch<DIFF> below.)
+inline cudaError_t launch_maps(const AttentionArgs& args, cudaStream_t stream)
+{
+    const LaunchConfig maps{dim3(static_cast<unsigned>(2 * args.geo.map_blocks)), dim3(kAttentionBlock), 0, stream};
+    return kdf::launch<attention_map_kernel<kAttentionBlock>>(maps, args);
+}
+
 // The launcher of AT (DIFF = Square) and FT (DIFF = Power).
 template <Diff DIFF>
 cudaError_t launch(const AttentionArgs& args, cudaStream_t stream)
 {
     if (args.loss)
         if (cudaError_t e = args.ws.sum.prepare(stream)) return e;
+    if (cudaError_t e = launch_maps(args, stream)) return e;
     const dim3 block(kAttentionBlock);
-    const LaunchConfig maps{dim3(static_cast<unsigned>(2 * args.geo.map_blocks)), block, 0, stream};
-    if (cudaError_t e = kdf::launch(attention_map_kernel<kAttentionBlock>, maps, args)) return e;
     const LaunchConfig grads{dim3(static_cast<unsigned>(args.geo.grad_blocks)), block, 0, stream};
-    if (args.geo.pool_student) return kdf::launch(attention_grad_kernel<kAttentionBlock, DIFF, true>, grads, args);
-    return kdf::launch(attention_grad_kernel<kAttentionBlock, DIFF, false>, grads, args);
+    if (args.geo.pool_student) return kdf::launch<attention_grad_kernel<kAttentionBlock, DIFF, true>>(grads, args);
+    return kdf::launch<attention_grad_kernel<kAttentionBlock, DIFF, false>>(grads, args);
 }
 
 }  // namespace

@@ -29,7 +29,8 @@ __global__ void __launch_bounds__(BLOCK) centre_kernel(CentreJob s, CentreJob t,
     for (int64_t col = static_cast<int64_t>(blockIdx.x) * BLOCK + threadIdx.x; col < columns;
          col += static_cast<int64_t>(gridDim.x) * BLOCK) {
         const bool first = col < s.dim;
-        const CentreJob& job = first ? s : t;
+        // Field by field: a reference to either parameter would put both in local memory (a stack frame).
+        const CentreJob job{first ? s.e : t.e, first ? s.ld : t.ld, first ? s.dim : t.dim, first ? s.out : t.out};
         const int64_t j = first ? col : col - s.dim;
         float sum = 0.0f;
         for (int64_t i = 0; i < n; ++i) sum += job.e[i * job.ld + j];
@@ -46,8 +47,8 @@ inline cudaError_t centre_rows(cudaStream_t stream, int64_t n, const CentreJob& 
 {
     constexpr int B = centre_detail::kCentreBlock;
     const int64_t blocks = (s.dim + t.dim + B - 1) / B;
-    return kdf::launch(centre_detail::centre_kernel<B>,
-                       {dim3(static_cast<unsigned>(blocks < 65535 ? blocks : 65535)), dim3(B), 0, stream}, s, t, n, mean_row);
+    const dim3 grid(static_cast<unsigned>(blocks < 65535 ? blocks : 65535));
+    return kdf::launch<centre_detail::centre_kernel<B>>({grid, dim3(B), 0, stream}, s, t, n, mean_row);
 }
 
 // The (n+1) x (n+1) Gram matrices of [c; m] of both matrices: the centring kernel, then build_grams over the

@@ -18,6 +18,14 @@ struct GramJob {
 
 namespace gram_detail {
 
+// One of two kernel parameters, chosen per block. Field by field: a reference to either parameter would make the
+// compiler copy both to local memory (a stack frame) to take its address.
+__device__ __forceinline__ GramJob select(bool first, const GramJob& s, const GramJob& t)
+{
+    return {first ? s.a : t.a,       first ? s.ld : t.ld,           first ? s.dim : t.dim,
+            first ? s.gram : t.gram, first ? s.partials : t.partials, first ? s.slices : t.slices};
+}
+
 constexpr int kTile = 16;   // a block computes kTile x kTile entries
 constexpr int kChunk = 32;  // columns staged in shared memory per step
 constexpr int kReduceBlock = 256;
@@ -63,7 +71,7 @@ __global__ void __launch_bounds__(T * T) gram_partial_kernel(GramJob s, GramJob 
 {
     if (blockIdx.x < blockIdx.y) return;
     const bool first = blockIdx.z < s.slices;
-    const GramJob& job = first ? s : t;
+    const GramJob job = select(first, s, t);
     const int64_t slice = first ? blockIdx.z : blockIdx.z - s.slices;
     const GramSplit split = GramSplit::of(job.dim);
     const int64_t begin = slice * split.columns;
@@ -83,7 +91,7 @@ __global__ void __launch_bounds__(T * T) gram_partial_kernel(GramJob s, GramJob 
 template <int BLOCK>
 __global__ void __launch_bounds__(BLOCK) gram_reduce_kernel(GramJob s, GramJob t, int64_t n)
 {
-    const GramJob& job = blockIdx.y == 0 ? s : t;
+    const GramJob job = select(blockIdx.y == 0, s, t);
     if (job.partials == nullptr) return;
     const int64_t slices = job.slices, nn = n * n;
     const int64_t e = static_cast<int64_t>(blockIdx.x) * BLOCK + threadIdx.x;
@@ -104,10 +112,10 @@ inline cudaError_t build_grams(cudaStream_t stream, int64_t n, GramJob s, GramJo
     t.slices = GramSplit::of(t.dim).slices();
     const unsigned tiles = static_cast<unsigned>((n + kTile - 1) / kTile);
     const dim3 grid(tiles, tiles, static_cast<unsigned>(s.slices + t.slices));
-    cudaError_t e = kdf::launch(gram_partial_kernel<kTile, kChunk>, {grid, dim3(kTile * kTile), 0, stream}, s, t, n);
+    cudaError_t e = kdf::launch<gram_partial_kernel<kTile, kChunk>>({grid, dim3(kTile * kTile), 0, stream}, s, t, n);
     if (e != cudaSuccess || (s.partials == nullptr && t.partials == nullptr)) return e;
     const int64_t blocks = (n * n + kReduceBlock - 1) / kReduceBlock;
-    return kdf::launch(gram_reduce_kernel<kReduceBlock>, {dim3(static_cast<unsigned>(blocks), 2), dim3(kReduceBlock), 0, stream},
+    return kdf::launch<gram_reduce_kernel<kReduceBlock>>({dim3(static_cast<unsigned>(blocks), 2), dim3(kReduceBlock), 0, stream},
                        s, t, n);
 }
 

@@ -1,7 +1,7 @@
 // The one place where kernel code differs between the CUDA build and the SIMT build.
 //
 // Kernel sources include this header and then use only portable spellings:
-//   - kdf::launch(kernel, {grid, block, smem, stream}, args...) instead of kernel<<<...>>>(args...);
+//   - kdf::launch<kernel>({grid, block, smem, stream}, args...) instead of kernel<<<...>>>(args...);
 //   - kdf::dynamic_shared<T>() instead of `extern __shared__ T buf[]`;
 //   - cub::BlockReduce / cub::WarpReduce / cub::Device*Reduce (real CUB or the SIMT shim);
 //   - kdf::Sum / kdf::Max / kdf::Min as reduction operators;
@@ -13,6 +13,7 @@
 #include "float16.h"
 
 #include <cstddef>
+#include <utility>
 
 #if defined(KDFUSE_SIMT)
 #include <kdfuse/simt/cub.h>
@@ -59,17 +60,33 @@ struct LaunchConfig {
 #endif
 };
 
-// Launches a kernel and returns the launch status (cudaGetLastError() after the launch).
-template <typename... Params, typename... Args>
-inline cudaError_t launch(void (*kernel)(Params...), const LaunchConfig& cfg, Args&&... args)
-{
+namespace launch_detail {
+template <typename F>
+struct Launcher;
+template <typename... Params>
+struct Launcher<void (*)(Params...)> {
+    template <auto Kernel, typename... Args>
+    static cudaError_t run(const LaunchConfig& cfg, Args&&... args)
+    {
 #if defined(KDFUSE_SIMT)
-    return ::kdfuse::simt::launch(kernel, cfg.grid, cfg.block, cfg.smem, cfg.stream, cfg.where, true,
-                                  static_cast<Params>(args)...);
+        return ::kdfuse::simt::launch(Kernel, cfg.grid, cfg.block, cfg.smem, cfg.stream, cfg.where,
+                                      ::kdfuse::simt::kernel_name<Kernel>(), true, static_cast<Params>(args)...);
 #else
-    kernel<<<cfg.grid, cfg.block, cfg.smem, cfg.stream>>>(static_cast<Params>(args)...);
-    return cudaGetLastError();
+        Kernel<<<cfg.grid, cfg.block, cfg.smem, cfg.stream>>>(static_cast<Params>(args)...);
+        return cudaGetLastError();
 #endif
+    }
+};
+}  // namespace launch_detail
+
+// Launches `Kernel` and returns the launch status (cudaGetLastError() after the launch):
+// kdf::launch<my_kernel<256>>({grid, block, smem, stream}, args...). The kernel is a template argument so
+// that the SIMT backend knows its name and can apply the real build's resource limits to the launch
+// (registers and static shared memory per architecture, from the generated table in simt/src).
+template <auto Kernel, typename... Args>
+inline cudaError_t launch(const LaunchConfig& cfg, Args&&... args)
+{
+    return launch_detail::Launcher<decltype(Kernel)>::template run<Kernel>(cfg, std::forward<Args>(args)...);
 }
 
 // The block's dynamic shared memory (sized by LaunchConfig::smem), 16-byte aligned.

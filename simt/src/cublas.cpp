@@ -99,6 +99,13 @@ cublasStatus_t gemm(cublasHandle_t h, Gemm g, const float* alpha, const float* b
     g.alpha = *alpha;  // host and device pointer modes read the same memory on the emulator
     g.beta = *beta;
     detail::count_cublas_call();
+    // The FLOPs and the minimum traffic of the call (A and B read once, C written, and read when beta != 0).
+    const uint64_t batch = static_cast<uint64_t>(g.batch), m = static_cast<uint64_t>(g.m),
+                   n = static_cast<uint64_t>(g.n), k = static_cast<uint64_t>(g.k);
+    detail::counter_state().gemm_flops.fetch_add(2 * batch * m * n * k);
+    const uint64_t c_bytes = batch * m * n * sizeof(float);
+    detail::traffic_runtime_op("cublas GEMM", nullptr, c_bytes, nullptr,
+                               batch * (m + n) * k * sizeof(float) + (g.beta != 0.0f ? c_bytes : 0), true);
     if (g.m == 0 || g.n == 0 || g.batch == 0 || count_only()) return CUBLAS_STATUS_SUCCESS;
     if ((g.alpha != 0.0f && g.k > 0 && (g.A == nullptr || g.B == nullptr)) || g.C == nullptr)
         return CUBLAS_STATUS_INVALID_VALUE;

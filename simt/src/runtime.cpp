@@ -125,12 +125,23 @@ cudaError_t use_stream(cudaStream_t stream, const char* what)
     return cudaErrorInvalidResourceHandle;
 }
 
-size_t max_dynamic_smem(const void* kernel)
+std::vector<std::pair<uintptr_t, uintptr_t>> allocation_ranges()
+{
+    Registry& r = registry();
+    std::lock_guard<std::mutex> lock(r.mutex);
+    std::vector<std::pair<uintptr_t, uintptr_t>> out;
+    out.reserve(r.allocations.size());
+    for (const auto& [base, size] : r.allocations) out.emplace_back(base, base + size);
+    return out;
+}
+
+std::optional<size_t> optin_dynamic_smem(const void* kernel)
 {
     Registry& r = registry();
     std::lock_guard<std::mutex> lock(r.mutex);
     auto it = r.max_dynamic_smem.find(kernel);
-    return it == r.max_dynamic_smem.end() ? kDefaultDynamicSmem : static_cast<size_t>(it->second);
+    if (it == r.max_dynamic_smem.end()) return std::nullopt;
+    return static_cast<size_t>(it->second);
 }
 
 void count_cublas_call() { counter_state().cublas_calls.fetch_add(1); }
@@ -153,7 +164,8 @@ Counters counters()
 {
     auto& c = detail::counter_state();
     return {c.kernel_launches.load(), c.cublas_calls.load(), c.cub_calls.load(), c.null_stream_ops.load(),
-            c.synchronizations.load()};
+            c.synchronizations.load(), c.memsets.load(), c.gemm_flops.load(), c.bytes_loaded.load(),
+            c.bytes_stored.load()};
 }
 
 void reset_counters()
@@ -164,6 +176,11 @@ void reset_counters()
     c.cub_calls = 0;
     c.null_stream_ops = 0;
     c.synchronizations = 0;
+    c.memsets = 0;
+    c.gemm_flops = 0;
+    c.bytes_loaded = 0;
+    c.bytes_stored = 0;
+    detail::reset_traffic();
 }
 
 void set_error_hook(ErrorHook hook, void* user)
@@ -258,6 +275,8 @@ cudaError_t cudaMemcpyAsync(void* dst, const void* src, size_t bytes, cudaMemcpy
     if (src_device)
         if (cudaError_t e = check_device_range(src, bytes, call, "source")) return e;
     std::memmove(dst, src, bytes);
+    if (kind == cudaMemcpyDeviceToDevice)
+        detail::traffic_runtime_op("cudaMemcpyAsync", dst, bytes, src, bytes, false);
     return cudaSuccess;
 }
 
@@ -272,7 +291,9 @@ cudaError_t cudaMemsetAsync(void* dst, int value, size_t bytes, cudaStream_t str
     const std::string call = "cudaMemset at " + detail::format_location(where);
     if (cudaError_t e = detail::use_stream(stream, call.c_str())) return e;
     if (cudaError_t e = check_device_range(dst, bytes, call, "destination")) return e;
+    detail::counter_state().memsets.fetch_add(1);
     if (bytes != 0) std::memset(dst, value, bytes);
+    detail::traffic_runtime_op("cudaMemsetAsync", dst, bytes, nullptr, 0, false);
     return cudaSuccess;
 }
 

@@ -530,8 +530,9 @@ void kernel_fail(const std::string& message, const std::source_location& where)
     worker().fail_here(message, where);
 }
 
-cudaError_t launch_erased(const void* kernel, dim3 grid, dim3 block, size_t smem, cudaStream_t stream,
-                          const std::source_location& where, Thunk thunk, void* closure, bool counted)
+cudaError_t launch_erased(const void* kernel, const char* name, dim3 grid, dim3 block, size_t smem,
+                          cudaStream_t stream, const std::source_location& where, Thunk thunk, void* closure,
+                          bool counted)
 {
     const std::string site = format_location(where);
     if (worker().inside_kernel()) {
@@ -547,13 +548,7 @@ cudaError_t launch_erased(const void* kernel, dim3 grid, dim3 block, size_t smem
                                                   " threads; at most 1024 per block)");
         return cudaErrorInvalidConfiguration;
     }
-    if (smem > max_dynamic_smem(kernel)) {
-        report(cudaErrorInvalidValue, "launch at " + site + " requests " + std::to_string(smem) +
-                                          " bytes of dynamic shared memory; the limit for this kernel is " +
-                                          std::to_string(max_dynamic_smem(kernel)) +
-                                          " (raise it with cudaFuncSetAttribute, up to 227 KiB)");
-        return cudaErrorInvalidValue;
-    }
+    if (cudaError_t e = check_launch_rules(kernel, name, threads, smem, site)) return e;
     if (const std::string& e = schedule_state().error; !e.empty()) {
         report(cudaErrorInvalidValue, "launch at " + site + " refused: " + e);
         return cudaErrorInvalidValue;
@@ -561,7 +556,10 @@ cudaError_t launch_erased(const void* kernel, dim3 grid, dim3 block, size_t smem
     if (cudaError_t e = use_stream(stream, ("launch at " + site).c_str())) return e;
     if (counted) counter_state().kernel_launches.fetch_add(1);
     if (count_only()) return cudaSuccess;
-    return worker().run_grid(grid, block, smem, thunk, closure, site);
+    const bool recording = traffic_begin_launch(name);
+    const cudaError_t e = worker().run_grid(grid, block, smem, thunk, closure, site);
+    if (recording) traffic_end_launch();
+    return e;
 }
 
 }  // namespace detail

@@ -89,38 +89,38 @@ __global__ void warp_votes_kernel(const float* x, unsigned* out)
 
 cudaError_t block_sum(const float* x, float* out, int per_block, int blocks, cudaStream_t stream)
 {
-    return kdf::launch(block_sum_kernel, {dim3(blocks), dim3(kBlockSumThreads), 0, stream}, x, out, per_block);
+    return kdf::launch<block_sum_kernel>({dim3(blocks), dim3(kBlockSumThreads), 0, stream}, x, out, per_block);
 }
 
 cudaError_t block_max(const float* x, float* out, int blocks, cudaStream_t stream)
 {
-    return kdf::launch(block_max_kernel, {dim3(blocks), dim3(kBlockSumThreads), 0, stream}, x, out);
+    return kdf::launch<block_max_kernel>({dim3(blocks), dim3(kBlockSumThreads), 0, stream}, x, out);
 }
 
 cudaError_t warp0_sum(const float* x, float* out, cudaStream_t stream)
 {
-    return kdf::launch(warp0_sum_kernel, {dim3(1), dim3(128), 0, stream}, x, out);
+    return kdf::launch<warp0_sum_kernel>({dim3(1), dim3(128), 0, stream}, x, out);
 }
 
 cudaError_t warp16_sum(const float* x, float* out, int valid, cudaStream_t stream)
 {
-    return kdf::launch(warp16_sum_kernel, {dim3(1), dim3(96), 0, stream}, x, out, valid);
+    return kdf::launch<warp16_sum_kernel>({dim3(1), dim3(96), 0, stream}, x, out, valid);
 }
 
 cudaError_t reverse_dynamic(const float* x, float* y, int n, int threads, cudaStream_t stream)
 {
-    return kdf::launch(reverse_dynamic_kernel, {dim3(1), dim3(threads), n * sizeof(float), stream}, x, y, n);
+    return kdf::launch<reverse_dynamic_kernel>({dim3(1), dim3(threads), n * sizeof(float), stream}, x, y, n);
 }
 
 cudaError_t transpose(const float* in, float* out, int rows, int cols, cudaStream_t stream)
 {
     const dim3 grid((cols + kTile - 1) / kTile, (rows + kTile - 1) / kTile);
-    return kdf::launch(transpose_kernel, {grid, dim3(kTile, kRows), 0, stream}, in, out, rows, cols);
+    return kdf::launch<transpose_kernel>({grid, dim3(kTile, kRows), 0, stream}, in, out, rows, cols);
 }
 
 cudaError_t warp_votes(const float* x, unsigned* out, int threads, cudaStream_t stream)
 {
-    return kdf::launch(warp_votes_kernel, {dim3(1), dim3(threads), 0, stream}, x, out);
+    return kdf::launch<warp_votes_kernel>({dim3(1), dim3(threads), 0, stream}, x, out);
 }
 
 cudaError_t device_sum(void* temp, size_t& temp_bytes, const float* x, float* out, int n, cudaStream_t stream)

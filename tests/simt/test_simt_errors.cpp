@@ -83,7 +83,7 @@ TEST(SimtErrors, DivergentBarrierNamesBothSitesBlockAndThread)
 {
     DeviceBuffer<float> out(64);
     ExpectSimtError expect;
-    EXPECT_EQ(kdf::launch(divergent_barrier, {dim3(2), dim3(64)}, out.get()), cudaErrorLaunchFailure);
+    EXPECT_EQ(kdf::launch<divergent_barrier>({dim3(2), dim3(64)}, out.get()), cudaErrorLaunchFailure);
     EXPECT_EQ(cudaGetLastError(), cudaErrorLaunchFailure);
     EXPECT_EQ(cudaGetLastError(), cudaSuccess) << "errors are reported once, not sticky";
     const std::string m = expect.only();
@@ -98,7 +98,7 @@ TEST(SimtErrors, BarrierAfterEarlyExitIsReported)
 {
     DeviceBuffer<float> x(64), out(64);
     ExpectSimtError expect;
-    EXPECT_EQ(kdf::launch(barrier_after_early_exit, {dim3(1), dim3(64)}, x.get(), out.get(), 50),
+    EXPECT_EQ(kdf::launch<barrier_after_early_exit>({dim3(1), dim3(64)}, x.get(), out.get(), 50),
               cudaErrorLaunchFailure);
     EXPECT_THAT(expect.only(), HasSubstr("has exited"));
     (void)cudaGetLastError();
@@ -109,25 +109,25 @@ TEST(SimtErrors, BadWarpMasks)
     DeviceBuffer<float> out(64);
     {
         ExpectSimtError expect;
-        EXPECT_EQ(kdf::launch(shuffle_mask_names_missing_lanes, {dim3(1), dim3(40)}, out.get()), cudaErrorLaunchFailure);
+        EXPECT_EQ(kdf::launch<shuffle_mask_names_missing_lanes>({dim3(1), dim3(40)}, out.get()), cudaErrorLaunchFailure);
         EXPECT_THAT(expect.only(), HasSubstr("names lanes that do not exist"));
         EXPECT_THAT(expect.only(), ContainsRegex("thread \\(3[2-9],0,0\\)")) << "a thread of the short warp";
     }
     {
         ExpectSimtError expect;
-        EXPECT_EQ(kdf::launch(shuffle_waits_for_exited_lane, {dim3(1), dim3(32)}, out.get()), cudaErrorLaunchFailure);
+        EXPECT_EQ(kdf::launch<shuffle_waits_for_exited_lane>({dim3(1), dim3(32)}, out.get()), cudaErrorLaunchFailure);
         EXPECT_THAT(expect.only(), HasSubstr("lane 5"));
         EXPECT_THAT(expect.only(), HasSubstr("exited"));
     }
     {
         ExpectSimtError expect;
-        EXPECT_EQ(kdf::launch(shuffle_waits_for_lane_at_barrier, {dim3(1), dim3(32)}, out.get()),
+        EXPECT_EQ(kdf::launch<shuffle_waits_for_lane_at_barrier>({dim3(1), dim3(32)}, out.get()),
                   cudaErrorLaunchFailure);
         EXPECT_THAT(expect.only(), HasSubstr("waits at __syncthreads"));
     }
     {
         ExpectSimtError expect;
-        EXPECT_EQ(kdf::launch(shuffle_without_own_lane, {dim3(1), dim3(32)}, out.get()), cudaErrorLaunchFailure);
+        EXPECT_EQ(kdf::launch<shuffle_without_own_lane>({dim3(1), dim3(32)}, out.get()), cudaErrorLaunchFailure);
         EXPECT_THAT(expect.only(), HasSubstr("does not include the calling lane"));
     }
     (void)cudaGetLastError();
@@ -137,7 +137,7 @@ TEST(SimtErrors, BlockReduceShapeMismatch)
 {
     DeviceBuffer<float> x(256), out(1);
     ExpectSimtError expect;
-    EXPECT_EQ(kdf::launch(wrong_block_reduce_shape, {dim3(1), dim3(256)}, x.get(), out.get()), cudaErrorLaunchFailure);
+    EXPECT_EQ(kdf::launch<wrong_block_reduce_shape>({dim3(1), dim3(256)}, x.get(), out.get()), cudaErrorLaunchFailure);
     EXPECT_THAT(expect.only(), HasSubstr("cub::BlockReduce<BLOCK_DIM_X=128"));
     (void)cudaGetLastError();
 }
@@ -147,24 +147,24 @@ TEST(SimtErrors, LaunchConfigurationLimits)
     DeviceBuffer<float> out(4096);
     {
         ExpectSimtError expect;
-        EXPECT_EQ(kdf::launch(fill, {dim3(1), dim3(2048)}, out.get(), 1.0f), cudaErrorInvalidConfiguration);
+        EXPECT_EQ(kdf::launch<fill>({dim3(1), dim3(2048)}, out.get(), 1.0f), cudaErrorInvalidConfiguration);
         EXPECT_THAT(expect.only(), HasSubstr("2048 threads"));
         EXPECT_THAT(expect.only(), HasSubstr("test_simt_errors.cpp"));
     }
     {
         ExpectSimtError expect;
-        EXPECT_EQ(kdf::launch(fill, {dim3(1), dim3(32, 32, 2)}, out.get(), 1.0f), cudaErrorInvalidConfiguration);
-        EXPECT_EQ(kdf::launch(fill, {dim3(0), dim3(32)}, out.get(), 1.0f), cudaErrorInvalidConfiguration);
+        EXPECT_EQ(kdf::launch<fill>({dim3(1), dim3(32, 32, 2)}, out.get(), 1.0f), cudaErrorInvalidConfiguration);
+        EXPECT_EQ(kdf::launch<fill>({dim3(0), dim3(32)}, out.get(), 1.0f), cudaErrorInvalidConfiguration);
         EXPECT_EQ(expect.messages().size(), 2u);
     }
     {
         ExpectSimtError expect;
-        EXPECT_EQ(kdf::launch(uses_dynamic, {dim3(1), dim3(32), 64 * 1024}, out.get()), cudaErrorInvalidValue);
+        EXPECT_EQ(kdf::launch<uses_dynamic>({dim3(1), dim3(32), 64 * 1024}, out.get()), cudaErrorInvalidValue);
         EXPECT_THAT(expect.only(), HasSubstr("dynamic shared memory"));
     }
     // Opting in raises the limit, as cudaFuncSetAttribute does on the GPU.
     ASSERT_EQ(cudaFuncSetAttribute(uses_dynamic, cudaFuncAttributeMaxDynamicSharedMemorySize, 64 * 1024), cudaSuccess);
-    EXPECT_EQ(kdf::launch(uses_dynamic, {dim3(1), dim3(32), 64 * 1024}, out.get()), cudaSuccess);
+    EXPECT_EQ(kdf::launch<uses_dynamic>({dim3(1), dim3(32), 64 * 1024}, out.get()), cudaSuccess);
     EXPECT_EQ(out.download()[0], 1.0f);
     (void)cudaGetLastError();
 }
@@ -194,7 +194,7 @@ TEST(SimtErrors, InvalidHandlesAndFrees)
     EXPECT_EQ(cudaFree(&local), cudaErrorInvalidValue);
     DeviceBuffer<float> out(32);
     auto bogus = reinterpret_cast<cudaStream_t>(0x1234);
-    EXPECT_EQ(kdf::launch(fill, {dim3(1), dim3(32), 0, bogus}, out.get(), 1.0f), cudaErrorInvalidResourceHandle);
+    EXPECT_EQ(kdf::launch<fill>({dim3(1), dim3(32), 0, bogus}, out.get(), 1.0f), cudaErrorInvalidResourceHandle);
     EXPECT_EQ(expect.messages().size(), 2u);
     (void)cudaGetLastError();
 }
@@ -204,10 +204,10 @@ TEST(SimtErrors, EmulatorRecoversAfterAnAbortedBlock)
     DeviceBuffer<float> out(64);
     {
         ExpectSimtError expect;
-        EXPECT_EQ(kdf::launch(divergent_barrier, {dim3(3), dim3(64)}, out.get()), cudaErrorLaunchFailure);
+        EXPECT_EQ(kdf::launch<divergent_barrier>({dim3(3), dim3(64)}, out.get()), cudaErrorLaunchFailure);
     }
     (void)cudaGetLastError();
-    EXPECT_EQ(kdf::launch(fill, {dim3(2), dim3(32)}, out.get(), 3.0f), cudaSuccess);
+    EXPECT_EQ(kdf::launch<fill>({dim3(2), dim3(32)}, out.get(), 3.0f), cudaSuccess);
     auto h = out.download();
     EXPECT_EQ(h[0], 3.0f);
     EXPECT_EQ(h[63], 3.0f);

@@ -63,7 +63,7 @@ TEST(SimtRuntime, ThreeDimensionalIndices)
     const dim3 grid(3, 2, 2), block(4, 3, 2);
     const int n = 12 * 24;
     DeviceBuffer<unsigned> out(4 * n);
-    ASSERT_EQ(kdf::launch(write_indices, {grid, block}, out.get()), cudaSuccess);
+    ASSERT_EQ(kdf::launch<write_indices>({grid, block}, out.get()), cudaSuccess);
     auto h = out.download();
     int i = 0;
     for (unsigned bz = 0; bz < 2; ++bz)
@@ -82,7 +82,7 @@ TEST(SimtRuntime, ThreeDimensionalIndices)
 TEST(SimtRuntime, ShuffleWidthSemantics)
 {
     DeviceBuffer<int> out(128);
-    ASSERT_EQ(kdf::launch(shuffles_width8, {dim3(1), dim3(32)}, out.get()), cudaSuccess);
+    ASSERT_EQ(kdf::launch<shuffles_width8>({dim3(1), dim3(32)}, out.get()), cudaSuccess);
     auto h = out.download();
     for (int lane = 0; lane < 32; ++lane) {
         const int base = lane & ~7, offset = lane & 7;
@@ -96,7 +96,7 @@ TEST(SimtRuntime, ShuffleWidthSemantics)
 TEST(SimtRuntime, DisjointMaskGroupsInOneWarp)
 {
     DeviceBuffer<double> out(32);
-    ASSERT_EQ(kdf::launch(half_warp_masks, {dim3(1), dim3(32)}, out.get()), cudaSuccess);
+    ASSERT_EQ(kdf::launch<half_warp_masks>({dim3(1), dim3(32)}, out.get()), cudaSuccess);
     auto h = out.download();
     for (int lane = 0; lane < 32; ++lane) EXPECT_EQ(h[lane], lane < 16 ? 0.0 : 8.0) << lane;
 }
@@ -104,7 +104,7 @@ TEST(SimtRuntime, DisjointMaskGroupsInOneWarp)
 TEST(SimtRuntime, BarrierVotes)
 {
     DeviceBuffer<int> out(3);
-    ASSERT_EQ(kdf::launch(barrier_votes, {dim3(1), dim3(100)}, out.get()), cudaSuccess);
+    ASSERT_EQ(kdf::launch<barrier_votes>({dim3(1), dim3(100)}, out.get()), cudaSuccess);
     auto h = out.download();
     EXPECT_EQ(h[0], 34);
     EXPECT_EQ(h[1], 1);
@@ -119,7 +119,7 @@ TEST(SimtRuntime, Atomics)
     ASSERT_EQ(cudaMemset(fsum.get(), 0, sizeof(float)), cudaSuccess);
     ASSERT_EQ(cudaMemset(imax.get(), 0, sizeof(int)), cudaSuccess);
     ASSERT_EQ(cudaMemset(count.get(), 0, sizeof(unsigned long long)), cudaSuccess);
-    ASSERT_EQ(kdf::launch(atomics, {dim3(7), dim3(96)}, fsum.get(), imax.get(), count.get()), cudaSuccess);
+    ASSERT_EQ(kdf::launch<atomics>({dim3(7), dim3(96)}, fsum.get(), imax.get(), count.get()), cudaSuccess);
     EXPECT_EQ(fsum.download()[0], 672.0f);
     EXPECT_EQ(imax.download()[0], 671);
     EXPECT_EQ(count.download()[0], 672ull);
@@ -135,8 +135,8 @@ TEST(SimtRuntime, CountersStreamsAndEvents)
     ASSERT_EQ(cudaEventCreate(&stop), cudaSuccess);
     kdfuse::simt::reset_counters();
     ASSERT_EQ(cudaEventRecord(start, stream), cudaSuccess);
-    ASSERT_EQ(kdf::launch(write_indices, {dim3(2), dim3(32), 0, stream}, out.get()), cudaSuccess);
-    ASSERT_EQ(kdf::launch(write_indices, {dim3(1), dim3(64), 0, stream}, out.get()), cudaSuccess);
+    ASSERT_EQ(kdf::launch<write_indices>({dim3(2), dim3(32), 0, stream}, out.get()), cudaSuccess);
+    ASSERT_EQ(kdf::launch<write_indices>({dim3(1), dim3(64), 0, stream}, out.get()), cudaSuccess);
     ASSERT_EQ(cudaEventRecord(stop, stream), cudaSuccess);
     auto c = kdfuse::simt::counters();
     EXPECT_EQ(c.kernel_launches, 2u);
@@ -146,7 +146,7 @@ TEST(SimtRuntime, CountersStreamsAndEvents)
     float ms = -1.0f;
     ASSERT_EQ(cudaEventElapsedTime(&ms, start, stop), cudaSuccess);
     EXPECT_GE(ms, 0.0f);
-    ASSERT_EQ(kdf::launch(write_indices, {dim3(1), dim3(32)}, out.get()), cudaSuccess);
+    ASSERT_EQ(kdf::launch<write_indices>({dim3(1), dim3(32)}, out.get()), cudaSuccess);
     c = kdfuse::simt::counters();
     EXPECT_EQ(c.kernel_launches, 3u);
     EXPECT_EQ(c.null_stream_ops, 1u);
@@ -164,17 +164,17 @@ TEST(SimtRuntime, CountOnlyModeValidatesAndCountsWithoutRunning)
     kdfuse::simt::set_count_only(true);
     EXPECT_TRUE(kdfuse::simt::count_only());
     kdfuse::simt::reset_counters();
-    EXPECT_EQ(kdf::launch(write_indices, {dim3(1), dim3(16)}, out.get()), cudaSuccess);  // 4 values per thread
+    EXPECT_EQ(kdf::launch<write_indices>({dim3(1), dim3(16)}, out.get()), cudaSuccess);  // 4 values per thread
     {
         kdftest::ExpectSimtError expect;
-        EXPECT_EQ(kdf::launch(write_indices, {dim3(1), dim3(2048)}, out.get()), cudaErrorInvalidConfiguration);
+        EXPECT_EQ(kdf::launch<write_indices>({dim3(1), dim3(2048)}, out.get()), cudaErrorInvalidConfiguration);
         EXPECT_NE(expect.only().find("invalid launch configuration"), std::string::npos) << "still validated";
     }
     (void)cudaGetLastError();
     EXPECT_EQ(kdfuse::simt::counters().kernel_launches, 1u);
     kdfuse::simt::set_count_only(false);
     EXPECT_EQ(out.download(), std::vector<unsigned>(64, 0u)) << "the kernel did not run";
-    ASSERT_EQ(kdf::launch(write_indices, {dim3(1), dim3(16)}, out.get()), cudaSuccess);
+    ASSERT_EQ(kdf::launch<write_indices>({dim3(1), dim3(16)}, out.get()), cudaSuccess);
     EXPECT_EQ(out.download()[60], 15u) << "and runs again once the mode is off";
 }
 

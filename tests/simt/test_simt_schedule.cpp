@@ -96,11 +96,12 @@ std::vector<std::vector<float>> under_all_schedules(const std::function<std::vec
     return results;
 }
 
-std::vector<float> run2(void (*kernel)(const float*, float*), const std::vector<float>& x)
+template <auto Kernel>
+std::vector<float> run2(const std::vector<float>& x)
 {
     DeviceBuffer<float> dx(x), dout(2);
     EXPECT_EQ(cudaMemset(dout.get(), 0, 2 * sizeof(float)), cudaSuccess);
-    EXPECT_EQ(kdf::launch(kernel, {dim3(1), dim3(kThreads)}, dx.get(), dout.get()), cudaSuccess);
+    EXPECT_EQ(kdf::launch<Kernel>({dim3(1), dim3(kThreads)}, dx.get(), dout.get()), cudaSuccess);
     return dout.download();
 }
 
@@ -113,7 +114,7 @@ TEST(SimtSchedule, RacyTreeSumIsCaught)
 {
     std::vector<float> x(kThreads);
     std::iota(x.begin(), x.end(), 1.0f);  // exact sum 32896
-    auto results = under_all_schedules([&] { return run2(racy_tree_sum, x); });
+    auto results = under_all_schedules([&] { return run2<racy_tree_sum>(x); });
     int wrong = 0;
     for (size_t i = 0; i < results.size(); ++i) wrong += results[i][0] != 32896.0f;
     EXPECT_GT(wrong, 0) << "no schedule exposed the missing barrier";
@@ -124,8 +125,8 @@ TEST(SimtSchedule, RacyTreeSumIsCaught)
 TEST(SimtSchedule, RacyTempStorageReuseIsCaught)
 {
     auto x = uniform(kThreads, 5);
-    auto reference = under_all_schedules([&] { return run2(correct_tempstorage_reuse, x); });
-    auto results = under_all_schedules([&] { return run2(racy_tempstorage_reuse, x); });
+    auto reference = under_all_schedules([&] { return run2<correct_tempstorage_reuse>(x); });
+    auto results = under_all_schedules([&] { return run2<racy_tempstorage_reuse>(x); });
     int wrong = 0;
     for (size_t i = 0; i < results.size(); ++i) wrong += !bit_identical(results[i], reference[0]);
     EXPECT_GT(wrong, 0) << "no schedule exposed the TempStorage reuse race";
@@ -135,13 +136,11 @@ TEST(SimtSchedule, RacyTempStorageReuseIsCaught)
 
 TEST(SimtSchedule, CorrectKernelsAreBitIdenticalUnderAllSchedules)
 {
-    std::vector<float> x(kThreads);
-    std::iota(x.begin(), x.end(), 1.0f);
-    for (auto kernel : {correct_tree_sum, correct_tempstorage_reuse}) {
-        auto results = under_all_schedules([&] { return run2(kernel, uniform(kThreads, 11, -1e3f, 1e3f)); });
+    const std::vector<float> values = uniform(kThreads, 11, -1e3f, 1e3f);
+    for (const auto& results : {under_all_schedules([&] { return run2<correct_tree_sum>(values); }),
+                                under_all_schedules([&] { return run2<correct_tempstorage_reuse>(values); })})
         for (size_t i = 1; i < results.size(); ++i)
             EXPECT_TRUE(bit_identical(results[i], results[0])) << "schedule " << kSchedules[i].name;
-    }
     // The portability self-test kernels too (block reduce, transpose, device reduce).
     auto x2 = uniform(3 * 200, 3, -50.0f, 50.0f);
     auto sums = under_all_schedules([&] {
@@ -171,9 +170,9 @@ TEST(SimtSchedule, RandomScheduleIsReproducibleForASeed)
     std::iota(x.begin(), x.end(), 1.0f);
     const Schedule saved = kdfuse::simt::schedule();
     kdfuse::simt::set_schedule(Schedule::Random, 4242);
-    auto first = run2(racy_tree_sum, x);
+    auto first = run2<racy_tree_sum>(x);
     kdfuse::simt::set_schedule(Schedule::Random, 4242);
-    auto second = run2(racy_tree_sum, x);
+    auto second = run2<racy_tree_sum>(x);
     kdfuse::simt::set_schedule(saved, 1);
     EXPECT_TRUE(bit_identical(first, second));
 }

@@ -225,7 +225,7 @@ cudaError_t segmented(void* d_temp_storage, size_t& temp_storage_bytes, InputIt 
     if (segments == 0) return cudaSuccess;
     return ::kdfuse::simt::launch(&segmented_reduce_kernel<InputIt, OutputIt, OffsetIt, Op, T>,
                                   dim3(static_cast<unsigned>(segments)), dim3(kReduceThreads), 0, stream,
-                                  std::source_location::current(), false, in, out, begin, end, op, init);
+                                  std::source_location::current(), nullptr, false, in, out, begin, end, op, init);
 }
 
 // A whole-array reduction is one segment [0, n).

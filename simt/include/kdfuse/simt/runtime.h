@@ -33,7 +33,9 @@
 #include <string>
 #include <tuple>
 #include <type_traits>
+#include <typeinfo>
 #include <utility>
+#include <vector>
 
 #define KDFUSE_SIMT_API __attribute__((visibility("default")))
 
@@ -207,9 +209,34 @@ struct Counters {
     uint64_t cub_calls;        // device-wide CUB algorithm runs (not size queries)
     uint64_t null_stream_ops;  // launches, async copies/sets and GEMMs issued on stream 0
     uint64_t synchronizations; // device/stream/event synchronisations and synchronous memcpy/memset
+    uint64_t memsets;          // cudaMemset / cudaMemsetAsync calls (each is an operation on the GPU's stream)
+    uint64_t gemm_flops;       // 2 m n k per GEMM of the cuBLAS shim (batches included), also in count-only mode
+    uint64_t bytes_loaded;     // global memory read by kernel code (measured; see traffic())
+    uint64_t bytes_stored;     // global memory written by kernel code (measured)
 };
 KDFUSE_SIMT_API Counters counters();
 KDFUSE_SIMT_API void reset_counters();
+
+// Measured global-memory traffic, per launch. Kernel code compiled with the traffic instrumentation (the
+// libkdfuse_sim_traffic build: every load and store of kernel code calls the backend) has each access that lies
+// in a cudaMalloc allocation attributed to the running launch; shared memory, the stack and host memory do not
+// count. Memsets and device copies are recorded as the bytes they write (and read); cuBLAS GEMMs, which the
+// shim does not run as kernel code, as their minimum traffic (A and B read once, C written, and read when
+// beta != 0), marked `modelled`. Recording is off until set_traffic_recording(true); reset_counters() clears it.
+// Widths are the CPU's (a 16-byte vector access of the GPU code is four 4-byte accesses here): take vector
+// widths from the SASS audit.
+struct LaunchTraffic {
+    std::string name;       // kernel name (kernel_name), "cudaMemsetAsync", "cudaMemcpyAsync" or "cublas GEMM"
+    bool modelled = false;  // true for GEMMs: bytes from the shapes, not measured
+    uint64_t bytes_loaded = 0, bytes_stored = 0;
+    uint64_t unique_bytes = 0;  // distinct bytes touched (loaded or stored)
+    uint64_t sectors = 0;       // distinct 32-byte sectors touched
+    uint64_t loads_by_width[5] = {}, stores_by_width[5] = {};  // accesses of 1, 2, 4, 8 and 16 bytes
+};
+KDFUSE_SIMT_API void set_traffic_recording(bool on);
+KDFUSE_SIMT_API std::vector<LaunchTraffic> traffic();
+// True in a process whose kernel code carries the instrumentation (a load or store was ever reported).
+KDFUSE_SIMT_API bool traffic_instrumented();
 
 // Count-only mode, for exact launch counts at sizes too large to emulate (bench/): launches and cuBLAS
 // GEMMs are validated and counted but not executed, and cudaMalloc does not poison (so untouched pages
@@ -254,11 +281,18 @@ KDFUSE_SIMT_API int barrier(BarrierOp op, int predicate, const std::source_locat
 KDFUSE_SIMT_API void report(cudaError_t code, const std::string& message);
 
 using Thunk = void (*)(void* closure);
-KDFUSE_SIMT_API cudaError_t launch_erased(const void* kernel, dim3 grid, dim3 block, size_t smem,
+KDFUSE_SIMT_API cudaError_t launch_erased(const void* kernel, const char* name, dim3 grid, dim3 block, size_t smem,
                                           cudaStream_t stream, const std::source_location& where, Thunk thunk,
                                           void* closure, bool counted);
 KDFUSE_SIMT_API void count_cublas_call();
 KDFUSE_SIMT_API void count_cub_call();
+
+// A kernel's name as the GNU demangler writes the real build's symbol, less return type and parameter list
+// ("kdf::kernels::(anonymous namespace)::kd_kernel<128, float>"): the key of the resource table. Takes
+// typeid(KernelTag<kernel>).name().
+template <auto Kernel>
+struct KernelTag {};
+KDFUSE_SIMT_API std::string kernel_name_from_tag(const char* mangled_tag);
 
 inline const uint3& thread_idx() { return tl_thread->thread_idx; }
 inline const uint3& block_idx() { return tl_block.block_idx; }
@@ -282,11 +316,26 @@ inline T from_bits(uint64_t b)
 }
 }  // namespace detail
 
+// The name under which `Kernel` appears in the resource table (see detail::kernel_name_from_tag).
+template <auto Kernel>
+inline const char* kernel_name()
+{
+    static const std::string name = detail::kernel_name_from_tag(typeid(detail::KernelTag<Kernel>).name());
+    return name.c_str();
+}
+
+// The resources of one kernel in the real build for one architecture (sm_80 = 80): registers per thread and
+// static shared memory per block. Launches of a kernel that has entries are refused where the GPU would
+// refuse them. The generated table (simt/src/kernel_resources.inc) is loaded on first use; tests add entries
+// for kernels of their own.
+KDFUSE_SIMT_API void set_kernel_resources(const char* name, int arch, int registers, int static_smem);
+
 // Launches `kernel` on the emulator. Arguments are converted to the kernel's parameter types once and
-// every CUDA thread receives its own copy, as with <<<>>>.
+// every CUDA thread receives its own copy, as with <<<>>>. `name` (kernel_name<kernel>(), or NULL for
+// the CUB shim's own kernels) selects the resource limits that apply.
 template <typename... P, typename... A>
 inline cudaError_t launch(void (*kernel)(P...), dim3 grid, dim3 block, size_t smem, cudaStream_t stream,
-                          const std::source_location& where, bool counted, A&&... args)
+                          const std::source_location& where, const char* name, bool counted, A&&... args)
 {
     static_assert(sizeof...(P) == sizeof...(A), "wrong number of kernel arguments");
     std::tuple<std::decay_t<P>...> bound(std::forward<A>(args)...);
@@ -298,7 +347,7 @@ inline cudaError_t launch(void (*kernel)(P...), dim3 grid, dim3 block, size_t sm
         auto* cl = static_cast<Closure*>(c);
         std::apply([&](auto... copies) { cl->kernel(copies...); }, *cl->args);
     };
-    return detail::launch_erased(reinterpret_cast<const void*>(kernel), grid, block, smem, stream, where, thunk,
+    return detail::launch_erased(reinterpret_cast<const void*>(kernel), name, grid, block, smem, stream, where, thunk,
                                  &closure, counted);
 }
 }  // namespace kdfuse::simt
