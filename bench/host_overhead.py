@@ -40,17 +40,34 @@ def _step(leaves, loss_fn):
     return run
 
 
+def _layers(leaves, outputs_fn):
+    """A closure running layers forward (outputs_fn() returns their outputs) and backward from gradients made once,
+    so that no op beyond the layers' own is timed."""
+    grads = []
+
+    def run():
+        for x in leaves:
+            x.grad = None
+        outputs = outputs_fn()
+        if not grads:
+            grads.extend(torch.ones_like(o) for o in outputs)
+        torch.autograd.backward(outputs, grads)
+    return run
+
+
 def _maps(shapes, seed, leaf):
     return [(_leaf if leaf else _const)(*shape, seed=seed + i) for i, shape in enumerate(shapes)]
 
 
 class Row:
     """One loss: `op` runs kdfuse.ops.<loss> forward + backward; `module` the kdfuse.nn module as users run it and
-    `seed` the reference module (RepDistiller's code, eager) on the same inputs; `pairs` layer pairs per call."""
+    `seed` the reference module (RepDistiller's code, eager) on the same inputs; `pairs` layer pairs per call;
+    `layers` the module's own trainable layers alone (VID's regressor, OFD's connector, CRD's embeddings' linear
+    layers: native PyTorch layers that the seed's module runs too), forward + backward."""
 
-    def __init__(self, loss, op, module_name, module, seed, pairs=1):
-        self.loss, self.op, self.module_name, self.module, self.seed, self.pairs = (loss, op, module_name, module,
-                                                                                    seed, pairs)
+    def __init__(self, loss, op, module_name, module, seed, pairs=1, layers=None):
+        self.loss, self.op, self.module_name, self.module, self.seed, self.pairs, self.layers = (
+            loss, op, module_name, module, seed, pairs, layers)
 
 
 def native():
@@ -122,7 +139,8 @@ def rows():
         Row("CC", _step([e_s], lambda: ops.cc(e_s, e_t, variant="repdistiller")), "Correlation",
             _step([e_s], lambda: cc_m(e_s, e_t)), _step([e_s], lambda: cc_r(e_s, e_t))),
         Row("VID", _step([f_s, log_scale], lambda: ops.vid(f_s, f_t, log_scale)), "VIDLoss (with its regressor)",
-            _step([vid_in], lambda: vid_m(vid_in, f_t)), _step([vid_in], lambda: vid_r(vid_in, f_t))),
+            _step([vid_in], lambda: vid_m(vid_in, f_t)), _step([vid_in], lambda: vid_r(vid_in, f_t)),
+            layers=_layers([vid_in], lambda: [vid_m.regressor(vid_in)])),
         Row("RKD", _step([e_s], lambda: ops.rkd(e_s, e_t)), "RKDLoss",
             _step([e_s], lambda: rkd_m(e_s, e_t)), _step([e_s], lambda: rkd_r(e_s, e_t))),
         Row("PKT", _step([e_s], lambda: ops.pkt(e_s, e_t)), "PKT",
@@ -136,11 +154,13 @@ def rows():
         Row("NST", _step([f_s], lambda: ops.nst(f_s, f_t)), "NSTLoss",
             _step([f_s], lambda: nst_m(same_s, same_t)), _step([f_s], lambda: nst_r(same_s, same_t)), pairs=3),
         Row("OFD", _step([f_s], lambda: ops.ofd(f_s, f_t)), "OFD (with its connector)",
-            _step([f_s], lambda: ofd_m(f_s, f_t)), _step([f_s], lambda: ofd_r(f_s, f_t))),
+            _step([f_s], lambda: ofd_m(f_s, f_t)), _step([f_s], lambda: ofd_r(f_s, f_t)),
+            layers=_layers([f_s], lambda: [ofd_m.connector(f_s)])),
         Row("CRD", _step([v_s, v_t], lambda: ops.crd(v_s, v_t, memory[0], memory[1], idx, z,
                                                      contrast_idx=contrast_idx)),
             "CRDLoss (with its embeddings)", _step([e_s], lambda: crd_m(e_s, e_t, idx, contrast_idx)),
-            _step([e_s], lambda: crd_r(e_s, e_t, idx, contrast_idx))),
+            _step([e_s], lambda: crd_r(e_s, e_t, idx, contrast_idx)),
+            layers=_layers([e_s], lambda: [crd_m.embed_s.linear(e_s), crd_m.embed_t.linear(e_t)])),
         Row("KDSVD", _step(g_s, lambda: ops.kdsvd(g_s, g_t, reduction="sum")), "KDSVD",
             _step(g_s, lambda: svd_m(g_s, g_t)), _step(g_s, lambda: svd_r(g_s, g_t)), pairs=2),
     ]
@@ -178,7 +198,8 @@ def main(argv=None):
     torch.set_num_threads(1)
     try:
         unit = per_call_us(native(), args.calls, args.repeats)
-        table = [(row, *(per_call_us(run, args.calls, args.repeats) for run in (row.op, row.module, row.seed)))
+        table = [(row, *(per_call_us(run, args.calls, args.repeats) if run else None
+                         for run in (row.op, row.module, row.seed, row.layers)))
                  for row in rows()]
     finally:  # the process may go on computing (the smoke test)
         runtime.kdfuse_simt_set_count_only(0)
@@ -186,15 +207,16 @@ def main(argv=None):
     if args.markdown:
         print(f"One native op (F.kl_div on prepared inputs, forward + backward): {unit:.0f} us\n")
         print("| loss | `kdfuse.ops` (us) | vs native op | `kdfuse.nn` module | module (us) | vs native op, per layer "
-              "pair | the seed's module, eager (us) |")
-        print("|---|---|---|---|---|---|---|")
-        for row, op_us, module_us, seed_us in table:
+              "pair | its own layers alone (us) | module less its layers, vs native op | the seed's module, eager (us) |")
+        print("|---|---|---|---|---|---|---|---|---|")
+        for row, op_us, module_us, seed_us, layers_us in table:
             pairs = f" ({row.pairs} layer pairs)" if row.pairs > 1 else ""
+            own = f"{layers_us:.0f} | {(module_us - layers_us) / unit:.1f}x" if layers_us else "- | -"
             print(f"| {row.loss} | {op_us:.0f} | {op_us / unit:.1f}x | {row.module_name}{pairs} | {module_us:.0f} | "
-                  f"{module_us / row.pairs / unit:.1f}x | {seed_us:.0f} |")
+                  f"{module_us / row.pairs / unit:.1f}x | {own} | {seed_us:.0f} |")
     else:
         print(f"{'native F.kl_div':40s} {unit:8.0f} us")
-        for row, op_us, module_us, seed_us in table:
+        for row, op_us, module_us, seed_us, _ in table:
             print(f"{row.loss:8s} op {op_us:8.0f} us {op_us / unit:5.1f}x   {row.module_name:32s} {module_us:8.0f} us "
                   f"{module_us / row.pairs / unit:5.1f}x per pair   seed {seed_us:8.0f} us")
     return 0

@@ -26,9 +26,14 @@ def test_host_overhead_smoke(capsys):
     rows = module.rows()
     assert len(lines) == 1 + len(rows)  # the header and one row per loss, in order
     assert [line.split(" | ")[0][2:] for line in lines[1:]] == [row.loss for row in rows]
-    for line in lines[1:]:
+    for line, row in zip(lines[1:], rows):
         cells = line.strip("| ").split(" | ")
-        assert all(float(cells[i].rstrip("x")) > 0 for i in (1, 2, 4, 5, 6)), line
+        assert all(float(cells[i].rstrip("x")) > 0 for i in (1, 2, 4, 5, 8)), line
+        if row.layers:  # the module's own layers timed alone, and the module less them
+            assert float(cells[6]) > 0 and cells[7].endswith("x"), line
+            float(cells[7].rstrip("x"))
+        else:
+            assert cells[6:8] == ["-", "-"], line
     y_s = torch.tensor([[1.0, 2.0, 3.0]], requires_grad=True)
     y_t = torch.tensor([[3.0, 2.0, 1.0]])
     assert torch.isfinite(ops.kd(y_s, y_t, 1.0)).all()  # computed, not count-only garbage
