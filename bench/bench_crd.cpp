@@ -58,8 +58,8 @@ Case crd_case(const CRDPreset& p, bool ema)
 const bool registered = [] {
     for (const CRDPreset& preset : kdfbench::crd_presets())
         for (const bool ema : {false, true})
-            kdfbench::register_case(ema ? "crd_ema" : "crd", preset.name,
-                                    [preset, ema](bool smoke) { return crd_case(smoke ? preset.smoke() : preset, ema); });
+            kdfbench::register_case(ema ? "crd_ema" : "crd", preset.name, preset.batch(),
+                                    [preset, ema](const kdfbench::Scale& s) { return crd_case(kdfbench::at_scale(preset, s), ema); });
     return true;
 }();
 

@@ -146,8 +146,8 @@ template <typename Loss>
 void register_loss(const char* name, int first, int last)
 {
     for (const auto& preset : kdfbench::network_presets())
-        kdfbench::register_case(name, preset.name, [preset, first, last](bool smoke) {
-            return stages_case<Loss>(smoke ? preset.smoke() : preset, first, last);
+        kdfbench::register_case(name, preset.name, preset.batch(), [preset, first, last](const kdfbench::Scale& s) {
+            return stages_case<Loss>(kdfbench::at_scale(preset, s), first, last);
         });
 }
 

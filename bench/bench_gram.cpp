@@ -230,15 +230,23 @@ bool kdsvd_supported(const Preset& p)
     return true;
 }
 
+// The traffic of a relational loss grows with the batch N as a polynomial of degree at most 3: the inputs and
+// gradients (N D), the Gram and difference matrices (N^2), RKD's angles (N^3, from the N x N distances).
+constexpr int kGramBatchDegree = 3;
+
 const bool registered = [] {
     const std::pair<const char*, Case (*)(const Preset&)> losses[] = {{"sp", sp},   {"cc", cc},   {"rkd", rkd},
                                                                       {"pkt", pkt}, {"nst", nst}, {"fsp", fsp}};
     for (const auto& [name, make] : losses)
         for (const auto& preset : kdfbench::network_presets())
-            kdfbench::register_case(name, preset.name, [preset, make = make](bool smoke) { return make(smoke ? preset.smoke() : preset); });
+            kdfbench::register_case(
+                name, preset.name, preset.batch(), [preset, make = make](const kdfbench::Scale& s) { return make(kdfbench::at_scale(preset, s)); },
+                kGramBatchDegree);
     for (const auto& preset : kdfbench::network_presets())
         if (kdsvd_supported(preset))
-            kdfbench::register_case("kdsvd", preset.name, [preset](bool smoke) { return kdsvd(smoke ? preset.smoke() : preset); });
+            kdfbench::register_case(
+                "kdsvd", preset.name, preset.batch(), [preset](const kdfbench::Scale& s) { return kdsvd(kdfbench::at_scale(preset, s)); },
+                0);  // Jacobi sweeps until convergence: traffic depends on the data, measured at full size
     return true;
 }();
 

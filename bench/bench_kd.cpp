@@ -34,13 +34,13 @@ Case kd_case(int64_t rows, int64_t classes, bool bf16 = false)
 
 const bool registered = [] {
     for (const auto& preset : kdfbench::network_presets())
-        kdfbench::register_case("kd", preset.name, [preset](bool smoke) {
-            const auto p = smoke ? preset.smoke() : preset;
+        kdfbench::register_case("kd", preset.name, preset.batch(), [preset](const kdfbench::Scale& s) {
+            const auto p = kdfbench::at_scale(preset, s);
             return kd_case(p.n, p.classes);
         });
     for (const auto& preset : kdfbench::logit_presets())
-        kdfbench::register_case("kd", preset.name, [preset](bool smoke) {
-            const auto p = smoke ? preset.smoke() : preset;
+        kdfbench::register_case("kd", preset.name, preset.batch(), [preset](const kdfbench::Scale& s) {
+            const auto p = kdfbench::at_scale(preset, s);
             return kd_case(p.rows, p.classes, p.bf16);
         });
     return true;

@@ -2,8 +2,9 @@
 # The benchmark suite in one command (docs/benchmarking.md): builds the Google Benchmark executables
 # (bench/), runs every family with JSON output into build/bench-results/ and writes
 # build/bench-results/report.md. With a GPU visible (nvidia-smi) the CUDA executables time the calls;
-# without one the SIMT executables run the emulated smoke and full-size count-only calls, and the report
-# holds launch counts and the traffic model, no timings. Then the PyTorch baseline (bench/torch_baseline.py,
+# without one the SIMT executables run the emulated smoke and full-size count-only calls and the traffic
+# measurements of the roofline model (bench/roofline.py: build/bench-results/model.json), and the report holds
+# launch counts and the modelled times, no timings. Then the PyTorch baseline (bench/torch_baseline.py,
 # in the project's .venv): with a GPU, eager PyTorch, torch.compile and the kdfuse binding timed on the same
 # presets, with peak memory, merged into the report, and the speedup chart build/bench-results/torch_speedup.png;
 # without one its --smoke run (CPU, smoke scale, no timing: the eager and kdfuse losses compared).
@@ -76,6 +77,15 @@ report_inputs=()
 for family in "${families[@]}"; do report_inputs+=("$out/$family.json"); done
 if [ -f "$out/torch_baseline.json" ]; then report_inputs+=(--torch "$out/torch_baseline.json"); fi
 python3 bench/report.py "$out/report.md" "${report_inputs[@]}"
+if [ "$gpu" = 0 ]; then
+    family_outputs=()
+    for family in "${families[@]}"; do family_outputs+=("$out/$family.json"); done
+    PYTHONPATH=python:python_ref "$py" bench/eager_model.py --presets-exe build/bench/kdfuse_bench_presets \
+        --out "$out/eager.json" >"$out/eager.log"
+    python3 bench/roofline.py --out "$out/model.json" --markdown "$out/model.md" --eager "$out/eager.json" \
+        "${family_outputs[@]}"
+    { echo; echo "## Roofline model"; echo; cat "$out/model.md"; } >>"$out/report.md"
+fi
 echo "kdfuse: report written to $out/report.md"
 if [ -f "$out/torch_speedup.png" ]; then
     echo "kdfuse: speedup chart written to $out/torch_speedup.png"

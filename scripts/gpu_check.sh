@@ -6,7 +6,7 @@
 #   2. the gradient check of every loss on the CUDA backend,
 #   3. the benchmarks of every loss at the CIFAR preset and one large preset, warm and cold,
 #   4. the PyTorch baseline (eager, torch.compile, kdfuse) on a few presets,
-#   5. the report: measured times beside the modelled ones,
+#   5. the report, and the measured times beside the modelled ones (docs/model.json, bench/roofline.py),
 # and writes every log, JSON file and the report under OUTDIR (default build/gpu-check). Each step has a time
 # limit (480 s in all) and a failing step does not stop the later ones; the exit status is that of the first
 # failure.
@@ -100,7 +100,9 @@ step torch_baseline 50 env PYTHONPATH=python:python_ref KDFUSE_LIB="$build/libkd
     --out "$out/torch_baseline.json"
 reports=()
 for family in "${families[@]}"; do reports+=("$out/bench_$family.json"); done
-step report 25 "$py" bench/report.py "$out/report.md" "${reports[@]}" --torch "$out/torch_baseline.json"
+step report 15 "$py" bench/report.py "$out/report.md" "${reports[@]}" --torch "$out/torch_baseline.json"
+step measured_vs_modelled 10 "$py" bench/roofline.py --compare docs/model.json --markdown "$out/measured_vs_modelled.md" \
+    "${reports[@]}"
 
 if [ "$dry" = 0 ]; then
     echo "gpu_check: results in $out (status $status)"

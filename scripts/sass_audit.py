@@ -25,6 +25,8 @@ import subprocess
 import sys
 import tempfile
 
+from doc_sections import with_section
+
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 TABLE = ROOT / "simt" / "src" / "kernel_resources.inc"
 DOC = ROOT / "docs" / "benchmarking.md"
@@ -223,12 +225,7 @@ def markdown(records):
 
 
 def doc_with_table(table):
-    text = DOC.read_text()
-    if DOC_BEGIN not in text or DOC_END not in text:
-        sys.exit(f"sass_audit: {DOC} has no generated-table markers")
-    head, rest = text.split(DOC_BEGIN, 1)
-    _, tail = rest.split(DOC_END, 1)
-    return head + DOC_BEGIN + "\n" + table + DOC_END + tail
+    return with_section(DOC.read_text(), DOC_BEGIN, DOC_END, table, "sass_audit")
 
 
 def main():

@@ -1,6 +1,7 @@
 // The benchmark harness (harness.h): device peaks, buffers, timing, counters, registration.
 #include "harness.h"
 
+#include <cmath>
 #include <stdexcept>
 
 namespace kdfbench {
@@ -61,7 +62,7 @@ void run_emulated(benchmark::State& state, const CaseFactory& make, bool counts)
 {
     std::unique_ptr<CountOnly> guard = counts ? std::make_unique<CountOnly>() : nullptr;
     Session s;
-    Case c = make(!counts);
+    Case c = make(Scale{counts ? Scale::Full : Scale::Smoke, 0});
     for (auto _ : state) {
         kdfuse::simt::reset_counters();
         check_kdf(c.call(s.handle, s.stream));
@@ -75,6 +76,104 @@ void run_emulated(benchmark::State& state, const CaseFactory& make, bool counts)
     state.SetLabel(counts ? "emulated (SIMT backend, full scale, count-only): no timing"
                           : "emulated (SIMT backend, smoke scale): no timing");
 }
+
+#if defined(KDFUSE_BENCH_TRAFFIC)
+
+// The operations of one call (kernels, memsets, GEMMs, by name) and the bytes they move: measured for kernel
+// code, memsets and copies; the GEMMs' minimum traffic (the cuBLAS shim is not instrumented kernel code).
+struct CallTraffic {
+    std::vector<std::string> ops;
+    double bytes = 0.0;
+};
+
+CallTraffic record_call(const Case& c, const Session& s)
+{
+    kdfuse::simt::reset_counters();
+    kdfuse::simt::set_traffic_recording(true);
+    const kdfStatus_t status = c.call(s.handle, s.stream);
+    kdfuse::simt::set_traffic_recording(false);
+    check_kdf(status);
+    check_cuda(cudaStreamSynchronize(s.stream), "cudaStreamSynchronize");
+    CallTraffic t;
+    for (const kdfuse::simt::LaunchTraffic& r : kdfuse::simt::traffic()) {
+        t.ops.push_back(r.name);
+        t.bytes += static_cast<double>(r.bytes_loaded + r.bytes_stored);
+    }
+    return t;
+}
+
+// The polynomial through (xs[i], ys[i]) (Lagrange form), at x.
+double interpolate(const std::vector<double>& xs, const std::vector<double>& ys, double x)
+{
+    double sum = 0.0;
+    for (size_t i = 0; i < xs.size(); ++i) {
+        double term = ys[i];
+        for (size_t j = 0; j < xs.size(); ++j)
+            if (j != i) term *= (x - xs[j]) / (xs[i] - xs[j]);
+        sum += term;
+    }
+    return sum;
+}
+
+// Calls whose minimum traffic is at most this are measured at full size, executed; larger ones are fitted.
+constexpr double kDirectBytes = 32e6;
+
+// The roofline model's inputs for one case: at full scale in count-only mode the exact operation counts and the
+// sequence of operations; and the traffic, measured. A call of at most kDirectBytes, or one whose traffic is not
+// a polynomial in the batch (batch_degree 0), is executed at full size; a larger one at batch_degree + 2 small batches (every other dimension as in the preset), fitted through all
+// but the last small batch, checked on the last and evaluated at the preset's batch. `same_path` is 1 when every
+// executed call issued the same operations (kernel variants included) as the full-size one, so a fit follows
+// the preset's code path.
+void run_model(benchmark::State& state, const CaseFactory& make, int64_t batch, int degree)
+{
+    const Session s;
+    CallTraffic full;
+    kdfuse::simt::Counters counts{};
+    Model model;
+    {
+        const CountOnly guard;
+        const Case c = make(Scale{});
+        full = record_call(c, s);
+        counts = kdfuse::simt::counters();
+        model = c.model;
+    }
+    const bool direct = degree == 0 || model.bytes <= kDirectBytes;
+    const int64_t first = direct ? batch : degree == 1 ? 2 : 3;  // 3: the smallest batch with an RKD angle term
+    const int points = direct ? 1 : degree + 2;
+    std::vector<double> xs, ys;
+    bool same_path = true;
+    for (int i = 0; i < points; ++i) {
+        const int64_t b = first + i;
+        const CallTraffic t = record_call(make(direct ? Scale{} : Scale{Scale::Batch, b}), s);
+        same_path = same_path && t.ops == full.ops;
+        xs.push_back(static_cast<double>(b));
+        ys.push_back(t.bytes);
+    }
+    double measured = ys[0], fit_error = 0.0;
+    if (!direct) {
+        const std::vector<double> fit_x(xs.begin(), xs.end() - 1), fit_y(ys.begin(), ys.end() - 1);
+        const double check = interpolate(fit_x, fit_y, xs.back());
+        fit_error = ys.back() > 0 ? std::abs(check - ys.back()) / ys.back() : 0.0;
+        measured = interpolate(fit_x, fit_y, static_cast<double>(batch));
+    }
+    for (auto _ : state) state.SetIterationTime(0.0);
+    set_model_counters(state, model);
+    state.counters["batch"] = static_cast<double>(batch);
+    state.counters["kernels"] = static_cast<double>(counts.kernel_launches);
+    state.counters["memsets"] = static_cast<double>(counts.memsets);
+    state.counters["cublas_calls"] = static_cast<double>(counts.cublas_calls);
+    state.counters["gemm_flops"] = static_cast<double>(counts.gemm_flops);
+    state.counters["bytes_measured"] = measured;
+    state.counters["fit_error"] = fit_error;
+    state.counters["same_path"] = same_path ? 1.0 : 0.0;
+    state.counters["direct"] = direct ? 1.0 : 0.0;
+    state.SetLabel(direct ? "emulated (SIMT traffic build): counts and bytes measured at full scale; no timing"
+                          : "emulated (SIMT traffic build): counts at full scale, bytes measured at batches " +
+                                std::to_string(first) + ".." + std::to_string(first + degree + 1) +
+                                " and fitted; no timing");
+}
+
+#endif  // KDFUSE_BENCH_TRAFFIC
 
 #else
 
@@ -121,7 +220,7 @@ cudaGraphExec_t capture_calls(Case& c, const Session& s, int calls)
 void run_gpu(benchmark::State& state, const CaseFactory& make, Mode mode)
 {
     Session s;
-    Case c = make(false);
+    Case c = make(Scale{});
     const DeviceInfo& d = device();
     std::unique_ptr<Array<unsigned char>> flush;
     if (mode == Mode::Cold) flush = std::make_unique<Array<unsigned char>>(2 * d.l2_bytes);
@@ -246,7 +345,7 @@ void guarded(benchmark::State& state, F&& f)
 
 }  // namespace
 
-void register_case(const std::string& loss, const std::string& preset, CaseFactory make)
+void register_case(const std::string& loss, const std::string& preset, int64_t batch, CaseFactory make, int batch_degree)
 {
     const std::string base = loss + "/" + preset;
 #if defined(KDFUSE_SIMT)
@@ -257,7 +356,18 @@ void register_case(const std::string& loss, const std::string& preset, CaseFacto
                                      })
             ->Iterations(1)
             ->UseManualTime();
+#if defined(KDFUSE_BENCH_TRAFFIC)
+    benchmark::RegisterBenchmark((base + "/model").c_str(),
+                                 [make, batch, batch_degree](benchmark::State& st) {
+                                     guarded(st, [&](auto& s) { run_model(s, make, batch, batch_degree); });
+                                 })
+        ->Iterations(1)
+        ->UseManualTime();
 #else
+    (void)batch, (void)batch_degree;
+#endif
+#else
+    (void)batch, (void)batch_degree;
     for (auto [name, mode] : {std::pair{"warm", Mode::Warm}, std::pair{"cold", Mode::Cold}, std::pair{"graph", Mode::Graph}})
         benchmark::RegisterBenchmark((base + "/" + name).c_str(),
                                      [make, mode](benchmark::State& st) {

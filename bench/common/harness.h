@@ -17,6 +17,7 @@
 
 #include "../../kernels/common/cuda_api.h"
 #include "../../kernels/common/float16.h"
+#include "presets.h"
 
 #include <benchmark/benchmark.h>
 
@@ -98,10 +99,16 @@ struct Case {
     }
 };
 
-// A preset's case at full scale (GPU) or at its smoke scale (SIMT): make(smoke).
-using CaseFactory = std::function<Case(bool smoke)>;
+// A preset's case at a scale (presets.h): full (GPU, and count-only on the SIMT backend), smoke, or another batch.
+using CaseFactory = std::function<Case(const Scale&)>;
 
-// Registers "<loss>/<preset>/{warm,cold,graph}" (GPU) or "<loss>/<preset>/smoke" (SIMT).
-void register_case(const std::string& loss, const std::string& preset, CaseFactory make);
+// Registers "<loss>/<preset>/{warm,cold,graph}" (GPU) or "<loss>/<preset>/{smoke,counts}" (SIMT), and with the
+// traffic-instrumented SIMT library (KDFUSE_BENCH_TRAFFIC) "<loss>/<preset>/model": the inputs of the roofline
+// model (bench/roofline.py). `batch` is the preset's batch; the traffic of a call, every other dimension fixed,
+// is a polynomial of degree `batch_degree` in the batch (the model measures it at batch_degree + 2 small batches,
+// fits it through all but the last and checks the fit on the last), or 0: not a polynomial (iterations that
+// depend on the data), measured at full size.
+void register_case(const std::string& loss, const std::string& preset, int64_t batch, CaseFactory make,
+                   int batch_degree = 1);
 
 }  // namespace kdfbench

@@ -9,6 +9,23 @@
 
 namespace kdfbench {
 
+// The scale a case is built at: the preset itself, its smoke scale (executed by the SIMT backend), or the preset
+// with another batch and every other dimension kept (the traffic fit of the roofline model, harness.h).
+struct Scale {
+    enum Kind { Full, Smoke, Batch } kind = Full;
+    int64_t batch = 0;  // Kind::Batch: the batch (the rows of a logit preset, N of a CRD preset)
+};
+
+// A preset at a scale: itself, its smoke() or a copy with `batch` replaced.
+template <typename P>
+P at_scale(const P& preset, const Scale& s)
+{
+    if (s.kind == Scale::Smoke) return preset.smoke();
+    P p = preset;
+    if (s.kind == Scale::Batch) p.batch() = s.batch;
+    return p;
+}
+
 struct Map {
     int64_t c, h, w;
     int64_t elements(int64_t n) const { return n * c * h * w; }
@@ -20,6 +37,8 @@ struct Preset {
     Map student[3], teacher[3];  // stage outputs 1..3
     int64_t embed_s, embed_t;  // penultimate (pooled) features
     int64_t classes;
+    int64_t& batch() { return n; }
+    int64_t batch() const { return n; }
 
     // The preset at smoke scale (SIMT backend): batch 3 (the smallest with an RKD angle term), maps at
     // most 8 x 8, at most 512 classes and 64 channels, so one emulated call takes seconds, not hours.
@@ -63,6 +82,8 @@ struct LogitPreset {
     std::string name;
     int64_t rows, classes;
     bool bf16 = false;
+    int64_t& batch() { return rows; }
+    int64_t batch() const { return rows; }
     LogitPreset smoke() const { return {name, 2, classes < 4096 ? classes : 4096, bf16}; }
 };
 
@@ -82,6 +103,8 @@ inline const std::vector<LogitPreset>& logit_presets()
 struct CRDPreset {
     std::string name;
     int64_t n_data, n, k, d;
+    int64_t& batch() { return n; }
+    int64_t batch() const { return n; }
     CRDPreset smoke() const { return {name, 1000, 2, 255, d}; }
 };
 

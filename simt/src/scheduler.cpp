@@ -555,7 +555,10 @@ cudaError_t launch_erased(const void* kernel, const char* name, dim3 grid, dim3 
     }
     if (cudaError_t e = use_stream(stream, ("launch at " + site).c_str())) return e;
     if (counted) counter_state().kernel_launches.fetch_add(1);
-    if (count_only()) return cudaSuccess;
+    if (count_only()) {
+        traffic_counted_launch(name);
+        return cudaSuccess;
+    }
     const bool recording = traffic_begin_launch(name);
     const cudaError_t e = worker().run_grid(grid, block, smem, thunk, closure, site);
     if (recording) traffic_end_launch();

@@ -52,6 +52,7 @@ KDFUSE_SIMT_API void traffic_access(const void* p, size_t bytes, bool store);
 KDFUSE_SIMT_API void mark_traffic_instrumented();
 bool traffic_begin_launch(const char* name);
 void traffic_end_launch();
+void traffic_counted_launch(const char* name);  // a launch in count-only mode: a record without traffic
 void traffic_runtime_op(const char* name, const void* dst, size_t stored, const void* src, size_t loaded, bool modelled);
 void reset_traffic();
 

@@ -56,9 +56,16 @@ bool in_device_memory(Recording& r, uintptr_t a)
     return true;
 }
 
+// Marks bytes [a, a + bytes) as touched: one mask update per 32-byte sector spanned.
 void touch(std::unordered_map<uint64_t, uint32_t>& sectors, uintptr_t a, size_t bytes)
 {
-    for (uintptr_t b = a; b < a + bytes; ++b) sectors[b >> 5] |= 1u << (b & 31);
+    const uintptr_t end = a + bytes;
+    while (a < end) {
+        const uintptr_t sector_end = (a | 31) + 1;
+        const unsigned lo = static_cast<unsigned>(a & 31), n = static_cast<unsigned>((end < sector_end ? end : sector_end) - a);
+        sectors[a >> 5] |= (n == 32 ? ~0u : ((1u << n) - 1u)) << lo;
+        a += n;
+    }
 }
 
 void finish(LaunchTraffic& record, const std::unordered_map<uint64_t, uint32_t>& sectors)
@@ -69,6 +76,8 @@ void finish(LaunchTraffic& record, const std::unordered_map<uint64_t, uint32_t>&
     std::lock_guard<std::mutex> lock(s.mutex);
     s.records.push_back(record);
 }
+
+const char* launch_name(const char* name) { return name != nullptr ? name : "CUB device reduction"; }
 
 }  // namespace
 
@@ -96,7 +105,7 @@ bool traffic_begin_launch(const char* name)
     if (!traffic_state().on) return false;
     static thread_local Recording recording;
     recording = Recording{};
-    recording.record.name = name != nullptr ? name : "CUB device reduction";
+    recording.record.name = launch_name(name);
     recording.ranges = allocation_ranges();
     tl_recording = &recording;
     return true;
@@ -110,6 +119,15 @@ void traffic_end_launch()
     counter_state().bytes_loaded.fetch_add(r->record.bytes_loaded);
     counter_state().bytes_stored.fetch_add(r->record.bytes_stored);
     finish(r->record, r->sectors);
+}
+
+void traffic_counted_launch(const char* name)
+{
+    if (!traffic_state().on) return;
+    LaunchTraffic record;
+    record.name = launch_name(name);
+    record.executed = false;
+    finish(record, {});
 }
 
 void traffic_runtime_op(const char* name, const void* dst, size_t stored, const void* src, size_t loaded, bool modelled)

@@ -222,12 +222,15 @@ KDFUSE_SIMT_API void reset_counters();
 // in a cudaMalloc allocation attributed to the running launch; shared memory, the stack and host memory do not
 // count. Memsets and device copies are recorded as the bytes they write (and read); cuBLAS GEMMs, which the
 // shim does not run as kernel code, as their minimum traffic (A and B read once, C written, and read when
-// beta != 0), marked `modelled`. Recording is off until set_traffic_recording(true); reset_counters() clears it.
+// beta != 0), marked `modelled`. In count-only mode launches are recorded too, without traffic (`executed` false),
+// so the sequence of operations of a full-size call can be compared with that of a smaller one.
+// Recording is off until set_traffic_recording(true); reset_counters() clears it.
 // Widths are the CPU's (a 16-byte vector access of the GPU code is four 4-byte accesses here): take vector
 // widths from the SASS audit.
 struct LaunchTraffic {
     std::string name;       // kernel name (kernel_name), "cudaMemsetAsync", "cudaMemcpyAsync" or "cublas GEMM"
     bool modelled = false;  // true for GEMMs: bytes from the shapes, not measured
+    bool executed = true;   // false for a launch in count-only mode (recorded with no traffic)
     uint64_t bytes_loaded = 0, bytes_stored = 0;
     uint64_t unique_bytes = 0;  // distinct bytes touched (loaded or stored)
     uint64_t sectors = 0;       // distinct 32-byte sectors touched
