@@ -67,6 +67,16 @@ public:
         if (h == nullptr) return fail(KDF_STATUS_NULL_POINTER, "handle is NULL (create one with kdfCreate)");
         if (!handle_is_live(h))
             return fail(KDF_STATUS_INVALID_VALUE, "handle is not a live kdfHandle_t (destroyed, or not from kdfCreate)");
+        // The handle's cuBLAS handle and device limits belong to the device that was current at kdfCreate; kernels
+        // launch on the current one. A call from another device would mix the two.
+        int current = -1;
+        if (cudaGetDevice(&current) != cudaSuccess)
+            return fail(KDF_STATUS_CUDA_ERROR, "cudaGetDevice failed: " + std::string(cudaGetErrorString(cudaGetLastError())));
+        if (current != h->device)
+            return fail(KDF_STATUS_INVALID_VALUE, "handle was created on device " + std::to_string(h->device) + " but device " +
+                                                      std::to_string(current) + " is current (cudaSetDevice(" +
+                                                      std::to_string(h->device) + ") first, or use a handle created on device " +
+                                                      std::to_string(current) + ")");
         return *this;
     }
 

@@ -15,17 +15,8 @@ using kdftest::DeviceBuffer;
 using kdftest::Entry;
 using kdftest::Pointers;
 
-class Aliasing : public kdftest::LossTest {
+class Aliasing : public kdftest::LossTest, protected kdftest::DeviceAllocations {
 protected:
-    // A zeroed device allocation of `bytes` (at least 1), kept until the test ends.
-    unsigned char* alloc(size_t bytes)
-    {
-        void* p = nullptr;
-        EXPECT_EQ(cudaMalloc(&p, bytes ? bytes : 1), cudaSuccess);
-        EXPECT_EQ(cudaMemset(p, 0, bytes ? bytes : 1), cudaSuccess);
-        owned_.emplace_back(p, [](void* q) { cudaFree(q); });
-        return static_cast<unsigned char*>(p);
-    }
     // Every buffer in its own allocation (zeroed: valid indices, finite values), absent ones NULL.
     Pointers apart(const Entry& e)
     {
@@ -33,9 +24,6 @@ protected:
         for (const Buffer& x : e.buffers) b.push_back(x.present && x.bytes > 0 ? alloc(x.bytes) : nullptr);
         return b;
     }
-
-private:
-    std::vector<std::unique_ptr<void, void (*)(void*)>> owned_;
 };
 
 // An offset inside the last 16 bytes of a `bytes`-long buffer, 16-byte aligned (every kdfuse pointer may be).

@@ -72,6 +72,8 @@ typedef enum kdfDeterminism_t {
     KDF_FAST = 1           /* opt-in: float atomics allowed where a loss documents a faster path */
 } kdfDeterminism_t;
 
+/* The handle belongs to the device current now: a call made while another device is current is refused with
+ * KDF_STATUS_INVALID_VALUE. */
 KDFUSE_API kdfStatus_t kdfCreate(kdfHandle_t* handle);
 /* NULL is a no-op. A handle already destroyed (or not from kdfCreate) is refused with KDF_STATUS_INVALID_VALUE
  * by every call, without reading the freed memory; as with any freed pointer, a later kdfCreate may return the

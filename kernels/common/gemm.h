@@ -1,9 +1,9 @@
 // cuBLAS GEMMs on row-major matrices, bound to one call of the C API. Host code (plain C++ in both
 // builds): the relational and Gram losses use it from their launchers.
 //
-// Binding: every call sets the caller's stream, then hands cuBLAS a slice of the caller's workspace
-// (cublasSetStream resets the workspace, so the order matters) so cuBLAS never allocates, and sets the
-// math mode from the handle (fp32 by default, TF32 only when the handle allows it).
+// Binding: every call sets the caller's stream, then hands cuBLAS a slice of the caller's workspace from its first
+// 256-byte boundary (cublasSetStream resets the workspace, so the order matters) so cuBLAS never allocates, and
+// sets the math mode from the handle (fp32 by default, TF32 only when the handle allows it).
 #pragma once
 
 #include "cuda_api.h"
@@ -23,10 +23,18 @@ struct LaunchResult {
     cublasStatus_t cublas = CUBLAS_STATUS_SUCCESS;
 };
 
+// cuBLAS refuses a workspace that is not 256-byte aligned (CUBLAS_STATUS_INVALID_VALUE); the caller's workspace,
+// and so the slice reserved for cuBLAS, is only 16-byte aligned. The slice is handed over from its first 256-byte
+// boundary: at most 240 bytes of it go unused.
+inline constexpr uintptr_t kCublasWorkspaceAlignment = 256;
+
 inline cublasStatus_t gemm_bind(cublasHandle_t h, cudaStream_t stream, void* cublas_workspace, bool allow_tf32)
 {
+    const auto base = reinterpret_cast<uintptr_t>(cublas_workspace);
+    const uintptr_t aligned = (base + kCublasWorkspaceAlignment - 1) / kCublasWorkspaceAlignment * kCublasWorkspaceAlignment;
     cublasStatus_t s = cublasSetStream(h, stream);
-    if (s == CUBLAS_STATUS_SUCCESS) s = cublasSetWorkspace(h, cublas_workspace, kCublasWorkspaceBytes);
+    if (s == CUBLAS_STATUS_SUCCESS)
+        s = cublasSetWorkspace(h, reinterpret_cast<void*>(aligned), kCublasWorkspaceBytes - (aligned - base));
     if (s == CUBLAS_STATUS_SUCCESS) s = cublasSetMathMode(h, allow_tf32 ? CUBLAS_TF32_TENSOR_OP_MATH : CUBLAS_DEFAULT_MATH);
     return s;
 }

@@ -196,9 +196,11 @@ cublasStatus_t cublasGetPointerMode(cublasHandle_t handle, cublasPointerMode_t* 
     return CUBLAS_STATUS_SUCCESS;
 }
 
-cublasStatus_t cublasSetWorkspace(cublasHandle_t handle, void*, size_t)
+// As cuBLAS: a workspace pointer not aligned to 256 bytes is refused.
+cublasStatus_t cublasSetWorkspace(cublasHandle_t handle, void* workspace, size_t)
 {
-    return valid(handle) ? CUBLAS_STATUS_SUCCESS : CUBLAS_STATUS_NOT_INITIALIZED;
+    if (!valid(handle)) return CUBLAS_STATUS_NOT_INITIALIZED;
+    return reinterpret_cast<uintptr_t>(workspace) % 256 != 0 ? CUBLAS_STATUS_INVALID_VALUE : CUBLAS_STATUS_SUCCESS;
 }
 
 const char* cublasGetStatusName(cublasStatus_t status)

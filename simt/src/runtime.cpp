@@ -26,6 +26,16 @@ ErrorState& error_state()
 }
 thread_local cudaError_t tl_last_error = cudaSuccess;
 
+// The emulated devices: identical, sharing one memory (a test sets their number); the current one is per host
+// thread, as with CUDA.
+std::atomic<int>& device_count_state()
+{
+    static std::atomic<int> n{1};
+    return n;
+}
+int device_count() { return device_count_state(); }
+thread_local int tl_device = 0;
+
 // Every live cudaMalloc allocation: base -> size. Copies and sets whose device range starts inside an
 // allocation must end inside it. Memory that cudaMalloc did not return (for example a PyTorch CPU
 // tensor handed to the SIMT build as "device" memory) is not checked.
@@ -166,6 +176,12 @@ Counters counters()
     return {c.kernel_launches.load(), c.cublas_calls.load(), c.cub_calls.load(), c.null_stream_ops.load(),
             c.synchronizations.load(), c.memsets.load(), c.gemm_flops.load(), c.bytes_loaded.load(),
             c.bytes_stored.load()};
+}
+
+void set_device_count(int count)
+{
+    if (count >= 1) detail::device_count_state() = count;
+    if (detail::tl_device >= detail::device_count()) detail::tl_device = 0;
 }
 
 void reset_counters()
@@ -452,25 +468,30 @@ cudaError_t cudaEventElapsedTime(float* ms, cudaEvent_t start, cudaEvent_t end)
 cudaError_t cudaGetDeviceCount(int* count)
 {
     if (count == nullptr) return set_last(cudaErrorInvalidValue);
-    *count = 1;
+    *count = detail::device_count();
     return cudaSuccess;
 }
 
 cudaError_t cudaGetDevice(int* device)
 {
     if (device == nullptr) return set_last(cudaErrorInvalidValue);
-    *device = 0;
+    *device = detail::tl_device;
     return cudaSuccess;
 }
 
-cudaError_t cudaSetDevice(int device) { return device == 0 ? cudaSuccess : set_last(cudaErrorInvalidDevice); }
+cudaError_t cudaSetDevice(int device)
+{
+    if (device < 0 || device >= detail::device_count()) return set_last(cudaErrorInvalidDevice);
+    detail::tl_device = device;
+    return cudaSuccess;
+}
 
 // The emulated device reports sm_90-like limits (an H100 SXM) so host-side tuning code takes the
 // same branches it would take on the main target.
 cudaError_t cudaGetDeviceProperties(cudaDeviceProp* prop, int device)
 {
     if (prop == nullptr) return set_last(cudaErrorInvalidValue);
-    if (device != 0) return set_last(cudaErrorInvalidDevice);
+    if (device < 0 || device >= detail::device_count()) return set_last(cudaErrorInvalidDevice);
     std::memset(prop, 0, sizeof(*prop));
     std::snprintf(prop->name, sizeof(prop->name), "kdfuse SIMT emulator (CPU)");
     prop->totalGlobalMem = size_t(80) << 30;

@@ -17,4 +17,14 @@ std::vector<float> uniform(size_t n, unsigned seed, float lo, float hi)
     return v;
 }
 
+unsigned char* DeviceAllocations::alloc(size_t bytes, const std::vector<unsigned char>& image)
+{
+    void* p = nullptr;
+    EXPECT_EQ(cudaMalloc(&p, bytes ? bytes : 1), cudaSuccess);
+    EXPECT_EQ(cudaMemset(p, 0, bytes ? bytes : 1), cudaSuccess);
+    if (!image.empty()) EXPECT_EQ(cudaMemcpy(p, image.data(), image.size(), cudaMemcpyHostToDevice), cudaSuccess);
+    owned_.emplace_back(p, [](void* q) { cudaFree(q); });
+    return static_cast<unsigned char*>(p);
+}
+
 }  // namespace kdftest

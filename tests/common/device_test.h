@@ -6,6 +6,7 @@
 #include <gtest/gtest.h>
 
 #include <cstddef>
+#include <memory>
 #include <vector>
 
 namespace kdftest {
@@ -50,6 +51,16 @@ public:
 private:
     T* ptr_ = nullptr;
     size_t n_;
+};
+
+// Device allocations of raw bytes, each zeroed (or holding an image), freed together when the owner goes.
+class DeviceAllocations {
+public:
+    // `bytes` (at least 1) zeroed bytes, then `image` copied to their start.
+    unsigned char* alloc(size_t bytes, const std::vector<unsigned char>& image = {});
+
+private:
+    std::vector<std::unique_ptr<void, void (*)(void*)>> owned_;
 };
 
 // Deterministic values in [lo, hi) from a fixed-seed generator (no <random> distribution, whose output

@@ -143,6 +143,17 @@ TEST_F(CublasShim, ValidatesArguments)
               CUBLAS_STATUS_SUCCESS);
 }
 
+// cuBLAS refuses a workspace pointer that is not 256-byte aligned; so does the shim.
+TEST_F(CublasShim, WorkspaceMustBe256ByteAligned)
+{
+    DeviceBuffer<unsigned char> ws(4096);  // cudaMalloc: 256-byte aligned
+    EXPECT_EQ(cublasSetWorkspace(handle, ws.get(), 4096), CUBLAS_STATUS_SUCCESS);
+    EXPECT_EQ(cublasSetWorkspace(handle, ws.get() + 256, 1024), CUBLAS_STATUS_SUCCESS);
+    EXPECT_EQ(cublasSetWorkspace(handle, ws.get() + 16, 1024), CUBLAS_STATUS_INVALID_VALUE);
+    EXPECT_EQ(cublasSetWorkspace(handle, nullptr, 0), CUBLAS_STATUS_SUCCESS);
+    EXPECT_EQ(cublasSetWorkspace(nullptr, ws.get(), 4096), CUBLAS_STATUS_NOT_INITIALIZED);
+}
+
 TEST_F(CublasShim, CountsCallsAndUsesTheStream)
 {
     cudaStream_t stream;

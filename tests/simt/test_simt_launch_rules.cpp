@@ -21,6 +21,12 @@ __global__ void touch(float* out)
     if (threadIdx.x == 0 && blockIdx.x == 0) out[0] = static_cast<float>(N);
 }
 
+// Launches a kernel from kernel code (dynamic parallelism), storing the launch status.
+__global__ void launches_from_kernel(float* out, int* status)
+{
+    if (threadIdx.x == 0) *status = static_cast<int>(kdf::launch<touch<5>>({dim3(1), dim3(32)}, out));
+}
+
 }  // namespace
 
 namespace kdftest::named {
@@ -104,6 +110,20 @@ TEST(SimtLaunchRules, OptInLimitsOfEachArchitecture)
         EXPECT_EQ(kdf::launch<touch<4>>({dim3(1), dim3(32), 201 * 1024}, out.get()), cudaErrorInvalidValue);
         EXPECT_THAT(expect.only(), HasSubstr("more dynamic shared memory than the 204800 bytes the kernel opted in to"));
     }
+    (void)cudaGetLastError();
+}
+
+// Dynamic parallelism is not emulated: a launch from kernel code is refused (kdfuse's kernels never launch).
+TEST(SimtLaunchRules, LaunchesFromKernelCodeAreRefused)
+{
+    DeviceBuffer<float> out(1);
+    DeviceBuffer<int> status(std::vector<int>{0});
+    {
+        ExpectSimtError expect;
+        EXPECT_EQ(kdf::launch<launches_from_kernel>({dim3(1), dim3(32)}, out.get(), status.get()), cudaSuccess);
+        EXPECT_THAT(expect.only(), HasSubstr("kernel launched from kernel code"));
+    }
+    EXPECT_EQ(status.download()[0], static_cast<int>(cudaErrorNotSupported));
     (void)cudaGetLastError();
 }
 

@@ -237,6 +237,14 @@ struct LaunchTraffic {
     uint64_t loads_by_width[5] = {}, stores_by_width[5] = {};  // accesses of 1, 2, 4, 8 and 16 bytes
 };
 KDFUSE_SIMT_API void set_traffic_recording(bool on);
+
+// The weak-memory check (instrumented build only, like the traffic): a global store stays private to the thread
+// that made it until that thread executes __threadfence() (or the store is an atomic, or the kernel ends); a
+// plain load by another block of a byte stored by a thread that has not fenced since is reported as an error (on
+// a GPU it could read the old value). Loads within the storing block are not checked (__syncthreads orders them).
+// The initial value comes from KDFUSE_SIMT_MEMORY (weak, or unset / strong), read once.
+KDFUSE_SIMT_API void set_memory_check(bool weak);
+KDFUSE_SIMT_API bool memory_check();
 KDFUSE_SIMT_API std::vector<LaunchTraffic> traffic();
 // True in a process whose kernel code carries the instrumentation (a load or store was ever reported).
 KDFUSE_SIMT_API bool traffic_instrumented();
@@ -267,6 +275,10 @@ KDFUSE_SIMT_API uint64_t error_count();
 // Bytes of device memory currently allocated through cudaMalloc.
 KDFUSE_SIMT_API size_t bytes_allocated();
 
+// The number of emulated devices (default 1; tests of multi-device code set more). They are identical and share
+// one memory; cudaSetDevice / cudaGetDevice select and report the calling host thread's current device.
+KDFUSE_SIMT_API void set_device_count(int count);
+
 namespace detail {
 struct ThreadState { uint3 thread_idx; };
 struct BlockState { uint3 block_idx; dim3 block_dim; dim3 grid_dim; unsigned char* dynamic_smem; size_t dynamic_bytes; };
@@ -296,6 +308,17 @@ KDFUSE_SIMT_API void count_cub_call();
 template <auto Kernel>
 struct KernelTag {};
 KDFUSE_SIMT_API std::string kernel_name_from_tag(const char* mangled_tag);
+
+// The weak-memory check's hooks: __threadfence publishes the calling thread's stores; accesses inside an
+// AtomicScope (the atomic functions) are coherent.
+KDFUSE_SIMT_API void memory_fence();
+KDFUSE_SIMT_API extern thread_local int tl_atomic_depth;
+struct AtomicScope {
+    AtomicScope() { ++tl_atomic_depth; }
+    ~AtomicScope() { --tl_atomic_depth; }
+    AtomicScope(const AtomicScope&) = delete;
+    AtomicScope& operator=(const AtomicScope&) = delete;
+};
 
 inline const uint3& thread_idx() { return tl_thread->thread_idx; }
 inline const uint3& block_idx() { return tl_block.block_idx; }
@@ -383,8 +406,9 @@ inline void __syncwarp(unsigned mask = 0xffffffffu, std::source_location where =
 {
     detail::warp_op(detail::WarpOp::Sync, mask, 0, 0, 32, where);
 }
-// Memory fences order nothing on the emulator: a block's fibers share one OS thread.
-inline void __threadfence() {}
+// Memory fences order nothing on the emulator (a block's fibers share one OS thread), but in the weak-memory check
+// (set_memory_check) __threadfence publishes the calling thread's global stores to other blocks.
+inline void __threadfence() { detail::memory_fence(); }
 inline void __threadfence_block() {}
 
 template <typename T>
@@ -428,22 +452,37 @@ inline int __all_sync(unsigned mask, int pred, std::source_location where = std:
     return static_cast<int>(detail::warp_op(detail::WarpOp::All, mask, pred != 0, 0, 32, where));
 }
 
-// ---- atomics (one OS thread runs a block, but std::atomic_ref keeps them honest anyway) -----------
+// ---- atomics (one OS thread runs a block, but std::atomic_ref keeps them honest anyway); in the weak-memory
+// check an atomic is a coherent access (AtomicScope) -----------------------------------------------------------
 template <typename T>
-inline T atomicAdd(T* address, T value) { return std::atomic_ref<T>(*address).fetch_add(value); }
+inline T atomicAdd(T* address, T value)
+{
+    const detail::AtomicScope atomic;
+    return std::atomic_ref<T>(*address).fetch_add(value);
+}
 template <typename T>
-inline T atomicSub(T* address, T value) { return std::atomic_ref<T>(*address).fetch_sub(value); }
+inline T atomicSub(T* address, T value)
+{
+    const detail::AtomicScope atomic;
+    return std::atomic_ref<T>(*address).fetch_sub(value);
+}
 template <typename T>
-inline T atomicExch(T* address, T value) { return std::atomic_ref<T>(*address).exchange(value); }
+inline T atomicExch(T* address, T value)
+{
+    const detail::AtomicScope atomic;
+    return std::atomic_ref<T>(*address).exchange(value);
+}
 template <typename T>
 inline T atomicCAS(T* address, T compare, T value)
 {
+    const detail::AtomicScope atomic;
     std::atomic_ref<T>(*address).compare_exchange_strong(compare, value);
     return compare;
 }
 template <typename T>
 inline T atomicMax(T* address, T value)
 {
+    const detail::AtomicScope atomic;
     std::atomic_ref<T> ref(*address);
     T old = ref.load();
     while (old < value && !ref.compare_exchange_weak(old, value)) {}
@@ -452,6 +491,7 @@ inline T atomicMax(T* address, T value)
 template <typename T>
 inline T atomicMin(T* address, T value)
 {
+    const detail::AtomicScope atomic;
     std::atomic_ref<T> ref(*address);
     T old = ref.load();
     while (value < old && !ref.compare_exchange_weak(old, value)) {}

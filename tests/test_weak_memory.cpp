@@ -1,0 +1,93 @@
+// The weak-memory check (kdfuse::simt::set_memory_check, instrumented build): every cross-block protocol of the
+// library (the grid sums' tickets, CRD's Z and bank update, OFD's margin, VID's channel reduction, ...) publishes
+// its stores with a fence or an atomic before another block reads them, for every entry point; and a protocol with
+// its fence removed is caught.
+#include "common/entry_points.h"
+#include "common/loss_test.h"
+#include "simt/simt_expect.h"
+
+#include "../kernels/common/portability.cuh"
+
+#include <gmock/gmock.h>
+
+#include <memory>
+
+namespace {
+
+using kdftest::Buffer;
+using kdftest::DeviceBuffer;
+using kdftest::Entry;
+using kdftest::Pointers;
+
+// The last-block sum of one value per block: each block's thread 0 stores its value, (optionally) fences, takes a
+// ticket; the last block to arrive adds the values. Without the fence a GPU may show the last block stale values.
+__global__ void ticketed_sum(const float* x, float* partials, unsigned* ticket, float* out, bool fence)
+{
+    if (threadIdx.x != 0) return;
+    partials[blockIdx.x] = 2.0f * x[blockIdx.x];
+    if (fence) __threadfence();
+    if (atomicAdd(ticket, 1u) != gridDim.x - 1) return;
+    float sum = 0.0f;
+    for (unsigned b = 0; b < gridDim.x; ++b) sum += partials[b];
+    *out = sum;
+    *ticket = 0;
+}
+
+class WeakMemory : public kdftest::LossTest, protected kdftest::DeviceAllocations {
+protected:
+    void SetUp() override
+    {
+        LossTest::SetUp();
+        ASSERT_TRUE(kdfuse::simt::traffic_instrumented()) << "this executable must link the instrumented build";
+        kdfuse::simt::set_memory_check(true);
+    }
+    void TearDown() override
+    {
+        kdfuse::simt::set_memory_check(false);
+        LossTest::TearDown();
+    }
+};
+
+TEST_F(WeakMemory, AProtocolWithoutItsFenceIsCaught)
+{
+    DeviceBuffer<float> x(std::vector<float>{1.0f, 2.0f, 3.0f, 4.0f}), partials(4), out(1);
+    DeviceBuffer<unsigned> ticket(std::vector<unsigned>{0});
+    ASSERT_EQ(kdf::launch<ticketed_sum>({dim3(4), dim3(32)}, x.get(), partials.get(), ticket.get(), out.get(), true),
+              cudaSuccess);
+    EXPECT_EQ(out.download()[0], 20.0f);
+    {
+        kdftest::ExpectSimtError expect;
+        EXPECT_EQ(kdf::launch<ticketed_sum>({dim3(4), dim3(32)}, x.get(), partials.get(), ticket.get(), out.get(), false),
+                  cudaErrorLaunchFailure);
+        EXPECT_THAT(expect.only(), ::testing::HasSubstr("weak memory in (anonymous namespace)::ticketed_sum: block 3, thread 0 loads byte 0 of the 16-byte allocation at"));
+        EXPECT_THAT(expect.only(), ::testing::HasSubstr("that block 0, thread 0 stored without a __threadfence()"));
+    }
+    (void)cudaGetLastError();
+    // Off, the same launch is not checked.
+    kdfuse::simt::set_memory_check(false);
+    ASSERT_EQ(cudaMemset(ticket.get(), 0, sizeof(unsigned)), cudaSuccess);
+    EXPECT_EQ(kdf::launch<ticketed_sum>({dim3(4), dim3(32)}, x.get(), partials.get(), ticket.get(), out.get(), false),
+              cudaSuccess);
+}
+
+TEST_F(WeakMemory, EveryEntryPointPublishesWhatOtherBlocksRead)
+{
+    for (const uint64_t seed : {1, 2, 3, 4, 5}) {
+        kdftest::Rng rng(seed);
+        for (const Entry& e : kdftest::entry_points(rng, true)) {
+            SCOPED_TRACE(e.name + ", params of seed " + std::to_string(seed));
+            Pointers p;
+            std::string buffers;
+            for (const Buffer& b : e.buffers) {
+                p.push_back(b.present && b.bytes > 0 ? alloc(b.bytes, kdftest::host_values(b, rng)) : nullptr);
+                buffers += " " + b.name + "@" + std::to_string(reinterpret_cast<uintptr_t>(p.back()));
+            }
+            SCOPED_TRACE("buffers:" + buffers);
+            const int ws = e.workspace_index();
+            EXPECT_EQ(e.call(handle, p, ws < 0 ? 0 : e.buffers[ws].bytes, 1.0f, stream), KDF_STATUS_SUCCESS)
+                << kdfGetLastErrorString();
+        }
+    }
+}
+
+}  // namespace
