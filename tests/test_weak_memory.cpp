@@ -59,8 +59,11 @@ TEST_F(WeakMemory, AProtocolWithoutItsFenceIsCaught)
         kdftest::ExpectSimtError expect;
         EXPECT_EQ(kdf::launch<ticketed_sum>({dim3(4), dim3(32)}, x.get(), partials.get(), ticket.get(), out.get(), false),
                   cudaErrorLaunchFailure);
-        EXPECT_THAT(expect.only(), ::testing::HasSubstr("weak memory in (anonymous namespace)::ticketed_sum: block 3, thread 0 loads byte 0 of the 16-byte allocation at"));
-        EXPECT_THAT(expect.only(), ::testing::HasSubstr("that block 0, thread 0 stored without a __threadfence()"));
+        // The last block to run (which one depends on the schedule) reads another block's partial.
+        EXPECT_THAT(expect.only(), ::testing::MatchesRegex(
+                                       ".*weak memory in \\(anonymous namespace\\)::ticketed_sum: block [0-3], thread 0 loads "
+                                       "byte [0-9]+ of the 16-byte allocation at .* that block [0-3], thread 0 stored "
+                                       "without a __threadfence\\(\\).*"));
     }
     (void)cudaGetLastError();
     // Off, the same launch is not checked.
