@@ -19,7 +19,11 @@
 // Element types: y_s, y_t, grad_s, grad_t are fp32, fp16 or bf16 (one kernel template, T); every value is
 // converted to fp32 on load and all arithmetic, the cache and the reductions are fp32, so a 16-bit call
 // computes exactly what the fp32 kernel computes on the same (16-bit-representable) inputs, up to the
-// final rounding of each gradient element to T (and, when accumulating, of the fp32 sum old + new).
+// final rounding of each gradient element to T (and, when accumulating, of the fp32 sum old + new). By
+// construction: every thread visits its columns in the same order whatever the rows' alignment, stride or
+// type (vector or scalar loads, kdf::for_each_column_pair), and the multiply-adds whose contraction could
+// differ between the instantiations are explicit (__fmul_rn for the 1/T scaling, __fmaf_rn for the KL terms
+// and the log-sum-exp rescaling).
 // Bytes moved (e bytes per element: 4 for fp32, 2 for fp16 / bf16): 2 e N C read + e N C written
 // (grad_s) when C <= kCacheColumns, i.e. the minimum; longer rows read y_s, y_t twice (the second read
 // mostly from L2 for rows of a few hundred KB).
@@ -54,7 +58,7 @@ struct CombineRowLse {
 };
 
 template <int BLOCK, typename T>
-__global__ void __launch_bounds__(BLOCK) kd_kernel(KDArgs args, bool vec, bool cache)
+__global__ void __launch_bounds__(BLOCK) kd_kernel(KDArgs args, float inv_t, float batch_scale, bool vec, bool cache)
 {
     using LseReduce = cub::BlockReduce<RowLse, BLOCK>;
     using SumReduce = cub::BlockReduce<float, BLOCK>;
@@ -66,9 +70,7 @@ __global__ void __launch_bounds__(BLOCK) kd_kernel(KDArgs args, bool vec, bool c
     float* cached = kdf::dynamic_shared<float>();  // [2 * classes] when `cache`
 
     const int64_t C = args.classes;
-    const float inv_t = 1.0f / args.temperature;
     const bool need_kl = args.loss != nullptr || args.grad_t != nullptr;
-    const float batch_scale = args.per_row ? 1.0f : 1.0f / static_cast<float>(args.rows);
     float block_loss = 0.0f;  // thread 0: this block's row losses, in row order (batch mean)
 
     for (int64_t row = blockIdx.x; row < args.rows; row += gridDim.x) {
@@ -90,8 +92,8 @@ __global__ void __launch_bounds__(BLOCK) kd_kernel(KDArgs args, bool vec, bool c
         // Pass 1: online log-sum-exp of both rows.
         RowLse mine{OnlineLse::empty(), OnlineLse::empty()};
         for_each_column_pair<BLOCK>(ys, yt, C, vec, [&](int64_t j, float a, float b) {
-            a *= inv_t;
-            b *= inv_t;
+            a = __fmul_rn(a, inv_t);
+            b = __fmul_rn(b, inv_t);
             mine.s.add(a);
             mine.t.add(b);
             if (cache) {
@@ -117,7 +119,7 @@ __global__ void __launch_bounds__(BLOCK) kd_kernel(KDArgs args, bool vec, bool c
             if (cache)
                 for_each_column_pair<BLOCK>(cached, cached + C, C, C % 4 == 0, f);
             else
-                for_each_column_pair<BLOCK>(ys, yt, C, vec, [&](int64_t j, float a, float b) { f(j, a * inv_t, b * inv_t); });
+                for_each_column_pair<BLOCK>(ys, yt, C, vec, [&](int64_t j, float a, float b) { f(j, __fmul_rn(a, inv_t), __fmul_rn(b, inv_t)); });
         };
 
         // Pass 2: KL terms and the student gradient.
@@ -126,7 +128,8 @@ __global__ void __launch_bounds__(BLOCK) kd_kernel(KDArgs args, bool vec, bool c
             const float log_q = a - lse_s;
             const float log_p = b - lse_t;
             const float p = expf(log_p);
-            kl_part += p > 0.0f ? p * (log_p - log_q) : 0.0f;  // p = 0 (a -inf teacher logit) adds 0
+            const bool term = p > 0.0f;  // p = 0 (a -inf teacher logit) adds 0
+            kl_part = __fmaf_rn(term ? p : 0.0f, term ? log_p - log_q : 0.0f, kl_part);
             if (gs) store(&gs[j], coef * (expf(log_q) - p), args.accumulate);
         });
         if (need_kl) {
@@ -135,7 +138,7 @@ __global__ void __launch_bounds__(BLOCK) kd_kernel(KDArgs args, bool vec, bool c
                 row_kl = kl;
                 const float l = args.temperature * args.temperature * w * kl;
                 if (args.loss && args.per_row) store(&args.loss[row], l, args.accumulate);
-                block_loss += l;
+                block_loss = __fadd_rn(block_loss, l);
             }
             __syncthreads();
         }
@@ -166,8 +169,12 @@ cudaError_t launch_block(const KDArgs& args, cudaStream_t stream)
                      aligned_to(args.y_t, sizeof(Pack4<T>));
     const bool cache = args.classes <= kCacheColumns;
     const size_t smem = cache ? size_t(2 * args.classes) * sizeof(float) : 0;
+    // 1/T and the batch mean's 1/N, divided here rather than in every block (the same IEEE quotients; a division
+    // in the kernel is a call to a slow path that costs it registers).
+    const float inv_t = 1.0f / args.temperature;
+    const float batch_scale = args.per_row ? 1.0f : 1.0f / static_cast<float>(args.rows);
     return kdf::launch<kd_kernel<BLOCK, T>>({dim3(static_cast<unsigned>(kd_blocks(args.rows))), dim3(BLOCK), smem, stream},
-                       args, vec, cache);
+                       args, inv_t, batch_scale, vec, cache);
 }
 
 template <typename T>

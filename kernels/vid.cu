@@ -108,10 +108,11 @@ __global__ void __launch_bounds__(BLOCK) vid_kernel(VIDArgs a)
         const float* pt = a.target + a.t.offset(in, ic);
         float* pg = a.grad_pred ? a.grad_pred + a.p.offset(in, ic) : nullptr;
         float sq = 0.0f;
-        // Adds d^2 to this lane's sum, returns the gradient element.
+        // Adds d^2 to this lane's sum (an explicit FMA: the same bits in every layout's code), returns the
+        // gradient element.
         auto visit = [&sq, coef](float mu, float t) {
             const float d = mu - t;
-            sq += d * d;
+            sq = __fmaf_rn(d, d, sq);
             return coef * d;
         };
 
@@ -151,10 +152,10 @@ __global__ void __launch_bounds__(BLOCK) vid_kernel(VIDArgs a)
                     float4* g4 = reinterpret_cast<float4*>(pg) + q;
                     if (accumulate) {
                         const float4 old = *g4;
-                        gv.x = old.x + gv.x;
-                        gv.y = old.y + gv.y;
-                        gv.z = old.z + gv.z;
-                        gv.w = old.w + gv.w;
+                        gv.x = __fadd_rn(old.x, gv.x);  // as store(): the product gv is never fused in
+                        gv.y = __fadd_rn(old.y, gv.y);
+                        gv.z = __fadd_rn(old.z, gv.z);
+                        gv.w = __fadd_rn(old.w, gv.w);
                     }
                     *g4 = gv;
                 } else {
@@ -203,7 +204,7 @@ __global__ void __launch_bounds__(BLOCK) vid_kernel(VIDArgs a)
         const float x = a.log_scale[c];
         const float var = softplus(x) + a.eps;
         const float r = s / var;
-        part += r + nhw * logf(var);
+        part += r + __fmul_rn(nhw, logf(var));
         if (a.grad_log_scale) store(&a.grad_log_scale[c], ls_coef * sigmoid(x) * (nhw - r) / var, accumulate);
     }
     const float sum = BlockSum(block_temp).Sum(part);

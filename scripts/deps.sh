@@ -23,6 +23,17 @@ kdfuse_install_debian_packages() {
     DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}"
 }
 
+# ON when the SIMT library can be built with multiply-add contraction forced on (KDFUSE_SIMT_CONTRACT, as nvcc
+# compiles for a GPU): any CPU but an x86 one without FMA instructions. Both README commands build it so.
+kdfuse_contract_option() {
+    if [ "$(uname -m)" != x86_64 ] || grep -qw fma /proc/cpuinfo; then
+        echo ON
+    else
+        echo "kdfuse: this CPU has no FMA instructions: the SIMT library is built without contraction" >&2
+        echo OFF
+    fi
+}
+
 # nvcc from PATH, else the toolkit's default location. Prints nothing if there is none.
 kdfuse_find_nvcc() {
     if command -v nvcc >/dev/null; then

@@ -40,7 +40,8 @@ fi
 
 step "configure and build (${targets[*]})"
 mkdir -p build
-quiet gradcheck-configure cmake -S . -B build -DCMAKE_BUILD_TYPE=RelWithDebInfo "${cuda_args[@]}"
+quiet gradcheck-configure cmake -S . -B build -DCMAKE_BUILD_TYPE=RelWithDebInfo -DKDFUSE_SIMT_CONTRACT="$(kdfuse_contract_option)" \
+    "${cuda_args[@]}"
 target_args=()
 for t in "${targets[@]}"; do target_args+=(--target "$t"); done
 quiet gradcheck-build cmake --build build -j "$jobs" "${target_args[@]}"

@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # The README's test command: installs what is missing (Debian packages, the project's .venv with
-# PyTorch for the reference), builds both libraries, runs every test (C++, the Python reference's and
-# the binding's, golden data generated from the reference) under
-# the forward, reverse and a random SIMT schedule, runs the SIMT tests again under AddressSanitizer +
-# UBSan, compiles the CUDA library for sm_80/sm_90 (failing on any register spill), checks that an
+# PyTorch for the reference), builds both libraries (the SIMT library with multiply-add contraction forced on,
+# as nvcc compiles for a GPU), runs every test (C++, the Python reference's and the binding's, golden data
+# generated from the reference) under the forward, reverse and a random SIMT schedule, runs the SIMT tests
+# again under AddressSanitizer + UBSan (-O0: no contraction), compiles the CUDA library for sm_80/sm_90 (failing on any register spill), checks that an
 # installed package can be consumed with find_package, and builds the Python wheel (CPU libraries), installs it
 # into a fresh virtual environment outside the tree and runs the module tests against it.
 #
@@ -39,8 +39,14 @@ else
     echo "kdfuse: nvcc not found: building the SIMT library only (CI requires the CUDA build)"
 fi
 
-step "configure and build (SIMT library, CUDA library for sm_80;sm_90, tests)"
-cmake -S . -B build -DCMAKE_BUILD_TYPE=RelWithDebInfo -DKDFUSE_PYTHON="$py" "${cuda_args[@]}" >/dev/null
+contract=$(kdfuse_contract_option)
+if [ "$contract" != ON ] && [ "${CI:-}" = "true" ]; then
+    echo "kdfuse: CI must build the SIMT library with multiply-add contraction (a CPU with FMA)" >&2
+    exit 1
+fi
+
+step "configure and build (SIMT library with multiply-add contraction, CUDA library for sm_80;sm_90, tests)"
+cmake -S . -B build -DCMAKE_BUILD_TYPE=RelWithDebInfo -DKDFUSE_SIMT_CONTRACT="$contract" -DKDFUSE_PYTHON="$py" "${cuda_args[@]}" >/dev/null
 # CUDA objects always recompile so the log holds every kernel's ptxas report (spills fail the build).
 find build \( -path '*/kdfuse.dir/*' -o -path '*/kdfuse_gpu_tests.dir/*' \) -name '*.cu.o' -delete
 cmake --build build -j "$jobs" 2>&1 | tee build/build.log | grep -vE "^ptxas info|bytes stack frame|^\[ *[0-9]+%\]" || true

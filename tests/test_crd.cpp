@@ -9,6 +9,7 @@
 
 #include <gmock/gmock.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <memory>
@@ -206,7 +207,11 @@ TEST_F(CRD, AccumulateAndNullOutputs)
                      nullptr, nullptr, 1.0f, 0, ws.get(), ws.size(), stream),
               KDF_STATUS_SUCCESS);
     const auto s2_h = s2.download();
-    for (size_t e = 0; e < 60; ++e) EXPECT_NEAR(s0[e], -1.5f * s2_h[e], 1e-6f * std::abs(s0[e]) + 1e-12f) << e;
+    // Not bitwise: -1.5 is not a power of two, and the normalisation's (dv - v dot) cancels, so the roundings of
+    // the two scales differ by a few ulps of the largest element (more under multiply-add contraction).
+    float largest = 0.0f;
+    for (const float v : s0) largest = std::max(largest, std::abs(v));
+    for (size_t e = 0; e < 60; ++e) EXPECT_NEAR(s0[e], -1.5f * s2_h[e], 1e-6f * std::abs(s0[e]) + 1e-6f * largest) << e;
 }
 
 TEST_F(CRD, DrawnContrastIndices)

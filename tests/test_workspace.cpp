@@ -44,6 +44,9 @@ protected:
     }
 };
 
+// The same bytes out: kdfuse's kernels do not depend on the workspace's address. (The GEMM-based losses' cuBLAS
+// calls could on a GPU, where cuBLAS may pick another algorithm for another operand alignment; the SIMT cuBLAS
+// does not.)
 TEST_F(Workspace, SixteenByteAlignedWorkspaceWorksForEveryEntryPoint)
 {
     for (const uint64_t seed : {1, 2, 3}) {

@@ -140,12 +140,17 @@ struct SampleGrad {
     bool through_norm;   // ||v_s|| >= eps: the gradient also flows through the norm (torch's clamp_min)
     float scale;         // g c w p / (N h w C_s): the loss mean, the channel mean and the power's p
 
+    // a_s[o], rounded: the same value wherever it is used.
+    __device__ __forceinline__ float as(int64_t o) const { return __fmul_rn(vs[o], inv_s); }
+    // d[o] = a_s[o] - a_t[o], both normalised values rounded before the difference: equal maps give exactly
+    // d = 0 (a contracted vs[o] * inv_s - vt[o] * inv_t would leave the first product's rounding error).
+    __device__ __forceinline__ float d(int64_t o) const { return as(o) - __fmul_rn(vt[o], inv_t); }
+
     template <Diff DIFF>
     __device__ __forceinline__ float dv(int64_t o, float p2) const
     {
-        const float as = vs[o] * inv_s;
-        const float dphi = diff_grad<DIFF>(as - vt[o] * inv_t, p2);
-        return scale * inv_s * (through_norm ? dphi - as * dot : dphi);
+        const float dphi = diff_grad<DIFF>(d(o), p2);
+        return scale * inv_s * (through_norm ? dphi - as(o) * dot : dphi);
     }
 };
 
@@ -217,9 +222,9 @@ __global__ void __launch_bounds__(BLOCK) attention_grad_kernel(AttentionArgs a)
     if (report || a.grad_s != nullptr) {
         SampleGrad sg{a.ws.v_s + n * hw, a.ws.v_t + n * hw, 0.0f, 0.0f, 0.0f, false, 0.0f};
         Pair sq{0.0f, 0.0f};
-        for (int64_t o = threadIdx.x; o < hw; o += BLOCK) {
-            sq.a += sg.vs[o] * sg.vs[o];
-            sq.b += sg.vt[o] * sg.vt[o];
+        for (int64_t o = threadIdx.x; o < hw; o += BLOCK) {  // explicit FMAs: equal maps get equal norms
+            sq.a = __fmaf_rn(sg.vs[o], sg.vs[o], sq.a);
+            sq.b = __fmaf_rn(sg.vt[o], sg.vt[o], sq.b);
         }
         const Pair norms = Reduce(temp).Reduce(sq, PairSum{});
         if (threadIdx.x == 0) {
@@ -233,10 +238,9 @@ __global__ void __launch_bounds__(BLOCK) attention_grad_kernel(AttentionArgs a)
 
         Pair terms{0.0f, 0.0f};  // sum phi(d), sum a_s phi'(d)
         for (int64_t o = threadIdx.x; o < hw; o += BLOCK) {
-            const float as = sg.vs[o] * sg.inv_s;
-            const float d = as - sg.vt[o] * sg.inv_t;
+            const float d = sg.d(o);
             terms.a += diff_value<DIFF>(d, a.p2);
-            terms.b += as * diff_grad<DIFF>(d, a.p2);
+            terms.b += sg.as(o) * diff_grad<DIFF>(d, a.p2);
         }
         const Pair sums = Reduce(temp).Reduce(terms, PairSum{});
         if (threadIdx.x == 0) {

@@ -10,7 +10,8 @@ namespace kdf {
 
 // Running log-sum-exp of a stream of values: lse = max + log(sum exp(x - max)). An empty state is
 // {-inf, 0}; -inf values add nothing (a masked logit), and combining with an empty state returns the other one
-// exactly (no exp(-inf - -inf) = NaN). All values -inf: lse = -inf.
+// exactly (no exp(-inf - -inf) = NaN). All values -inf: lse = -inf. The rescaling multiply-adds are explicit
+// FMAs, so every kernel that keeps one gets the same bits whatever the compiler contracts.
 struct OnlineLse {
     float max;
     float sum;
@@ -21,7 +22,7 @@ struct OnlineLse {
     {
         if (x == -INFINITY) return;
         if (x > max) {
-            sum = sum * expf(max - x) + 1.0f;
+            sum = __fmaf_rn(sum, expf(max - x), 1.0f);
             max = x;
         } else {
             sum += expf(x - max);
@@ -34,8 +35,8 @@ struct OnlineLse {
     {
         if (a.sum == 0.0f) return b;
         if (b.sum == 0.0f) return a;
-        if (a.max >= b.max) return {a.max, a.sum + b.sum * expf(b.max - a.max)};
-        return {b.max, b.sum + a.sum * expf(a.max - b.max)};
+        if (a.max >= b.max) return {a.max, __fmaf_rn(b.sum, expf(b.max - a.max), a.sum)};
+        return {b.max, __fmaf_rn(a.sum, expf(a.max - b.max), b.sum)};
     }
 };
 
@@ -64,34 +65,41 @@ struct alignas(4 * sizeof(T)) Pack4 {
 };
 
 // Calls f(j, a[j], b[j]) (as floats) for the columns of one row that belong to this thread of a BLOCK-thread
-// block; a and b hold T (float, __half or __nv_bfloat16). With `vec` (both rows aligned to a Pack4<T>) the
-// main loop uses vector loads, thread k taking columns 4k..4k+3 of each 4*BLOCK chunk, and a scalar loop
-// covers the tail; otherwise every load is scalar.
+// block; a and b hold T (float, __half or __nv_bfloat16). Thread k takes columns 4k..4k+3 of each 4*BLOCK
+// chunk, in order, then a scalar loop covers the n % 4 tail. With `vec` (both rows aligned to a Pack4<T>) a
+// quad is one vector load, otherwise four scalar loads: the same columns in the same order either way, so a
+// sum over them has the same bits whatever the rows' alignment, stride or storage type.
 template <int BLOCK, typename T, typename F>
 __device__ __forceinline__ void for_each_column_pair(const T* a, const T* b, int64_t n, bool vec, F&& f)
 {
-    int64_t start = 0;
-    if (vec) {
-        const int64_t n4 = n / 4;
-        const Pack4<T>* a4 = reinterpret_cast<const Pack4<T>*>(a);
-        const Pack4<T>* b4 = reinterpret_cast<const Pack4<T>*>(b);
-        for (int64_t k = threadIdx.x; k < n4; k += BLOCK) {
-            const Pack4<T> va = a4[k], vb = b4[k];
-            f(4 * k, to_float(va.v[0]), to_float(vb.v[0]));
-            f(4 * k + 1, to_float(va.v[1]), to_float(vb.v[1]));
-            f(4 * k + 2, to_float(va.v[2]), to_float(vb.v[2]));
-            f(4 * k + 3, to_float(va.v[3]), to_float(vb.v[3]));
+    const int64_t n4 = n / 4;
+    for (int64_t k = threadIdx.x; k < n4; k += BLOCK) {
+        Pack4<T> va, vb;
+        if (vec) {
+            va = reinterpret_cast<const Pack4<T>*>(a)[k];
+            vb = reinterpret_cast<const Pack4<T>*>(b)[k];
+        } else {
+#pragma unroll
+            for (int i = 0; i < 4; ++i) va.v[i] = a[4 * k + i], vb.v[i] = b[4 * k + i];
         }
-        start = n4 * 4;
+        // One copy of f for the quad (selects, not an indexed array: the values stay in registers).
+#pragma unroll 1
+        for (int i = 0; i < 4; ++i) {
+            const T x = i == 0 ? va.v[0] : i == 1 ? va.v[1] : i == 2 ? va.v[2] : va.v[3];
+            const T y = i == 0 ? vb.v[0] : i == 1 ? vb.v[1] : i == 2 ? vb.v[2] : vb.v[3];
+            f(4 * k + i, to_float(x), to_float(y));
+        }
     }
-    for (int64_t j = start + threadIdx.x; j < n; j += BLOCK) f(j, to_float(a[j]), to_float(b[j]));
+    for (int64_t j = 4 * n4 + threadIdx.x; j < n; j += BLOCK) f(j, to_float(a[j]), to_float(b[j]));
 }
 
-// out = value, or out += value when accumulating (in fp32, rounded once to T).
+// out = value, or out += value when accumulating (in fp32, rounded once to T). The add is __fadd_rn: a product
+// computing `value` is never fused into it, so accumulating gives exactly the old value plus what a plain store
+// would have written.
 template <typename T>
 __device__ __forceinline__ void store(T* out, float value, bool accumulate)
 {
-    *out = from_float<T>(accumulate ? to_float(*out) + value : value);
+    *out = from_float<T>(accumulate ? __fadd_rn(to_float(*out), value) : value);
 }
 
 // Thread 0's `value` in every thread of the block. Every thread calls it; it ends with a barrier, so it may be

@@ -78,16 +78,17 @@ struct PlanePos {
     }
 };
 
-// out[0..3] = v, or += v when accumulating (16-byte aligned).
+// out[0..3] = v, or += v when accumulating (16-byte aligned; the adds are store()'s __fadd_rn, so the four
+// elements get the bits four store() calls would write).
 __device__ __forceinline__ void store4(float* out, float4 v, bool accumulate)
 {
     float4* p = reinterpret_cast<float4*>(out);
     if (accumulate) {
         const float4 o = *p;
-        v.x += o.x;
-        v.y += o.y;
-        v.z += o.z;
-        v.w += o.w;
+        v.x = __fadd_rn(o.x, v.x);
+        v.y = __fadd_rn(o.y, v.y);
+        v.z = __fadd_rn(o.z, v.z);
+        v.w = __fadd_rn(o.w, v.w);
     }
     *p = v;
 }

@@ -340,6 +340,21 @@ inline T from_bits(uint64_t b)
     std::memcpy(&v, &b, sizeof(T));
     return v;
 }
+
+// A value hidden from the optimiser: a multiply before it cannot be fused with an add after it (the rounding
+// intrinsics, kdfuse::simt::api).
+inline float opaque(float x)
+{
+#if defined(__x86_64__) || defined(__i386__)
+    asm("" : "+x"(x));
+#elif defined(__aarch64__)
+    asm("" : "+w"(x));
+#else
+    volatile float v = x;
+    x = v;
+#endif
+    return x;
+}
 }  // namespace detail
 
 // The name under which `Kernel` appears in the resource table (see detail::kernel_name_from_tag).
@@ -504,10 +519,12 @@ inline double rsqrt(double x) { return 1.0 / std::sqrt(x); }
 inline float __fdividef(float x, float y) { return x / y; }
 inline float __frcp_rn(float x) { return 1.0f / x; }
 inline float __fsqrt_rn(float x) { return std::sqrt(x); }
+// The rounding intrinsics round each operation on its own: CUDA promises they are never merged into a multiply-add,
+// and they are not here either when the library is compiled with contraction forced on (KDFUSE_SIMT_CONTRACT).
 inline float __fmaf_rn(float a, float b, float c) { return std::fma(a, b, c); }
-inline float __fmul_rn(float a, float b) { return a * b; }
-inline float __fadd_rn(float a, float b) { return a + b; }
-inline float __fsub_rn(float a, float b) { return a - b; }
+inline float __fmul_rn(float a, float b) { return kdfuse::simt::detail::opaque(a * b); }
+inline float __fadd_rn(float a, float b) { return kdfuse::simt::detail::opaque(a) + kdfuse::simt::detail::opaque(b); }
+inline float __fsub_rn(float a, float b) { return kdfuse::simt::detail::opaque(a) - kdfuse::simt::detail::opaque(b); }
 inline float __fdiv_rn(float a, float b) { return a / b; }
 inline float __saturatef(float x) { return x != x ? 0.0f : (x < 0.0f ? 0.0f : (x > 1.0f ? 1.0f : x)); }
 inline int __float2int_rn(float x) { return static_cast<int>(std::nearbyint(x)); }
