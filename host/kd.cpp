@@ -88,6 +88,7 @@ kdfStatus_t kdfKD(kdfHandle_t handle, const kdfKDParams_t* params, const void* y
         args.loss = loss;
         args.grad_s = grad_s;
         args.grad_t = grad_t;
+        args.device_optin_smem = handle->max_smem_optin;
         if (!args.per_row) args.sum = kdf::GridSum::carve(workspace, kdf::kernels::kd_blocks(args.rows));
         return kdf::host::cuda_status("kdfKD", kdf::kernels::kd_launch(args, stream));
     });

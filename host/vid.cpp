@@ -37,7 +37,8 @@ Checker& check_params(Checker& check, const kdfVIDParams_t* p)
 
 size_t workspace_bytes(const kdfVIDParams_t* p)
 {
-    return static_cast<size_t>(kdf::GridSum::bytes(kdf::kernels::vid_planes(kdf::Map4d::resolve(p->pred))));
+    const kdf::Map4d pred = kdf::Map4d::resolve(p->pred);
+    return static_cast<size_t>(kdf::kernels::VIDStats::bytes(pred.n, pred.c));
 }
 
 }  // namespace
@@ -98,7 +99,7 @@ kdfStatus_t kdfVID(kdfHandle_t handle, const kdfVIDParams_t* params, const void*
         args.loss = loss;
         args.grad_pred = static_cast<float*>(grad_pred);
         args.grad_log_scale = grad_log_scale;
-        args.stats = kdf::GridSum::carve(workspace, kdf::kernels::vid_planes(args.p));
+        args.stats = kdf::kernels::VIDStats::carve(workspace, args.p.n, args.p.c);
         return kdf::host::cuda_status("kdfVID", kdf::kernels::vid_launch(args, stream));
     });
 }

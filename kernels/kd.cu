@@ -9,8 +9,9 @@
 // Both follow from d log_softmax(x)_j / dx_k = delta_jk - softmax(x)_k and the chain rule through /T.
 //
 // Fusion plan: one block per row (grid-stride over rows), one launch for the whole batch.
-//   pass 1: read y_s, y_t once; online max/sum of exp for both (no separate max pass); rows of up to
-//           kCacheColumns classes keep the scaled logits in shared memory.
+//   pass 1: read y_s, y_t once; online max/sum of exp for both (no separate max pass); rows whose pair fits
+//           the row cache (cache_limit: 2 C sizeof(T) <= 162 KiB, 20736 fp32 / 41472 16-bit classes) are
+//           kept in shared memory as they are (16-bit rows in 16 bits).
 //   pass 2: from shared memory (or a second read for longer rows): p, q, the KL terms, grad_s.
 //   pass 3: only if grad_t is requested, since it needs KL_i from pass 2.
 //   Batch mean: thread 0 of each block adds its row losses in row order, and kdf::grid_sum adds the
@@ -25,8 +26,8 @@
 // differ between the instantiations are explicit (__fmul_rn for the 1/T scaling, __fmaf_rn for the KL terms
 // and the log-sum-exp rescaling).
 // Bytes moved (e bytes per element: 4 for fp32, 2 for fp16 / bf16): 2 e N C read + e N C written
-// (grad_s) when C <= kCacheColumns, i.e. the minimum; longer rows read y_s, y_t twice (the second read
-// mostly from L2 for rows of a few hundred KB).
+// (grad_s) when the rows are cached, i.e. the minimum; longer rows read y_s, y_t twice (the second read
+// mostly from L2 for rows of a few hundred KB, from DRAM for most LLM vocabularies in fp32).
 // Numerics: logsumexp with the running maximum, so logits of +-1e4 with T down to 0.1 neither overflow
 // nor lose the largest terms; KL is accumulated per element as p (log p - log q) with both log
 // probabilities formed relative to their own log-sum-exp (no cancellation of two large lse values);
@@ -43,9 +44,21 @@
 namespace kdf::kernels {
 namespace {
 
-// 2 x 6016 floats = 47 KiB of dynamic shared memory: with the kernel's static shared memory (up to 400 bytes
-// on sm_80 / sm_90) it stays within the 48 KiB a block may use without opting in (2 x 6144 floats did not).
-constexpr int64_t kCacheColumns = 6016;
+// The row cache: both rows of C classes in their own type T, 2 C sizeof(T) bytes of dynamic shared memory, when
+// that fits the block. Up to 48 KiB (less the kernel's static shared memory) every device allows; beyond, the
+// launcher opts in, up to the device's opt-in maximum but at most sm_80's 163 KiB per block, so one limit holds
+// on every architecture the library is built for (sm_90's extra 64 KiB are not used yet). kStaticSmemReserve
+// covers the kernel's static shared memory (at most 400 bytes on sm_80 / sm_90, docs/benchmarking.md).
+constexpr size_t kStaticSmemReserve = 1024;
+constexpr size_t kDefaultSmem = 48 * 1024;
+constexpr size_t kSm80OptinSmem = 163 * 1024;
+
+// Bytes of dynamic shared memory a KD block may use on a device with `device_optin` bytes of opt-in shared memory.
+size_t cache_limit(int device_optin)
+{
+    const size_t optin = device_optin > 0 ? static_cast<size_t>(device_optin) : kDefaultSmem;
+    return (optin < kSm80OptinSmem ? optin : kSm80OptinSmem) - kStaticSmemReserve;
+}
 
 struct RowLse {
     OnlineLse s, t;
@@ -67,7 +80,7 @@ __global__ void __launch_bounds__(BLOCK) kd_kernel(KDArgs args, float inv_t, flo
         typename SumReduce::TempStorage sum;
     } temp;
     __shared__ float row_lse_s, row_lse_t, row_kl;
-    float* cached = kdf::dynamic_shared<float>();  // [2 * classes] when `cache`
+    T* cached = kdf::dynamic_shared<T>();  // [2 * classes] when `cache`: the rows as they are (not scaled)
 
     const int64_t C = args.classes;
     const bool need_kl = args.loss != nullptr || args.grad_t != nullptr;
@@ -92,14 +105,12 @@ __global__ void __launch_bounds__(BLOCK) kd_kernel(KDArgs args, float inv_t, flo
         // Pass 1: online log-sum-exp of both rows.
         RowLse mine{OnlineLse::empty(), OnlineLse::empty()};
         for_each_column_pair<BLOCK>(ys, yt, C, vec, [&](int64_t j, float a, float b) {
-            a = __fmul_rn(a, inv_t);
-            b = __fmul_rn(b, inv_t);
-            mine.s.add(a);
-            mine.t.add(b);
             if (cache) {
-                cached[j] = a;
-                cached[C + j] = b;
+                cached[j] = from_float<T>(a);  // exact: a came from a T
+                cached[C + j] = from_float<T>(b);
             }
+            mine.s.add(__fmul_rn(a, inv_t));
+            mine.t.add(__fmul_rn(b, inv_t));
         });
         const RowLse total = LseReduce(temp.lse).Reduce(mine, CombineRowLse{});
         if (threadIdx.x == 0) {
@@ -114,12 +125,13 @@ __global__ void __launch_bounds__(BLOCK) kd_kernel(KDArgs args, float inv_t, flo
         const bool poisoned = !(lse_s < INFINITY) || !(lse_t < INFINITY);
         const float coef = poisoned ? NAN : g * args.grad_scale * w * args.temperature * batch_scale;
 
-        // Passes 2 and 3 read the cached fp32 values (already divided by T) or the rows again.
+        // Passes 2 and 3 read the cached rows or the rows again, and divide by T as pass 1 did.
         const auto for_each_column = [&](auto&& f) {
+            const auto scaled = [&](int64_t j, float a, float b) { f(j, __fmul_rn(a, inv_t), __fmul_rn(b, inv_t)); };
             if (cache)
-                for_each_column_pair<BLOCK>(cached, cached + C, C, C % 4 == 0, f);
+                for_each_column_pair<BLOCK>(cached, cached + C, C, C % 4 == 0, scaled);
             else
-                for_each_column_pair<BLOCK>(ys, yt, C, vec, [&](int64_t j, float a, float b) { f(j, __fmul_rn(a, inv_t), __fmul_rn(b, inv_t)); });
+                for_each_column_pair<BLOCK>(ys, yt, C, vec, scaled);
         };
 
         // Pass 2: KL terms and the student gradient.
@@ -167,8 +179,16 @@ cudaError_t launch_block(const KDArgs& args, cudaStream_t stream)
 {
     const bool vec = args.ld_s % 4 == 0 && args.ld_t % 4 == 0 && aligned_to(args.y_s, sizeof(Pack4<T>)) &&
                      aligned_to(args.y_t, sizeof(Pack4<T>));
-    const bool cache = args.classes <= kCacheColumns;
-    const size_t smem = cache ? size_t(2 * args.classes) * sizeof(float) : 0;
+    const size_t limit = cache_limit(args.device_optin_smem), row_bytes = size_t(2 * args.classes) * sizeof(T);
+    const bool cache = row_bytes <= limit;
+    const size_t smem = cache ? row_bytes : 0;
+    // Above the default 48 KiB the kernel opts in, to the same `limit` from every call on the device (a call
+    // setting a smaller value could race with another's launch).
+    if (smem + kStaticSmemReserve > kDefaultSmem) {
+        const int optin = static_cast<int>(limit);
+        if (cudaError_t e = cudaFuncSetAttribute(kd_kernel<BLOCK, T>, cudaFuncAttributeMaxDynamicSharedMemorySize, optin))
+            return e;
+    }
     // 1/T and the batch mean's 1/N, divided here rather than in every block (the same IEEE quotients; a division
     // in the kernel is a call to a slow path that costs it registers).
     const float inv_t = 1.0f / args.temperature;

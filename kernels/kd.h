@@ -27,6 +27,7 @@ struct KDArgs {
     void* grad_s;              // nullable, `dtype`
     void* grad_t;              // nullable, `dtype`
     GridSum sum;               // workspace: block sums and ticket (batch-mean loss only)
+    int device_optin_smem;     // the device's opt-in shared memory per block (bytes): bounds the row cache
 };
 
 // Blocks of the launch (one row at a time per block, grid-stride over rows).

@@ -14,14 +14,16 @@
 // Fusion plan and kernel count. dL/dmu needs only var_c, which log_scale gives before any element is
 // read, so it is written in the same pass that reads mu and t. The loss and dL/ds_c need S_c, a sum over
 // every sample of the batch, i.e. over planes that other blocks read: a grid-wide dependency, resolved
-// inside the same launch. Each (n, c) plane is reduced by one group of threads (8 lanes for planes of up
-// to 64 elements, a warp up to 4096, the whole 256-thread block beyond; cub::WarpReduce /
-// cub::BlockReduce) into one partial in the workspace (N*C floats); every block then takes a ticket, and
-// the last block to arrive sums each channel's partials over n in order (thread c reads
-// partials[n*C + c]: coalesced), writes dL/ds_c and adds the channel terms of the loss with
-// cub::BlockReduce. So: one launch, plus a 4-byte memset zeroing the ticket when the loss or dL/ds is
-// requested. Fewer is impossible (the per-channel sums need every block's data) and a second launch
-// would only replace the ticket by a stream dependency.
+// inside the same launch by a two-level sum with no serial tail. Each (n, c) plane is reduced by one group of
+// threads (8 lanes for planes of up to 64 elements, a warp up to 4096, the whole 256-thread block beyond;
+// cub::WarpReduce / cub::BlockReduce) into one partial in the workspace (N*C floats), and the group takes its
+// channel's ticket; the group that completes channel c (its N-th ticket) sums the channel's partials, writes
+// dL/ds_c and the channel's loss term (C floats) and takes the channels' ticket; the group that completes the
+// last channel adds the C terms into the loss. So the per-channel work is spread over the groups that finish
+// each channel, while other planes are still being read, instead of one block summing N*C partials at the end.
+// One launch, plus a memset zeroing the C + 1 tickets when the loss or dL/ds is requested. Fewer is impossible
+// (the per-channel sums need every block's data) and a second launch would only replace the tickets by a
+// stream dependency.
 // Pooling happens on the fly: pooled element (h, w) is the mean of the target window
 // [floor(h H'/H), ceil((h+1) H'/H)) x [floor(w W'/W), ceil((w+1) W'/W)) (PyTorch's adaptive_avg_pool2d
 // rule, common/feature_map.h); no pooled tensor is written.
@@ -31,15 +33,15 @@
 // and the result, do not depend on the pointers' alignment.
 // Bytes moved (fp32): equal sizes 8M read + 4M written (grad_pred), the minimum; pooled: 4M + 4M' read
 // (M' = the target's elements, each read once when windows do not overlap) + 4M written; plus 4NC
-// written and read back for the partials and 8C for log_scale and dL/ds. Designed for bandwidth; not
-// measured on a GPU yet.
-// Numerics: fp32. S_c is a tree sum per plane (a few hundred terms per lane at most for warp groups)
-// and a sequential sum over n; softplus and sigmoid are formed from exp(-|x|) <= 1, so no overflow for
+// written and read back for the partials, 4C written and read back for the channel terms, 4(C + 1) for the
+// tickets, and 8C for log_scale and dL/ds. Designed for bandwidth; not measured on a GPU yet.
+// Numerics: fp32. S_c is a tree sum per plane (a few hundred terms per lane at most for warp groups),
+// then over n: N / GROUP terms per lane in n order and the group's tree; softplus and sigmoid are formed from exp(-|x|) <= 1, so no overflow for
 // any finite log_scale (+-20 and +-80 are tested); var_c >= eps > 0. dL/ds_c cancels where
 // S_c / var_c ~ N*H*W (the optimum of var), as any fp32 evaluation does.
 // Determinism: each plane is reduced by one group in a fixed order and the group size depends only on
-// the shape, the channel sums run in n order, the loss tree has a fixed shape: bitwise reproducible, no
-// float atomics.
+// the shape; a channel's sum and the loss's sum over channels have the same shape whichever group runs
+// them (the last to finish): bitwise reproducible, no float atomics.
 #include "vid.h"
 
 #include "common/device.cuh"
@@ -68,7 +70,7 @@ int group_size(int64_t hw) { return hw <= kSmallPlane ? 8 : hw <= kWarpPlane ? 3
 int64_t vid_blocks(const Map4d& p)
 {
     const int64_t per_block = kBlock / group_size(p.hw());
-    const int64_t blocks = (vid_planes(p) + per_block - 1) / per_block;
+    const int64_t blocks = (p.n * p.c + per_block - 1) / per_block;
     return blocks < kMaxBlocks ? blocks : kMaxBlocks;
 }
 
@@ -85,7 +87,7 @@ __global__ void __launch_bounds__(BLOCK) vid_kernel(VIDArgs a)
     using GroupSum = cub::WarpReduce<float, (GROUP < 32 ? GROUP : 32)>;
     __shared__ typename BlockSum::TempStorage block_temp;
     __shared__ typename GroupSum::TempStorage group_temp[kGroups];
-    __shared__ bool last;
+    __shared__ bool flag;  // group_flag's broadcast when the group is the block
 
     const int group = GROUP == BLOCK ? 0 : static_cast<int>(threadIdx.x) / GROUP;
     const int lane = GROUP == BLOCK ? static_cast<int>(threadIdx.x) : static_cast<int>(threadIdx.x) % GROUP;
@@ -99,6 +101,59 @@ __global__ void __launch_bounds__(BLOCK) vid_kernel(VIDArgs a)
     const float grad_coef = g * a.grad_scale * a.weight / total;  // g k w / M
     const bool stats = a.loss != nullptr || a.grad_log_scale != nullptr;
     const bool accumulate = a.accumulate;
+    const int64_t N = a.p.n;
+    const float nhw = static_cast<float>(N * hw);
+    const float ls_coef = 0.5f * grad_coef;  // g k w / (2M)
+
+    // The group's sum of one value per lane (a fixed tree; the result in lane 0), its storage free again after.
+    const auto group_sum = [&](float v) {
+        float sum;
+        if constexpr (GROUP == BLOCK) {
+            sum = BlockSum(block_temp).Sum(v);
+            __syncthreads();
+        } else {
+            sum = GroupSum(group_temp[group]).Sum(v);
+            __syncwarp(group_mask);
+        }
+        return sum;
+    };
+    // Lane 0's flag, in every lane of the group.
+    const auto group_flag = [&](bool v) {
+        if constexpr (GROUP == BLOCK) {
+            if (lane == 0) flag = v;
+            __syncthreads();
+            const bool all = flag;
+            __syncthreads();
+            return all;
+        } else {
+            return __shfl_sync(group_mask, static_cast<int>(v), 0, GROUP) != 0;
+        }
+    };
+    // Run by the group that completed channel c: S_c from the channel's N partials (lane l adds n = l, l + GROUP,
+    // ... in order, then the group's tree), dL/ds_c and the channel's loss term; the group that completes the
+    // last channel adds the C terms (the same way) into the loss.
+    const auto channel_tail = [&](int64_t c) {
+        __threadfence();
+        float s = 0.0f;
+        for (int64_t n = lane; n < N; n += GROUP) s += __ldcg(&a.stats.partials[n * C + c]);
+        const float channel_sum = group_sum(s);
+        bool last_channel = false;
+        if (lane == 0) {
+            const float x = a.log_scale[c];
+            const float var = softplus(x) + a.eps;
+            const float r = channel_sum / var;
+            a.stats.terms[c] = r + __fmul_rn(nhw, logf(var));
+            if (a.grad_log_scale) store(&a.grad_log_scale[c], ls_coef * sigmoid(x) * (nhw - r) / var, accumulate);
+            __threadfence();  // the term is visible before the ticket counts it
+            last_channel = atomicAdd(&a.stats.tickets[C], 1u) == static_cast<unsigned>(C - 1);
+        }
+        if (!group_flag(last_channel)) return;
+        __threadfence();
+        float t = 0.0f;
+        for (int64_t k = lane; k < C; k += GROUP) t += __ldcg(&a.stats.terms[k]);
+        const float terms = group_sum(t);
+        if (lane == 0 && a.loss) store(a.loss, 0.5f * a.weight * terms / total, accumulate);
+    };
 
     for (int64_t plane = blockIdx.x * int64_t(kGroups) + group; plane < planes; plane += int64_t(gridDim.x) * kGroups) {
         const int64_t in = plane / C, ic = plane % C;
@@ -172,45 +227,15 @@ __global__ void __launch_bounds__(BLOCK) vid_kernel(VIDArgs a)
         }
 
         if (!stats) continue;
-        float plane_sum;
-        if constexpr (GROUP == BLOCK) {
-            plane_sum = BlockSum(block_temp).Sum(sq);
-            __syncthreads();  // block_temp is reused for the next plane
-        } else {
-            plane_sum = GroupSum(group_temp[group]).Sum(sq);
-            __syncwarp(group_mask);  // group_temp[group] is reused for the next plane
+        // The two-level sum (see the header): the plane's partial, then its channel's ticket.
+        const float plane_sum = group_sum(sq);
+        bool channel_complete = false;
+        if (lane == 0) {
+            a.stats.partials[plane] = plane_sum;
+            __threadfence();  // the partial is visible before the ticket counts it
+            channel_complete = atomicAdd(&a.stats.tickets[ic], 1u) == static_cast<unsigned>(N - 1);
         }
-        if (lane == 0) a.stats.partials[plane] = plane_sum;
-    }
-    if (!stats) return;
-
-    // Ticket: the last block to arrive sees every plane's partial.
-    __threadfence();
-    __syncthreads();
-    if (threadIdx.x == 0) last = atomicAdd(a.stats.ticket, 1u) == gridDim.x - 1;
-    __syncthreads();
-    if (!last) return;
-    __threadfence();
-
-    // Per channel: S_c over n in order, dL/ds_c, and the channel's loss term.
-    const int64_t N = a.p.n;
-    const float nhw = static_cast<float>(N * hw);
-    const float ls_coef = 0.5f * grad_coef;  // g k w / (2M)
-    float part = 0.0f;
-    for (int64_t c = threadIdx.x; c < C; c += BLOCK) {
-        float s = 0.0f;
-#pragma unroll 4
-        for (int64_t n = 0; n < N; ++n) s += __ldcg(&a.stats.partials[n * C + c]);
-        const float x = a.log_scale[c];
-        const float var = softplus(x) + a.eps;
-        const float r = s / var;
-        part += r + __fmul_rn(nhw, logf(var));
-        if (a.grad_log_scale) store(&a.grad_log_scale[c], ls_coef * sigmoid(x) * (nhw - r) / var, accumulate);
-    }
-    const float sum = BlockSum(block_temp).Sum(part);
-    if (threadIdx.x == 0) {
-        if (a.loss) store(a.loss, 0.5f * a.weight * sum / total, accumulate);
-        *a.stats.ticket = 0;
+        if (group_flag(channel_complete)) channel_tail(ic);
     }
 }
 
@@ -226,12 +251,10 @@ cudaError_t launch_group(const VIDArgs& a, const LaunchConfig& cfg)
 
 }  // namespace
 
-int64_t vid_planes(const Map4d& p) { return p.n * p.c; }
-
 cudaError_t vid_launch(const VIDArgs& args, cudaStream_t stream)
 {
     if (args.loss != nullptr || args.grad_log_scale != nullptr)
-        if (cudaError_t e = args.stats.prepare(stream)) return e;
+        if (cudaError_t e = args.stats.prepare(args.p.c, stream)) return e;
     // The grid and the group size follow pred's shape alone.
     const LaunchConfig cfg{dim3(static_cast<unsigned>(vid_blocks(args.p))), dim3(kBlock), 0, stream};
     switch (group_size(args.p.hw())) {

@@ -22,7 +22,7 @@ jobs=${KDFUSE_JOBS:-$(nproc)}
 seed=${KDFUSE_RANDOM_SEED:-$(( (RANDOM << 15) | RANDOM ))}
 fuzz_seconds=${KDFUSE_FUZZ_SECONDS:-90}
 coverage_goal=95
-step() { printf '\n==== %s\n' "$*"; }
+step() { printf '\n==== %s (%s)\n' "$*" "$(date +%T)"; }
 
 step "dependencies"
 kdfuse_install_debian_packages

@@ -213,13 +213,14 @@ TEST_F(KD, StridedAndMisalignedRowsGiveTheDenseBits)
     }
 }
 
-// Rows up to 6016 classes are cached in 47 KiB of dynamic shared memory, longer ones read twice. Across the
-// boundary the result must not change: a row of C classes plus -inf logits (p = q = 0: no loss, zero gradient)
-// gives the C-class result. 6144 classes, cached before, failed to launch on a GPU (48 KiB + the kernel's
-// static shared memory); the SIMT backend now applies that rule (tests/simt/test_simt_launch_rules.cpp).
+// Both rows are cached in shared memory when 2 C sizeof(T) bytes fit in 162 KiB (sm_80's opt-in maximum of 163 KiB
+// less 1 KiB for the kernel's static shared memory): up to 20736 fp32 classes; above 48 KiB the launch opts in (the
+// SIMT backend refuses it otherwise). Longer rows are read twice. Across the boundary the result must not change:
+// a row of C classes plus a -inf logit (p = q = 0: no loss, zero gradient) gives the C-class result. (6144 classes,
+// once cached without opting in, failed to launch on a GPU: tests/simt/test_simt_launch_rules.cpp.)
 TEST_F(KD, RowsAtTheSharedMemoryCacheBoundary)
 {
-    const int64_t C = 6016;
+    const int64_t C = 20736;
     const std::vector<float> ys = kdftest::uniform(C, 31, -4.0f, 4.0f), yt = kdftest::uniform(C, 32, -4.0f, 4.0f);
     auto run = [&](int64_t classes) {
         std::vector<float> s(ys), t(yt);
@@ -240,13 +241,10 @@ TEST_F(KD, RowsAtTheSharedMemoryCacheBoundary)
         return out;
     };
     const std::vector<float> cached = run(C);
-    for (int64_t classes : {C + 1, int64_t(6144)}) {
-        SCOPED_TRACE(classes);
-        const std::vector<float> longer = run(classes);
-        EXPECT_NEAR(longer[0], cached[0], 1e-6 * std::fabs(cached[0]));
-        for (int64_t j = 0; j < C; ++j) ASSERT_NEAR(longer[1 + j], cached[1 + j], 1e-6f * 4.0f / C) << j;
-        for (int64_t j = C; j < classes; ++j) ASSERT_EQ(longer[1 + j], 0.0f) << j;
-    }
+    const std::vector<float> longer = run(C + 1);
+    EXPECT_NEAR(longer[0], cached[0], 1e-6 * std::fabs(cached[0]));
+    for (int64_t j = 0; j < C; ++j) ASSERT_NEAR(longer[1 + j], cached[1 + j], 1e-6f * 4.0f / C) << j;
+    EXPECT_EQ(longer[1 + C], 0.0f);
 }
 
 TEST_F(KD, NothingRequestedIsANoOp)
@@ -368,6 +366,39 @@ TEST_F(KD, SixteenBitLogitsAreTheFp32ResultRoundedOnce)
         EXPECT_EQ(loss16.download(), loss32.download());
     }
     EXPECT_GE(n_cases, 6u) << "16-bit golden data missing under " << kdftest::golden_root() << "/kd";
+}
+
+// 16-bit rows are cached in 16 bits: up to 41472 classes (2 x 81 KiB), twice the fp32 limit. Cached or not, a 16-bit
+// call gives the fp32 call's bits on the same values (which, at these sizes, reads its rows twice); the traffic test
+// shows which sizes are read once.
+TEST_F(KD, SixteenBitRowsAreCachedInSixteenBits)
+{
+    const Bits16 bits{KDF_DTYPE_BF16};
+    for (const int64_t classes : {int64_t(41472), int64_t(41473)}) {
+        SCOPED_TRACE(classes);
+        const int64_t n = 2;
+        std::vector<float> ys = kdftest::uniform(n * classes, 41, -6.0f, 6.0f), yt = kdftest::uniform(n * classes, 42, -6.0f, 6.0f);
+        ys = bits.to_floats(bits.from_floats(ys)), yt = bits.to_floats(bits.from_floats(yt));  // exact in bf16
+        kdfKDParams_t p32 = KDF_KD_PARAMS_INIT;
+        p32.rows = n;
+        p32.classes = classes;
+        p32.temperature = 2.0f;
+        kdfKDParams_t p16 = p32;
+        p16.dtype = bits.dtype;
+        DeviceBuffer<float> ys32(ys), yt32(yt), loss32(1), gs32(n * classes), loss16(1);
+        DeviceBuffer<uint16_t> ys16(bits.from_floats(ys)), yt16(bits.from_floats(yt)), gs16(n * classes);
+        DeviceBuffer<unsigned char> ws(workspace_size(p32));
+        ASSERT_EQ(kdfKD(handle, &p32, ys32.get(), yt32.get(), nullptr, loss32.get(), gs32.get(), nullptr, nullptr, 1.0f, 0,
+                        ws.get(), ws.size(), stream),
+                  KDF_STATUS_SUCCESS)
+            << kdfGetLastErrorString();
+        ASSERT_EQ(kdfKD(handle, &p16, ys16.get(), yt16.get(), nullptr, loss16.get(), gs16.get(), nullptr, nullptr, 1.0f, 0,
+                        ws.get(), ws.size(), stream),
+                  KDF_STATUS_SUCCESS)
+            << kdfGetLastErrorString();
+        EXPECT_EQ(loss16.download(), loss32.download());
+        EXPECT_EQ(gs16.download(), bits.from_floats(gs32.download()));
+    }
 }
 
 // Minus-infinite logits (a masked vocabulary entry, fp16 saturating) as PyTorch's DistillKL treats them: a

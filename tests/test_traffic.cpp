@@ -73,33 +73,46 @@ TEST_F(Traffic, TransposeMovesEachElementOnceAndSharedMemoryDoesNotCount)
     EXPECT_EQ(c.bytes_stored, bytes);
 }
 
-// KD, loss + grad_s, batch mean: rows of up to 6016 classes are read once (cached in shared memory), longer rows
-// twice. Plus the batch-mean sum: each of the N blocks (one per row) stores its partial and takes a ticket (an
-// atomic add, which the instrumentation reports as one 4-byte store), the last block reads the N partials, writes
-// the loss and resets the ticket; and the 4-byte memset that zeroes the ticket before the launch.
+// KD, loss + grad_s, batch mean: rows whose two rows fit in 162 KiB of shared memory in their own type are read
+// once (up to 20736 fp32 classes, 41472 bf16 ones), longer rows twice. Plus the batch-mean sum: each of the N blocks
+// (one per row) stores its partial and takes a ticket (an atomic add, which the instrumentation reports as one
+// 4-byte store), the last block reads the N partials, writes the loss and resets the ticket; and the 4-byte memset
+// that zeroes the ticket before the launch.
 TEST_F(Traffic, KDReadsRowsOnceUpToTheCacheLimitAndTwiceBeyond)
 {
-    for (const int64_t classes : {int64_t(100), int64_t(6016), int64_t(6017)}) {
-        SCOPED_TRACE(classes);
+    struct Size {
+        kdfDataType_t dtype;
+        int64_t classes;
+        bool cached;
+    };
+    for (const Size& z : {Size{KDF_DTYPE_FP32, 100, true}, Size{KDF_DTYPE_FP32, 20736, true}, Size{KDF_DTYPE_FP32, 20737, false},
+                          Size{KDF_DTYPE_BF16, 41472, true}, Size{KDF_DTYPE_BF16, 41473, false}}) {
+        const int64_t classes = z.classes;
+        const bool bf16 = z.dtype == KDF_DTYPE_BF16;
+        const uint64_t element = bf16 ? 2 : kFloat;
+        SCOPED_TRACE(std::to_string(classes) + (bf16 ? " bf16" : " fp32"));
         const int64_t n = 3;
         kdfKDParams_t p = KDF_KD_PARAMS_INIT;
         p.rows = n;
         p.classes = classes;
+        p.dtype = z.dtype;
+        // bf16 logits: the high halves of floats (any bits do for counting bytes)
         DeviceBuffer<float> ys(kdftest::uniform(n * classes, 2)), yt(kdftest::uniform(n * classes, 3));
         DeviceBuffer<float> loss(1), gs(n * classes);
         DeviceBuffer<unsigned char> ws(kdftest::workspace_size(kdfKDWorkspaceSize, p));
         kdfuse::simt::reset_counters();
         ASSERT_EQ(kdfKD(handle, &p, ys.get(), yt.get(), nullptr, loss.get(), gs.get(), nullptr, nullptr, 1.0f, 0,
                         ws.get(), ws.size(), stream),
-                  KDF_STATUS_SUCCESS);
+                  KDF_STATUS_SUCCESS)
+            << kdfGetLastErrorString();
         const std::vector<LaunchTraffic> all = kdfuse::simt::traffic();
         ASSERT_EQ(all.size(), 2u);
         EXPECT_EQ(all[0].name, "cudaMemsetAsync");
         EXPECT_EQ(all[0].bytes_stored, 4u);
         const LaunchTraffic& k = all[1];
         EXPECT_EQ(k.name, "kdf::kernels::(anonymous namespace)::kd_kernel<" + std::string(classes <= 256 ? "32" : "512") +
-                              ", float>");
-        const uint64_t logits = uint64_t(n * classes) * kFloat, reads = classes <= 6016 ? 1 : 2;
+                              (bf16 ? ", __nv_bfloat16>" : ", float>"));
+        const uint64_t logits = uint64_t(n * classes) * element, reads = z.cached ? 1 : 2;
         const uint64_t sum_loads = n * kFloat, sum_stores = n * kFloat + n * 4 + 4 + 4;
         EXPECT_EQ(k.bytes_loaded, 2 * reads * logits + sum_loads);
         EXPECT_EQ(k.bytes_stored, logits + sum_stores);

@@ -289,13 +289,14 @@ TEST_F(VID, NothingRequestedIsANoOp)
 TEST_F(VID, WorkspaceAtResnet32x4Shapes)
 {
     // resnet32x4 -> resnet8x4, N = 64, feature maps 32x32x32, 64x32x32, 128x16x16, 256x8x8: one float per
-    // (n, c) plane (rounded up to 256 bytes) plus the ticket; independent of H, W and of the target's size.
+    // (n, c) plane, one loss term per channel and C + 1 tickets, each part rounded up to 256 bytes; independent of
+    // H, W and of the target's size.
     kdfVIDParams_t p = KDF_VID_PARAMS_INIT;
     const struct {
         int64_t c, hw;
         size_t bytes;
-    } layers[] = {{32, 32, 64u * 32u * 4u + 256u}, {64, 32, 64u * 64u * 4u + 256u}, {128, 16, 64u * 128u * 4u + 256u},
-                  {256, 8, 64u * 256u * 4u + 256u}};
+    } layers[] = {{32, 32, 8192u + 256u + 256u}, {64, 32, 16384u + 256u + 512u}, {128, 16, 32768u + 512u + 768u},
+                  {256, 8, 65536u + 1024u + 1280u}};
     for (const auto& l : layers) {
         p.pred = {64, l.c, l.hw, l.hw, 0, 0};
         p.target = p.pred;
@@ -303,10 +304,10 @@ TEST_F(VID, WorkspaceAtResnet32x4Shapes)
         p.target.h = p.target.w = 2 * l.hw;  // a teacher of twice the resolution: pooled, same workspace
         EXPECT_EQ(workspace(p), l.bytes) << "C = " << l.c << ", pooled";
     }
-    EXPECT_EQ(workspace(p), 65792u);
+    EXPECT_EQ(workspace(p), 67840u);
     p.pred = {256, 512, 7, 7, 0, 0};  // ImageNet ResNet34 -> ResNet18 last stage
     p.target = p.pred;
-    EXPECT_EQ(workspace(p), 256u * 512u * 4u + 256u);
+    EXPECT_EQ(workspace(p), 256u * 512u * 4u + 2048u + 2304u);
 }
 
 TEST_F(VID, MultiLayerSumIntoOneLoss)

@@ -73,6 +73,27 @@ TEST_F(WeakMemory, AProtocolWithoutItsFenceIsCaught)
               cudaSuccess);
 }
 
+// VID's two-level sum across blocks (the entry points' random shapes fit in one block): planes reduced by 8-lane
+// groups, by warps and by whole blocks, each shape spread over several blocks.
+TEST_F(WeakMemory, VIDChannelSumsAcrossBlocks)
+{
+    const int64_t shapes[][3] = {{8, 16, 4}, {4, 6, 16}, {3, 2, 80}};  // n, c, h = w
+    for (const auto& [n, c, hw] : shapes) {
+        SCOPED_TRACE(std::to_string(n) + "x" + std::to_string(c) + "x" + std::to_string(hw));
+        kdfVIDParams_t p = KDF_VID_PARAMS_INIT;
+        p.pred = {n, c, hw, hw, 0, 0};
+        p.target = p.pred;
+        const size_t m = static_cast<size_t>(n * c * hw * hw);
+        DeviceBuffer<float> pred(kdftest::uniform(m, 1)), target(kdftest::uniform(m, 2)), log_scale(kdftest::uniform(c, 3));
+        DeviceBuffer<float> loss(1), grad_pred(m), grad_log_scale(c);
+        DeviceBuffer<unsigned char> ws(kdftest::workspace_size(kdfVIDWorkspaceSize, p));
+        EXPECT_EQ(kdfVID(handle, &p, pred.get(), target.get(), log_scale.get(), loss.get(), grad_pred.get(), grad_log_scale.get(),
+                         nullptr, 1.0f, 0, ws.get(), ws.size(), stream),
+                  KDF_STATUS_SUCCESS)
+            << kdfGetLastErrorString();
+    }
+}
+
 TEST_F(WeakMemory, EveryEntryPointPublishesWhatOtherBlocksRead)
 {
     for (const uint64_t seed : {1, 2, 3, 4, 5}) {
