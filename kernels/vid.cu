@@ -204,15 +204,7 @@ __global__ void __launch_bounds__(BLOCK) vid_kernel(VIDArgs a)
                 gv.w = visit(mu.w, t.w);
                 if (pg == nullptr) continue;
                 if constexpr (LAYOUT == Layout::Vec) {
-                    float4* g4 = reinterpret_cast<float4*>(pg) + q;
-                    if (accumulate) {
-                        const float4 old = *g4;
-                        gv.x = __fadd_rn(old.x, gv.x);  // as store(): the product gv is never fused in
-                        gv.y = __fadd_rn(old.y, gv.y);
-                        gv.z = __fadd_rn(old.z, gv.z);
-                        gv.w = __fadd_rn(old.w, gv.w);
-                    }
-                    *g4 = gv;
+                    store4(pg + 4 * q, gv, accumulate);
                 } else {
                     store(pg + 4 * q, gv.x, accumulate);
                     store(pg + 4 * q + 1, gv.y, accumulate);

@@ -102,6 +102,21 @@ __device__ __forceinline__ void store(T* out, float value, bool accumulate)
     *out = from_float<T>(accumulate ? __fadd_rn(to_float(*out), value) : value);
 }
 
+// out[0..3] = v, or += v when accumulating (16-byte aligned; the adds are __fadd_rn, as in store(), so the four
+// elements get the bits four store() calls would write).
+__device__ __forceinline__ void store4(float* out, float4 v, bool accumulate)
+{
+    float4* p = reinterpret_cast<float4*>(out);
+    if (accumulate) {
+        const float4 o = *p;
+        v.x = __fadd_rn(o.x, v.x);
+        v.y = __fadd_rn(o.y, v.y);
+        v.z = __fadd_rn(o.z, v.z);
+        v.w = __fadd_rn(o.w, v.w);
+    }
+    *p = v;
+}
+
 // Thread 0's `value` in every thread of the block. Every thread calls it; it ends with a barrier, so it may be
 // called again at once (its shared slot is reused).
 template <typename T>

@@ -78,21 +78,6 @@ struct PlanePos {
     }
 };
 
-// out[0..3] = v, or += v when accumulating (16-byte aligned; the adds are store()'s __fadd_rn, so the four
-// elements get the bits four store() calls would write).
-__device__ __forceinline__ void store4(float* out, float4 v, bool accumulate)
-{
-    float4* p = reinterpret_cast<float4*>(out);
-    if (accumulate) {
-        const float4 o = *p;
-        v.x = __fadd_rn(o.x, v.x);
-        v.y = __fadd_rn(o.y, v.y);
-        v.z = __fadd_rn(o.z, v.z);
-        v.w = __fadd_rn(o.w, v.w);
-    }
-    *p = v;
-}
-
 // Calls r = f(c, s_i, t_i) for the elements i of the groups first, first + stride, ... of maps ms / mt (one
 // shape) and stores r into g (layout of ms) unless g is NULL. CHANNEL: f uses c (else it gets 0). PAIR: t is
 // read (else f gets 0 for t_i and t may be NULL).
