@@ -5,6 +5,9 @@ set -euo pipefail
 
 KDFUSE_DEBIAN_PACKAGES=(cmake g++ make python3 binutils libboost-context-dev libgtest-dev libgmock-dev libbenchmark-dev gcovr)
 
+# A heading for the next step of a script's log, with the time it starts.
+step() { printf '\n==== %s (%s)\n' "$*" "$(date +%T)"; }
+
 kdfuse_install_debian_packages() {
     local missing=()
     for pkg in "${KDFUSE_DEBIAN_PACKAGES[@]}"; do

@@ -10,7 +10,6 @@ cd "$(dirname "$0")/.."
 source scripts/deps.sh
 
 jobs=${KDFUSE_JOBS:-$(nproc)}
-step() { printf '\n==== %s\n' "$*"; }
 
 # Runs a command with its output in build/$1.log; shows the log's tail only when it fails.
 quiet() {

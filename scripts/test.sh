@@ -28,7 +28,6 @@ asan_on_demand='^(nst\.NST\.GoldenCasesFromTheReference|vid\.VID\.GridStrideOver
 asan_exclude=(-E "$asan_on_demand")
 if [ "${KDFUSE_ASAN_ALL:-0}" = "1" ]; then asan_exclude=(); fi
 coverage_goal=95
-step() { printf '\n==== %s (%s)\n' "$*" "$(date +%T)"; }
 
 step "dependencies"
 kdfuse_install_debian_packages
