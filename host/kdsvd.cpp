@@ -2,6 +2,7 @@
 #include "../kernels/kdsvd.h"
 #include "call.h"
 
+#include <algorithm>
 #include <string>
 #include <vector>
 
@@ -11,11 +12,13 @@ namespace {
 
 using kdf::kernels::KDSVDGeometry;
 
-KDSVDGeometry geometry(const kdfKDSVDParams_t* p)
+// The layout for a Jacobi kernel with smem_limit bytes of dynamic shared memory: the portable limit for the
+// workspace size (shapes alone), the device's for a call.
+KDSVDGeometry geometry(const kdfKDSVDParams_t* p, size_t smem_limit = kdf::kernels::kPortableDynamicSmem)
 {
     kdf::Map4d s[KDF_KDSVD_MAX_LAYERS], t[KDF_KDSVD_MAX_LAYERS];
     for (int l = 0; l < p->num_layers; ++l) s[l] = kdf::Map4d::resolve(p->student[l]), t[l] = kdf::Map4d::resolve(p->teacher[l]);
-    return KDSVDGeometry::of(p->num_layers, s, t, p->k);
+    return KDSVDGeometry::of(p->num_layers, s, t, p->k, static_cast<int64_t>(smem_limit));
 }
 
 std::string map_name(const char* network, int l) { return "params->" + std::string(network) + "[" + std::to_string(l) + "]"; }
@@ -115,7 +118,9 @@ kdfStatus_t kdfKDSVD(kdfHandle_t handle, const kdfKDSVDParams_t* params, const v
         if (loss == nullptr && !any_grad) return kdf::host::succeed();
 
         kdf::kernels::KDSVDArgs args{};
-        args.geo = geometry(params);
+        // Never below the portable limit the workspace was sized with (every device the library runs on allows it).
+        const size_t device_limit = kdf::kernels::dynamic_smem_limit(handle->max_smem_optin);
+        args.geo = geometry(params, std::max(device_limit, kdf::kernels::kPortableDynamicSmem));
         for (int l = 0; l < layers; ++l) {
             args.ms[l] = kdf::Map4d::resolve(params->student[l]);
             args.mt[l] = kdf::Map4d::resolve(params->teacher[l]);

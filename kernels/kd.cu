@@ -10,7 +10,7 @@
 //
 // Fusion plan: one block per row (grid-stride over rows), one launch for the whole batch.
 //   pass 1: read y_s, y_t once; online max/sum of exp for both (no separate max pass); rows whose pair fits
-//           the row cache (cache_limit: 2 C sizeof(T) <= 162 KiB, 20736 fp32 / 41472 16-bit classes) are
+//           the row cache (dynamic_smem_limit: 2 C sizeof(T) <= 162 KiB, 20736 fp32 / 41472 16-bit classes) are
 //           kept in shared memory as they are (16-bit rows in 16 bits).
 //   pass 2: from shared memory (or a second read for longer rows): p, q, the KL terms, grad_s.
 //   pass 3: only if grad_t is requested, since it needs KL_i from pass 2.
@@ -40,25 +40,10 @@
 #include "kd.h"
 
 #include "common/device.cuh"
+#include "common/shared_memory.h"
 
 namespace kdf::kernels {
 namespace {
-
-// The row cache: both rows of C classes in their own type T, 2 C sizeof(T) bytes of dynamic shared memory, when
-// that fits the block. Up to 48 KiB (less the kernel's static shared memory) every device allows; beyond, the
-// launcher opts in, up to the device's opt-in maximum but at most sm_80's 163 KiB per block, so one limit holds
-// on every architecture the library is built for (sm_90's extra 64 KiB are not used yet). kStaticSmemReserve
-// covers the kernel's static shared memory (at most 400 bytes on sm_80 / sm_90, docs/benchmarking.md).
-constexpr size_t kStaticSmemReserve = 1024;
-constexpr size_t kDefaultSmem = 48 * 1024;
-constexpr size_t kSm80OptinSmem = 163 * 1024;
-
-// Bytes of dynamic shared memory a KD block may use on a device with `device_optin` bytes of opt-in shared memory.
-size_t cache_limit(int device_optin)
-{
-    const size_t optin = device_optin > 0 ? static_cast<size_t>(device_optin) : kDefaultSmem;
-    return (optin < kSm80OptinSmem ? optin : kSm80OptinSmem) - kStaticSmemReserve;
-}
 
 struct RowLse {
     OnlineLse s, t;
@@ -179,12 +164,11 @@ cudaError_t launch_block(const KDArgs& args, cudaStream_t stream)
 {
     const bool vec = args.ld_s % 4 == 0 && args.ld_t % 4 == 0 && aligned_to(args.y_s, sizeof(Pack4<T>)) &&
                      aligned_to(args.y_t, sizeof(Pack4<T>));
-    const size_t limit = cache_limit(args.device_optin_smem), row_bytes = size_t(2 * args.classes) * sizeof(T);
+    const size_t limit = dynamic_smem_limit(args.device_optin_smem), row_bytes = size_t(2 * args.classes) * sizeof(T);
     const bool cache = row_bytes <= limit;
-    const size_t smem = cache ? row_bytes : 0;
-    // Above the default 48 KiB the kernel opts in, to the same `limit` from every call on the device (a call
-    // setting a smaller value could race with another's launch).
-    if (smem + kStaticSmemReserve > kDefaultSmem) {
+    const size_t smem = cache ? row_bytes : 0;  // the row cache: both rows in their own type T
+    // Above the default 48 KiB the kernel opts in, to the same `limit` from every call on the device.
+    if (smem + kStaticSmemReserve > kDefaultSmemPerBlock) {
         const int optin = static_cast<int>(limit);
         if (cudaError_t e = cudaFuncSetAttribute(kd_kernel<BLOCK, T>, cudaFuncAttributeMaxDynamicSharedMemorySize, optin))
             return e;

@@ -24,7 +24,7 @@
 //      double (an fp32 solve's rounding, ~eps ||G|| per sweep, cost 5-15x the seed's gradient accuracy on
 //      RepDistiller's 128-channel maps): the packed upper triangle of G in shared memory, round-robin ordering,
 //      n / 2 disjoint rotations per step, each step one pass over the 2 x 2 blocks of G (both rotations at once)
-//      and one over the basis V^T (in shared memory where it fits, kKDSVDJacobiSmemLimit, else in the
+//      and one over the basis V^T (in shared memory where it fits, geo.smem_limit, else in the
 //      workspace); sweeps until one rotates nothing (at most kMaxSweeps). Eigenpairs sorted by decreasing value
 //      (index order on ties) overwrite the Gram in fp32. A Gram with a non-finite entry gets zero eigenpairs.
 //   3. kdsvd_sample_kernel: one block per sample: vectors, alignment, a_s and a_t of every layer, the RBF of every
@@ -605,8 +605,11 @@ LaunchResult kdsvd_launch(const KDSVDArgs& a, cudaStream_t stream)
                 return r;
         }
     }
+    // Above the default 48 KiB the kernel opts in, always to the device's limit (see common/shared_memory.h).
     const size_t smem = static_cast<size_t>(g.jacobi_layout().bytes);
-    if ((r.cuda = cudaFuncSetAttribute(kdsvd_jacobi_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem))))
+    if (smem + kStaticSmemReserve > kDefaultSmemPerBlock &&
+        (r.cuda = cudaFuncSetAttribute(kdsvd_jacobi_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                       static_cast<int>(g.smem_limit))))
         return r;
     const unsigned grams = static_cast<unsigned>(2 * g.layers * g.n);
     if ((r.cuda = kdf::launch<kdsvd_jacobi_kernel>({dim3(grams), dim3(kKDSVDBlock), smem, stream}, a))) return r;

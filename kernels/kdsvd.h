@@ -5,6 +5,7 @@
 #include "common/feature_map.h"
 #include "common/gemm.h"
 #include "common/grid_sum.h"
+#include "common/shared_memory.h"
 
 namespace kdf::kernels {
 
@@ -14,9 +15,6 @@ constexpr int kKDSVDMaxK = KDF_KDSVD_MAX_K;
 constexpr int kKDSVDMaxRank = KDF_KDSVD_MAX_RANK;
 constexpr int kKDSVDMaxVectors = kKDSVDMaxK + 3;  // student candidates per teacher vector set
 constexpr int kKDSVDTile = 32;                    // pixels per block of the gradient kernel
-// The Jacobi kernel's dynamic shared memory stays within this (sm_80 allows 163 KiB per block, sm_90 227 KiB):
-// a basis that would not fit goes to the workspace.
-constexpr int64_t kKDSVDJacobiSmemLimit = 160 * 1024;
 
 // Byte offsets of the Jacobi kernel's dynamic shared memory for Grams up to order r, bases up to order rv:
 // the packed upper triangle of G (doubles), the basis V^T (doubles), the rotations (cos, sin: doubles), the
@@ -87,8 +85,8 @@ struct KDSVDGeometry {
     int64_t basis_doubles;  // the bases kept in the workspace
     int max_rank;           // the largest Gram order (the Jacobi kernel's shared memory)
     int max_smem_basis;     // the largest order whose basis is in shared memory
+    int64_t smem_limit;     // the Jacobi kernel's dynamic shared memory stays within this
     bool fits;              // grids and cuBLAS ints
-
 
     static KDSVDSide side(const Map4d& m, int vectors_wanted)
     {
@@ -101,9 +99,14 @@ struct KDSVDGeometry {
         return s;
     }
 
-    static KDSVDGeometry of(int layers, const Map4d* s, const Map4d* t, int k)
+    // smem_limit: the bytes of dynamic shared memory the Jacobi kernel may use (bases that do not fit go to the
+    // workspace). The workspace is sized with kPortableDynamicSmem, what every device allows, so that its size
+    // follows from the shapes alone; a call uses its device's limit, which keeps more bases on chip and fewer in
+    // the workspace.
+    static KDSVDGeometry of(int layers, const Map4d* s, const Map4d* t, int k, int64_t smem_limit)
     {
         KDSVDGeometry g{};
+        g.smem_limit = smem_limit;
         g.layers = layers;
         g.k = k;
         g.n = s[0].n;
@@ -134,7 +137,7 @@ struct KDSVDGeometry {
         // Bases: in shared memory where they fit beside the largest Gram, else in the workspace.
         for (int l = 0; l < layers; ++l)
             for (KDSVDSide* x : {&g.layer[l].s, &g.layer[l].t}) {
-                x->basis_in_smem = JacobiSmem::of(g.max_rank, x->n).bytes <= kKDSVDJacobiSmemLimit;
+                x->basis_in_smem = JacobiSmem::of(g.max_rank, x->n).bytes <= smem_limit;
                 if (x->basis_in_smem) {
                     if (x->n > g.max_smem_basis) g.max_smem_basis = x->n;
                 } else {

@@ -355,15 +355,16 @@ TEST_F(KDSVD, SamplesWithoutVectorsGetNoGradient)
 
 TEST_F(KDSVD, WorkspaceDependsOnlyOnTheParams)
 {
-    // resnet32x4 at N = 64: the Jacobi bases (doubles) of the order-128 Grams, which do not fit in shared memory
-    // beside the largest Gram; Grams of order 64, 128 and 64 (the 256x8x8 layer is wide: h*w = 64) per network
+    // resnet32x4 at N = 64: the Jacobi bases (doubles) of every Gram: beside an order-128 Gram only bases up to
+    // order 63 fit in the 98 KiB of shared memory every device allows (a call on a device that allows more keeps
+    // the order-64 bases on chip and leaves their part of the workspace unused); Grams of order 64, 128 and 64 (the 256x8x8 layer is wide: h*w = 64) per network
     // and sample, their eigenvalues; per sample and layer (k + 4) + 11 C floats of vectors (k = 1); the (L - 1) N
     // loss partials with their ticket; the 4 MiB cuBLAS slice. Strides change nothing.
     kdfKDSVDParams_t p = KDF_KDSVD_PARAMS_INIT;
     p.num_layers = 3;
     p.student[0] = {64, 64, 32, 32, 0, 0}, p.student[1] = {64, 128, 16, 16, 0, 0}, p.student[2] = {64, 256, 8, 8, 0, 0};
     for (int l = 0; l < 3; ++l) p.teacher[l] = p.student[l];
-    const size_t bases = 64u * 2 * 128 * 128 * 8;
+    const size_t bases = 64u * 2 * (64 * 64 + 128 * 128 + 64 * 64) * 8;
     const size_t grams = 64u * 2 * (64 * 64 + 128 * 128 + 64 * 64) * 4, values = 64u * 2 * (64 + 128 + 64) * 4;
     const size_t vectors = 64u * (3 * 5 + 11 * (64 + 128 + 256)) * 4, partials = 2 * 64 * 4 + 256;
     EXPECT_EQ(workspace(p), bases + grams + values + vectors + partials + (size_t(4) << 20));
@@ -379,6 +380,17 @@ TEST_F(KDSVD, WorkspaceDependsOnlyOnTheParams)
     p.num_layers = 2, p.student[1] = p.student[2], p.teacher[1] = p.teacher[2];
     const size_t vectors3 = 64u * (2 * 6 + 16 * (64 + 256)) * 4, partials3 = 64 * 4 + 256;
     EXPECT_EQ(workspace(p), 64u * 2 * (64 * 64 + 64 * 64) * 4 + 64u * 2 * (64 + 64) * 4 + vectors3 + partials3 + (size_t(4) << 20));
+    // Two layers of 90 x 10 x 10 maps: Grams of order 90, whose bases fit in shared memory beside them within the
+    // 99 KiB every device lets a block opt in to; at order 91 they do not, and go to the workspace.
+    for (const int ch : {90, 91}) {
+        p.k = 1, p.num_layers = 2;
+        p.student[0] = p.student[1] = p.teacher[0] = p.teacher[1] = {64, ch, 10, 10, 0, 0};
+        const size_t n2 = size_t(ch) * ch, sides = 64u * 2 * 2;
+        const size_t bases_n = ch == 91 ? sides * n2 * 8 : 0;
+        const size_t vectors_n = 64u * (2 * 5 + 11 * 2 * ch) * 4;
+        EXPECT_EQ(workspace(p), bases_n + sides * n2 * 4 + sides * ch * 4 + vectors_n + partials3 + (size_t(4) << 20))
+            << "order " << ch;
+    }
     // The call refuses a workspace one byte short.
     const Case c = load(kdftest::find_case("kdsvd", "n1_k1_tall_c5_c7"));
     OnDevice d(c);
