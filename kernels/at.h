@@ -4,14 +4,15 @@
 #pragma once
 
 #include "common/feature_map.h"
-#include "common/grid_sum.h"
+#include "common/grid_sum.h"  // round_up
 
 namespace kdf::kernels {
 
 // Launch geometry (host arithmetic shared by the launchers and the workspace size query).
 constexpr int kAttentionBlock = 256;
 constexpr int64_t kAttentionMapPositions = 32;       // map positions per block of the attention-map kernel
-constexpr int64_t kAttentionGradElements = 8192;     // student elements per block of the gradient kernel (target)
+constexpr int64_t kAttentionGradElements = 16384;    // student elements per block of the gradient kernel (target)
+constexpr int64_t kAttentionGradMinChannels = 16;    // and at least this many channels (or all of them)
 constexpr int64_t kAttentionStage = 4096;            // floats staged in shared memory when the student is pooled
 constexpr int64_t kAttentionMaxPooledWidth = kAttentionStage / 2;  // at least two staged rows
 
@@ -36,12 +37,12 @@ struct AttentionGeometry {
         g.w = s.w < t.w ? s.w : t.w;
         g.pool_student = s.h != g.h || s.w != g.w;
         g.map_blocks = (s.n * g.h * g.w + kAttentionMapPositions - 1) / kAttentionMapPositions;
-        // Split a sample's channels so that each block writes about kAttentionGradElements gradient
-        // elements; every block re-derives its sample's norms from the h*w map values.
-        const int64_t per_sample = s.c * s.hw();
-        int64_t chunks = (per_sample + kAttentionGradElements - 1) / kAttentionGradElements;
-        chunks = chunks < 1 ? 1 : chunks > s.c ? s.c : chunks;
-        g.channels_per_block = (s.c + chunks - 1) / chunks;
+        // Split a sample's channels so that each block writes about kAttentionGradElements gradient elements,
+        // and at least kAttentionGradMinChannels channels: every block reads its sample's h*w values of G once,
+        // which stays below 1/32 of the bytes the block moves.
+        const int64_t by_elements = (kAttentionGradElements + s.hw() - 1) / s.hw();
+        const int64_t per_block = by_elements > kAttentionGradMinChannels ? by_elements : kAttentionGradMinChannels;
+        g.channels_per_block = per_block < s.c ? per_block : s.c;
         g.grad_blocks = s.n * ((s.c + g.channels_per_block - 1) / g.channels_per_block);
         constexpr int64_t kIntMax = 2147483647;
         g.fits = 2 * g.map_blocks <= kIntMax && g.grad_blocks <= kIntMax &&
@@ -50,23 +51,34 @@ struct AttentionGeometry {
     }
 };
 
-// Workspace: the attention maps before normalisation (v = mean_C f^p, n x h*w floats each) and the
-// grid-sum partials of the gradient kernel. Depends on the shapes only.
+// Workspace: the attention maps before normalisation (v = mean_C f^p, n x h*w floats each), the gradient's
+// per-position factor G (n x h*w floats, when a gradient is requested), one loss term per sample, and n + 1
+// tickets (one per sample, counting the map blocks that wrote it; one counting the finished samples). Depends on
+// the shapes only.
 struct AttentionWorkspace {
     float* v_s;
     float* v_t;
-    GridSum sum;
+    float* g;
+    float* sample_loss;
+    unsigned* tickets;
 
     static int64_t map_bytes(const Map4d& s, const AttentionGeometry& g) { return round_up(s.n * g.h * g.w * 4, 256); }
+    static int64_t loss_bytes(const Map4d& s) { return round_up(s.n * 4, 256); }
     static int64_t bytes(const Map4d& s, const AttentionGeometry& g)
     {
-        return 2 * map_bytes(s, g) + GridSum::bytes(g.grad_blocks);
+        return 3 * map_bytes(s, g) + loss_bytes(s) + round_up((s.n + 1) * 4, 256);
     }
     static AttentionWorkspace carve(void* workspace, const Map4d& s, const AttentionGeometry& g)
     {
         auto* base = static_cast<unsigned char*>(workspace);
         const int64_t m = map_bytes(s, g);
-        return {reinterpret_cast<float*>(base), reinterpret_cast<float*>(base + m), GridSum::carve(base + 2 * m, g.grad_blocks)};
+        return {reinterpret_cast<float*>(base), reinterpret_cast<float*>(base + m), reinterpret_cast<float*>(base + 2 * m),
+                reinterpret_cast<float*>(base + 3 * m), reinterpret_cast<unsigned*>(base + 3 * m + loss_bytes(s))};
+    }
+    // Zeroes the n + 1 tickets on `stream`.
+    cudaError_t prepare(int64_t n, cudaStream_t stream) const
+    {
+        return cudaMemsetAsync(tickets, 0, static_cast<size_t>(n + 1) * sizeof(unsigned), stream);
     }
 };
 
@@ -86,7 +98,8 @@ struct AttentionArgs {
     AttentionWorkspace ws;
 };
 
-// Two kernels (plus a 4-byte memset of the ticket when the loss is requested).
+// A memset of the n + 1 tickets, the map kernel (which also finishes the loss), and the gradient kernel when
+// grad_s is requested.
 cudaError_t at_launch(const AttentionArgs& args, cudaStream_t stream);
 
 }  // namespace kdf::kernels

@@ -1,6 +1,6 @@
 // AT through the C API of libkdfuse_sim: golden data (pooled teacher or student, overlapping windows,
 // non-square maps, N = 1, p != 2, the normalisation's eps branch), accumulate/weights/grad_loss/grad_scale,
-// NULL outputs, strided and misaligned layouts, two launches and determinism, the workspace at
+// NULL outputs, strided and misaligned layouts, launch counts and determinism, the workspace at
 // RepDistiller's shapes, three layers summed into one loss, bad inputs (the suite shared with FT:
 // tests/attention_loss_test.h).
 #include "attention_loss_test.h"

@@ -1,7 +1,7 @@
 // FT through the C API of libkdfuse_sim: golden data (L1 with sign(0) = 0, p2 = 2 and the odd p2 = 3 of
 // the seed, p1 != 2, pooled teacher or student, overlapping windows, non-square maps, N = 1, the
 // normalisation's eps branch), accumulate/weights/grad_loss/grad_scale, NULL outputs, strided and
-// misaligned layouts, two launches and determinism, the workspace, three layers into one loss, bad inputs.
+// misaligned layouts, launch counts and determinism, the workspace, three layers into one loss, bad inputs.
 // FT runs AT's kernels (kernels/common/attention_map.cuh); the suite both share is
 // tests/attention_loss_test.h.
 #include "attention_loss_test.h"

@@ -167,3 +167,37 @@ TEST_F(Traffic, GemmsAreModelledRecordsWithTheirFlops)
 }
 
 }  // namespace
+
+// AT (and FT, the same kernels): the map kernel reads both maps once and finishes each sample from its h*w map
+// values; the gradient kernel reads f_s again (the per-sample norms are a grid-wide dependency) and each block
+// its sample's G once. 2 x 64 x 32 x 32 maps: 4 gradient blocks of 16 channels per sample.
+TEST_F(Traffic, ATReadsBothMapsOnceAndTheStudentAgainForItsGradient)
+{
+    constexpr uint64_t n = 2, c = 64, hw = 32 * 32;
+    kdfATParams_t p = KDF_AT_PARAMS_INIT;
+    p.student = {int64_t(n), int64_t(c), 32, 32, 0, 0};
+    p.teacher = p.student;
+    DeviceBuffer<float> fs(kdftest::uniform(n * c * hw, 4)), ft(kdftest::uniform(n * c * hw, 5)), loss(1), gs(n * c * hw);
+    DeviceBuffer<unsigned char> ws(kdftest::workspace_size(kdfATWorkspaceSize, p));
+    kdfuse::simt::reset_counters();
+    ASSERT_EQ(kdfAT(handle, &p, fs.get(), ft.get(), loss.get(), gs.get(), nullptr, 1.0f, 0, ws.get(), ws.size(), stream),
+              KDF_STATUS_SUCCESS);
+    const std::vector<LaunchTraffic> all = kdfuse::simt::traffic(), k = kernels();
+    ASSERT_EQ(all.size(), 3u);
+    EXPECT_EQ(all[0].name, "cudaMemsetAsync");
+    EXPECT_EQ(all[0].bytes_stored, (n + 1) * 4) << "the sample tickets and the batch's";
+    ASSERT_EQ(k.size(), 2u);
+    const uint64_t S = n * c * hw * kFloat, V = n * hw * kFloat;  // a map; the v (or G) of every sample
+    // Map kernel: loads f_s and f_t, and each sample's v_s and v_t three times (norms; dot and loss term; G), then
+    // the N loss terms. Stores v_s, v_t and G, one ticket per block and sample (2 x 32 blocks per sample), one per
+    // finished sample, the N terms and the loss.
+    const uint64_t arrivals = 2 * n * hw / 32;
+    EXPECT_EQ(k[0].bytes_loaded, 2 * S + 3 * 2 * V + n * kFloat);
+    EXPECT_EQ(k[0].bytes_stored, 3 * V + kFloat * (arrivals + n + n + 1));
+    EXPECT_EQ(k[0].unique_bytes, 2 * S + 3 * V + kFloat * ((n + 1) + n + 1));
+    // Gradient kernel: f_s again and G once per block; grad_s written once.
+    const uint64_t blocks = n * (c / 16);
+    EXPECT_EQ(k[1].bytes_loaded, S + blocks * hw * kFloat);
+    EXPECT_EQ(k[1].bytes_stored, S);
+    EXPECT_EQ(k[1].unique_bytes, 2 * S + V);
+}

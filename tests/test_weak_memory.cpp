@@ -94,6 +94,26 @@ TEST_F(WeakMemory, VIDChannelSumsAcrossBlocks)
     }
 }
 
+// AT's samples are finished by the block that completes their two maps, reading the values other blocks wrote
+// (the entry points' random shapes put a sample in one block): samples across many blocks, and blocks across
+// samples (h*w below the 32 positions of a block).
+TEST_F(WeakMemory, ATSamplesFinishedAcrossBlocks)
+{
+    const int64_t shapes[][3] = {{4, 8, 16}, {5, 3, 3}, {3, 2, 7}};  // n, c, h = w
+    for (const auto& [n, c, hw] : shapes) {
+        SCOPED_TRACE(std::to_string(n) + "x" + std::to_string(c) + "x" + std::to_string(hw));
+        kdfATParams_t p = KDF_AT_PARAMS_INIT;
+        p.student = {n, c, hw, hw, 0, 0};
+        p.teacher = {n, c + 1, hw, hw, 0, 0};
+        const size_t ms = static_cast<size_t>(n * c * hw * hw), mt = static_cast<size_t>(n * (c + 1) * hw * hw);
+        DeviceBuffer<float> fs(kdftest::uniform(ms, 1)), ft(kdftest::uniform(mt, 2)), loss(1), grad(ms);
+        DeviceBuffer<unsigned char> ws(kdftest::workspace_size(kdfATWorkspaceSize, p));
+        EXPECT_EQ(kdfAT(handle, &p, fs.get(), ft.get(), loss.get(), grad.get(), nullptr, 1.0f, 0, ws.get(), ws.size(), stream),
+                  KDF_STATUS_SUCCESS)
+            << kdfGetLastErrorString();
+    }
+}
+
 TEST_F(WeakMemory, EveryEntryPointPublishesWhatOtherBlocksRead)
 {
     for (const uint64_t seed : {1, 2, 3, 4, 5}) {

@@ -1,22 +1,22 @@
 // The kernels AT and FT share (kernels/at.cu, kernels/ft.cu; the math is in at.cu's header comment).
 //
-// attention_map_kernel: v[n, o] = mean_C (P f)[n, c, o]^p for both maps, P the adaptive average pooling
+// attention_map_kernel<DIFF>: v[n, o] = mean_C (P f)[n, c, o]^p for both maps, P the adaptive average pooling
 //   of the larger map to the common size (identity for the smaller one). One thread per map position o
 //   and channel group: a block is 32 consecutive positions (flattened over n and o, so small maps still
 //   fill the block) x BLOCK/32 channel groups, one warp per group, so a warp reads 32 consecutive values
 //   of a plane; the groups' partial sums are added in group order in shared memory. Student blocks
-//   first, then teacher blocks.
-// attention_grad_kernel<DIFF, POOLED>: one block per (sample, chunk of student channels). Each block
-//   re-derives its sample's statistics from v (2 x h*w values, L2-resident): the two norms, then
-//   dot = sum_o a_s[o] phi'(d[o]) (two block reductions), so G[o] = dL/dv_s[o] costs two loads and a few
-//   flops wherever it is needed (SampleGrad::dv returns G[o] p / C). Then it writes grad_s for its channels:
-//   - student not pooled: grad = G[o] p f^(p-1) / C, elementwise over the chunk's (channel, position) range;
-//   - student pooled: per channel, rows of T[o] = G[o] p u[o]^(p-1) / (C |window o|) (u = the pooled value,
+//   first, then teacher blocks. Then each block counts its positions in the tickets of the samples they
+//   belong to; the block that completes a sample's two maps finishes the sample (finish_sample): its two
+//   norms, dot = sum_o a_s[o] phi'(d[o]) and its loss term (block reductions over the 2 x h*w values), and
+//   with a gradient G[o] = dL/dv_s[o] p / C_s (into the workspace). The block that finishes the last sample
+//   adds the samples' terms in sample order and writes the loss (no float atomics).
+// attention_grad_kernel<POOLED> (with a gradient only): one block per (sample, chunk of student channels),
+//   G of the sample staged in shared memory tile by tile (h*w reads per block):
+//   - student not pooled: grad = G[o] f^(p-1), elementwise over the chunk's (channel, position) range;
+//   - student pooled: per channel, rows of T[o] = G[o] u[o]^(p-1) / |window o| (u = the pooled value,
 //     recomputed from the window) are staged in shared memory, then every input pixel adds T over the
 //     windows that contain it (at most 2 per dimension, since windows shrink the map); rows are staged in
 //     tiles with one row of overlap, so any height fits and the width is limited to kAttentionMaxPooledWidth.
-//   The first chunk's block of each sample adds the sample's loss; kdf::grid_sum adds the blocks' values
-//   in block order (no float atomics).
 #pragma once
 
 #include "../at.h"
@@ -89,13 +89,94 @@ __device__ __forceinline__ void for_each_strided(I rows, I cols, I first, I step
     }
 }
 
+// One sample's normalisation, from its norms and dot: G(v_s, v_t) = dL/dv_s[o] p / C_s at a position o.
+struct SampleNorm {
+    float inv_s, inv_t;  // 1 / max(||v||, eps)
+    float dot;           // sum_o a_s[o] phi'(d[o])
+    bool through_norm;   // ||v_s|| >= eps: the gradient also flows through the norm (torch's clamp_min)
+    float scale;         // g c w p / (N h w C_s): the loss mean, the channel mean and the power's p
+
+    // a_s[o], rounded: the same value wherever it is used.
+    __device__ __forceinline__ float as(float vs) const { return __fmul_rn(vs, inv_s); }
+    // d[o] = a_s[o] - a_t[o], both normalised values rounded before the difference: equal maps give exactly
+    // d = 0 (a contracted vs * inv_s - vt * inv_t would leave the first product's rounding error).
+    __device__ __forceinline__ float d(float vs, float vt) const { return as(vs) - __fmul_rn(vt, inv_t); }
+
+    template <Diff DIFF>
+    __device__ __forceinline__ float g(float vs, float vt, float p2) const
+    {
+        const float dphi = diff_grad<DIFF>(d(vs, vt), p2);
+        return scale * inv_s * (through_norm ? dphi - as(vs) * dot : dphi);
+    }
+};
+
 template <int BLOCK>
+using PairReduce = cub::BlockReduce<Pair, BLOCK>;
+
+// Finishes sample n, whose v_s and v_t every map block has written and fenced (called by every thread of the
+// block that completed them): the norms, then dot and the loss term (in sample_loss[n]), then with a gradient
+// G[n]. The maps are read with __ldcg: other blocks wrote them.
+template <int BLOCK, Diff DIFF>
+__device__ __forceinline__ void finish_sample(const AttentionArgs& a, int64_t n, typename PairReduce<BLOCK>::TempStorage& temp)
+{
+    __shared__ float shared_norm_s, shared_norm_t, shared_dot;
+    const int64_t hw = a.geo.h * a.geo.w;
+    const float* vs = a.ws.v_s + n * hw;
+    const float* vt = a.ws.v_t + n * hw;
+
+    Pair sq{0.0f, 0.0f};
+    for (int64_t o = threadIdx.x; o < hw; o += BLOCK) {  // explicit FMAs: equal maps get equal norms
+        const float s = __ldcg(vs + o), t = __ldcg(vt + o);
+        sq.a = __fmaf_rn(s, s, sq.a);
+        sq.b = __fmaf_rn(t, t, sq.b);
+    }
+    const Pair norms = PairReduce<BLOCK>(temp).Reduce(sq, PairSum{});
+    if (threadIdx.x == 0) {
+        shared_norm_s = sqrtf(norms.a);
+        shared_norm_t = sqrtf(norms.b);
+    }
+    __syncthreads();
+    SampleNorm sn{};
+    sn.through_norm = shared_norm_s >= kNormEps;
+    sn.inv_s = 1.0f / nan_max(shared_norm_s, kNormEps);
+    sn.inv_t = 1.0f / nan_max(shared_norm_t, kNormEps);
+
+    Pair terms{0.0f, 0.0f};  // sum phi(d), sum a_s phi'(d)
+    for (int64_t o = threadIdx.x; o < hw; o += BLOCK) {
+        const float s = __ldcg(vs + o), d = sn.d(s, __ldcg(vt + o));
+        terms.a += diff_value<DIFF>(d, a.p2);
+        terms.b += sn.as(s) * diff_grad<DIFF>(d, a.p2);
+    }
+    const Pair sums = PairReduce<BLOCK>(temp).Reduce(terms, PairSum{});
+    if (threadIdx.x == 0) {
+        shared_dot = sums.b;
+        a.ws.sample_loss[n] = sums.a;
+    }
+    __syncthreads();
+    if (a.grad_s == nullptr) return;
+    sn.dot = shared_dot;
+    const float g = a.grad_loss ? *a.grad_loss : 1.0f;
+    sn.scale = g * a.grad_scale * a.weight * a.p / (static_cast<float>(a.s.n * hw) * static_cast<float>(a.s.c));
+    float* G = a.ws.g + n * hw;
+    for (int64_t o = threadIdx.x; o < hw; o += BLOCK) G[o] = sn.g<DIFF>(__ldcg(vs + o), __ldcg(vt + o), a.p2);
+}
+
+// Blocks of the map kernel that write sample n's positions, counting both maps.
+__device__ __forceinline__ unsigned sample_arrivals(int64_t n, int64_t hw)
+{
+    const int64_t first = n * hw / kAttentionMapPositions, last = ((n + 1) * hw - 1) / kAttentionMapPositions;
+    return static_cast<unsigned>(2 * (last - first + 1));
+}
+
+template <int BLOCK, Diff DIFF>
 __global__ void __launch_bounds__(BLOCK) attention_map_kernel(AttentionArgs a)
 {
     constexpr int kLanes = static_cast<int>(kAttentionMapPositions);
     constexpr int kGroups = BLOCK / kLanes;
     static_assert(kLanes == 32 && BLOCK % kLanes == 0, "one warp per channel group");
     __shared__ float partial[kGroups][kLanes];
+    __shared__ typename PairReduce<BLOCK>::TempStorage temp;
+    __shared__ bool sample_done, batch_done;
 
     const bool teacher = blockIdx.x >= a.geo.map_blocks;
     const Map4d m = teacher ? a.t : a.s;
@@ -103,7 +184,7 @@ __global__ void __launch_bounds__(BLOCK) attention_map_kernel(AttentionArgs a)
     float* v = teacher ? a.ws.v_t : a.ws.v_s;
     const int lane = static_cast<int>(threadIdx.x) % kLanes, group = static_cast<int>(threadIdx.x) / kLanes;
     const int64_t hw = a.geo.h * a.geo.w, positions = m.n * hw;
-    const int64_t q = (blockIdx.x - (teacher ? a.geo.map_blocks : 0)) * kAttentionMapPositions + lane;
+    const int64_t q0 = (blockIdx.x - (teacher ? a.geo.map_blocks : 0)) * kAttentionMapPositions, q = q0 + lane;
 
     float acc = 0.0f;
     if (q < positions) {
@@ -127,42 +208,46 @@ __global__ void __launch_bounds__(BLOCK) attention_map_kernel(AttentionArgs a)
         float total = 0.0f;
         for (int g = 0; g < kGroups; ++g) total += partial[g][lane];
         v[q] = total / static_cast<float>(m.c);
+        __threadfence();  // the value is visible before the ticket counts it
+    }
+    __syncthreads();
+
+    // Count this block's positions in their samples' tickets; the block completing a sample finishes it.
+    const int64_t q_last = (q0 + kLanes < positions ? q0 + kLanes : positions) - 1;
+    for (int64_t n = q0 / hw; n <= q_last / hw; ++n) {
+        if (threadIdx.x == 0) sample_done = atomicAdd(&a.ws.tickets[n], 1u) == sample_arrivals(n, hw) - 1;
+        __syncthreads();
+        if (sample_done) {
+            __threadfence();
+            finish_sample<BLOCK, DIFF>(a, n, temp);
+            if (a.loss != nullptr) {
+                // The block finishing the last sample adds the samples' terms in sample order.
+                if (threadIdx.x == 0) {
+                    __threadfence();  // the sample's term is visible before the ticket counts it
+                    batch_done = atomicAdd(&a.ws.tickets[m.n], 1u) == static_cast<unsigned>(m.n - 1);
+                }
+                __syncthreads();
+                if (batch_done) {
+                    __threadfence();
+                    Pair part{0.0f, 0.0f};
+                    for (int64_t i = threadIdx.x; i < m.n; i += BLOCK) part.a += __ldcg(&a.ws.sample_loss[i]);
+                    const Pair total = PairReduce<BLOCK>(temp).Reduce(part, PairSum{});
+                    if (threadIdx.x == 0) store(a.loss, a.weight * total.a / static_cast<float>(positions), a.accumulate);
+                }
+            }
+        }
+        __syncthreads();
     }
 }
 
-// One sample's normalisation: dv(o) = dL/dv_s[o] * p / C_s (the factor every gradient element of
-// position o shares) from the two unnormalised maps.
-struct SampleGrad {
-    const float* vs;
-    const float* vt;
-    float inv_s, inv_t;  // 1 / max(||v||, eps)
-    float dot;           // sum_o a_s[o] phi'(d[o])
-    bool through_norm;   // ||v_s|| >= eps: the gradient also flows through the norm (torch's clamp_min)
-    float scale;         // g c w p / (N h w C_s): the loss mean, the channel mean and the power's p
-
-    // a_s[o], rounded: the same value wherever it is used.
-    __device__ __forceinline__ float as(int64_t o) const { return __fmul_rn(vs[o], inv_s); }
-    // d[o] = a_s[o] - a_t[o], both normalised values rounded before the difference: equal maps give exactly
-    // d = 0 (a contracted vs[o] * inv_s - vt[o] * inv_t would leave the first product's rounding error).
-    __device__ __forceinline__ float d(int64_t o) const { return as(o) - __fmul_rn(vt[o], inv_t); }
-
-    template <Diff DIFF>
-    __device__ __forceinline__ float dv(int64_t o, float p2) const
-    {
-        const float dphi = diff_grad<DIFF>(d(o), p2);
-        return scale * inv_s * (through_norm ? dphi - as(o) * dot : dphi);
-    }
-};
-
-// grad_s of channels c0 .. c0 + nc - 1 of sample n when the student is the pooled map (H x W to Hp x Wp).
-// Per channel and tile of output rows: T[o] = dv(o) u[o]^(p-1) / |window o| into shared memory (u, the
-// window's mean, recomputed from f_s), then each input pixel of the tile adds T over the windows that
-// contain it. A tile stages `rows` output rows plus the next one, which input rows at the tile's end may
+// grad_s of channels c0 .. c0 + nc - 1 of sample n when the student is the pooled map (H x W to Hp x Wp), from
+// the sample's G (Hp x Wp). Per channel and tile of output rows: T[o] = G[o] u[o]^(p-1) / |window o| into shared
+// memory (u, the window's mean, recomputed from f_s), then each input pixel of the tile adds T over the windows
+// that contain it. A tile stages `rows` output rows plus the next one, which input rows at the tile's end may
 // share. Spatial indices are 32-bit (no 64-bit division): the host checks (H+1)(Hp+1) and (W+1)(Wp+1)
 // fit in an int (AttentionGeometry::launchable).
-template <int BLOCK, Diff DIFF>
-__device__ __forceinline__ void pooled_student_grad(const AttentionArgs& a, const SampleGrad& sg, int64_t n, int64_t c0,
-                                                    int64_t nc)
+template <int BLOCK>
+__device__ __forceinline__ void pooled_student_grad(const AttentionArgs& a, const float* G, int64_t n, int64_t c0, int64_t nc)
 {
     __shared__ float stage[kAttentionStage];
     const int H = static_cast<int>(a.s.h), W = static_cast<int>(a.s.w);
@@ -183,7 +268,7 @@ __device__ __forceinline__ void pooled_student_grad(const AttentionArgs& a, cons
                 for (int y = y0; y < y1; ++y)
                     for (int x = x0; x < x1; ++x) sum += plane[static_cast<int64_t>(y) * W + x];
                 const float inv_count = 1.0f / static_cast<float>((y1 - y0) * (x1 - x0));
-                stage[r * Wp + ox] = sg.dv<DIFF>(static_cast<int64_t>(oy) * Wp + ox, a.p2) * power(sum * inv_count, pm1) * inv_count;
+                stage[r * Wp + ox] = G[static_cast<int64_t>(oy) * Wp + ox] * power(sum * inv_count, pm1) * inv_count;
             });
             __syncthreads();
             // Input rows whose first window lies in [o0, o1): from the end of window o0 - 1 to the end of
@@ -205,95 +290,62 @@ __device__ __forceinline__ void pooled_student_grad(const AttentionArgs& a, cons
     }
 }
 
-template <int BLOCK, Diff DIFF, bool POOLED>
+// grad_s of channels c0 .. c0 + nc - 1 of sample n when the student is not pooled: G[o] f^(p-1) elementwise,
+// with G staged in shared memory kAttentionStage positions at a time (each value read once per block).
+template <int BLOCK>
+__device__ __forceinline__ void student_grad(const AttentionArgs& a, const float* G, int64_t n, int64_t c0, int64_t nc)
+{
+    __shared__ float stage[kAttentionStage];
+    const int64_t hw = a.geo.h * a.geo.w;
+    const float pm1 = a.p - 1.0f;
+    const float* fs = a.f_s + a.s.offset(n, c0);
+    float* gs = a.grad_s + a.s.offset(n, c0);
+    for (int64_t o0 = 0; o0 < hw; o0 += kAttentionStage) {
+        const int64_t len = hw - o0 < kAttentionStage ? hw - o0 : kAttentionStage;
+        for (int64_t o = threadIdx.x; o < len; o += BLOCK) stage[o] = G[o0 + o];
+        __syncthreads();
+        for_each_strided<int64_t>(nc, len, threadIdx.x, BLOCK, [&](int64_t c, int64_t o) {
+            const int64_t k = c * a.s.sc + o0 + o;
+            store(gs + k, stage[o] * power(fs[k], pm1), a.accumulate);
+        });
+        __syncthreads();
+    }
+}
+
+template <int BLOCK, bool POOLED>
 __global__ void __launch_bounds__(BLOCK) attention_grad_kernel(AttentionArgs a)
 {
-    using Reduce = cub::BlockReduce<Pair, BLOCK>;
-    __shared__ typename Reduce::TempStorage temp;
-    __shared__ float shared_norm_s, shared_norm_t, shared_dot;
-
     const AttentionGeometry& geo = a.geo;
     const int64_t chunks = (a.s.c + geo.channels_per_block - 1) / geo.channels_per_block;
     const int64_t n = blockIdx.x / chunks, chunk = blockIdx.x % chunks;
-    const int64_t hw = geo.h * geo.w;
-    const bool report = a.loss != nullptr && chunk == 0;
-    float sample_loss = 0.0f;  // thread 0 of a reporting block
-
-    if (report || a.grad_s != nullptr) {
-        SampleGrad sg{a.ws.v_s + n * hw, a.ws.v_t + n * hw, 0.0f, 0.0f, 0.0f, false, 0.0f};
-        Pair sq{0.0f, 0.0f};
-        for (int64_t o = threadIdx.x; o < hw; o += BLOCK) {  // explicit FMAs: equal maps get equal norms
-            sq.a = __fmaf_rn(sg.vs[o], sg.vs[o], sq.a);
-            sq.b = __fmaf_rn(sg.vt[o], sg.vt[o], sq.b);
-        }
-        const Pair norms = Reduce(temp).Reduce(sq, PairSum{});
-        if (threadIdx.x == 0) {
-            shared_norm_s = sqrtf(norms.a);
-            shared_norm_t = sqrtf(norms.b);
-        }
-        __syncthreads();
-        sg.through_norm = shared_norm_s >= kNormEps;
-        sg.inv_s = 1.0f / nan_max(shared_norm_s, kNormEps);
-        sg.inv_t = 1.0f / nan_max(shared_norm_t, kNormEps);
-
-        Pair terms{0.0f, 0.0f};  // sum phi(d), sum a_s phi'(d)
-        for (int64_t o = threadIdx.x; o < hw; o += BLOCK) {
-            const float d = sg.d(o);
-            terms.a += diff_value<DIFF>(d, a.p2);
-            terms.b += sg.as(o) * diff_grad<DIFF>(d, a.p2);
-        }
-        const Pair sums = Reduce(temp).Reduce(terms, PairSum{});
-        if (threadIdx.x == 0) {
-            shared_dot = sums.b;
-            sample_loss = sums.a;
-        }
-        __syncthreads();
-        sg.dot = shared_dot;
-
-        if (a.grad_s != nullptr) {
-            const float g = a.grad_loss ? *a.grad_loss : 1.0f;
-            sg.scale = g * a.grad_scale * a.weight * a.p / (static_cast<float>(a.s.n * hw) * static_cast<float>(a.s.c));
-            const int64_t c0 = chunk * geo.channels_per_block;
-            const int64_t nc = geo.channels_per_block < a.s.c - c0 ? geo.channels_per_block : a.s.c - c0;
-            if constexpr (!POOLED) {
-                const float pm1 = a.p - 1.0f;
-                // grad[c, o] = G(o) p f^(p-1) / C over the chunk's channels x positions.
-                const float* fs = a.f_s + a.s.offset(n, c0);
-                float* gs = a.grad_s + a.s.offset(n, c0);
-                for_each_strided<int64_t>(nc, hw, threadIdx.x, BLOCK, [&](int64_t c, int64_t o) {
-                    const int64_t k = c * a.s.sc + o;
-                    store(gs + k, sg.dv<DIFF>(o, a.p2) * power(fs[k], pm1), a.accumulate);
-                });
-            } else {
-                pooled_student_grad<BLOCK, DIFF>(a, sg, n, c0, nc);
-            }
-        }
+    const int64_t c0 = chunk * geo.channels_per_block;
+    const int64_t nc = geo.channels_per_block < a.s.c - c0 ? geo.channels_per_block : a.s.c - c0;
+    const float* G = a.ws.g + n * geo.h * geo.w;  // written by the map kernel
+    if constexpr (POOLED) {
+        pooled_student_grad<BLOCK>(a, G, n, c0, nc);
+    } else {
+        student_grad<BLOCK>(a, G, n, c0, nc);
     }
-
-    if (a.loss == nullptr) return;
-    const GridSumResult r = grid_sum<BLOCK>(a.ws.sum, report ? sample_loss : 0.0f);
-    if (r.last && threadIdx.x == 0) store(a.loss, a.weight * r.total / static_cast<float>(a.s.n * hw), a.accumulate);
 }
 
-// Both maps, in one launch. (A function of its own: g++ does not instantiate a kernel template named by a
+// The gradient kernel. (A function of its own: g++ does not instantiate a kernel template named by a
 // non-dependent template argument inside a template, such as launch<DIFF> below.)
-inline cudaError_t launch_maps(const AttentionArgs& args, cudaStream_t stream)
+inline cudaError_t launch_grads(const AttentionArgs& args, cudaStream_t stream)
 {
-    const LaunchConfig maps{dim3(static_cast<unsigned>(2 * args.geo.map_blocks)), dim3(kAttentionBlock), 0, stream};
-    return kdf::launch<attention_map_kernel<kAttentionBlock>>(maps, args);
+    const LaunchConfig grads{dim3(static_cast<unsigned>(args.geo.grad_blocks)), dim3(kAttentionBlock), 0, stream};
+    if (args.geo.pool_student) return kdf::launch<attention_grad_kernel<kAttentionBlock, true>>(grads, args);
+    return kdf::launch<attention_grad_kernel<kAttentionBlock, false>>(grads, args);
 }
 
-// The launcher of AT (DIFF = Square) and FT (DIFF = Power).
+// The launcher of AT (DIFF = Square) and FT (DIFF = Power): the tickets' memset, the map kernel (which writes
+// the loss), and with a gradient the gradient kernel.
 template <Diff DIFF>
 cudaError_t launch(const AttentionArgs& args, cudaStream_t stream)
 {
-    if (args.loss)
-        if (cudaError_t e = args.ws.sum.prepare(stream)) return e;
-    if (cudaError_t e = launch_maps(args, stream)) return e;
-    const dim3 block(kAttentionBlock);
-    const LaunchConfig grads{dim3(static_cast<unsigned>(args.geo.grad_blocks)), block, 0, stream};
-    if (args.geo.pool_student) return kdf::launch<attention_grad_kernel<kAttentionBlock, DIFF, true>>(grads, args);
-    return kdf::launch<attention_grad_kernel<kAttentionBlock, DIFF, false>>(grads, args);
+    if (cudaError_t e = args.ws.prepare(args.s.n, stream)) return e;
+    const LaunchConfig maps{dim3(static_cast<unsigned>(2 * args.geo.map_blocks)), dim3(kAttentionBlock), 0, stream};
+    if (cudaError_t e = kdf::launch<attention_map_kernel<kAttentionBlock, DIFF>>(maps, args)) return e;
+    return args.grad_s == nullptr ? cudaSuccess : launch_grads(args, stream);
 }
 
 }  // namespace
