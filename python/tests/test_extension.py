@@ -64,3 +64,18 @@ def test_threads_each_get_their_own_handle_and_agree():
     assert not errors and len(results) == 20
     for got in results:
         assert torch.equal(got[0], want[0]) and torch.equal(got[1], want[1])
+
+
+def test_installed_metadata_declares_cublas_as_the_cuda_extra():
+    """The wheel's metadata (installed package only): cuBLAS for the CUDA library is the optional extra `cuda`."""
+    import importlib.metadata
+    import os
+
+    import pytest
+
+    if os.environ.get("KDFUSE_TEST_INSTALLED") != "1":
+        pytest.skip("package metadata exists for the installed package only (scripts/test.sh's wheel step)")
+    meta = importlib.metadata.metadata("kdfuse")
+    assert "cuda" in meta.get_all("Provides-Extra")
+    requires = [r.replace(" ", "") for r in meta.get_all("Requires-Dist")]
+    assert any(r.startswith("nvidia-cublas") and "<14" in r and ">=13" in r and 'extra=="cuda"' in r for r in requires), requires
