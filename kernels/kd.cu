@@ -55,8 +55,17 @@ struct CombineRowLse {
     }
 };
 
+// How a call walks its rows: vector accesses of the logits (vec) and of each gradient (vec_gs, vec_gt), and the
+// row cache in shared memory.
+struct KDPaths {
+    bool vec, vec_gs, vec_gt, cache;
+};
+
+// At least 1024 / BLOCK blocks per SM (at most 64 registers a thread): 1024 resident threads keep enough
+// 16-byte loads in flight for the memory-bound passes (the octet walk would otherwise take 79 at 512 threads,
+// one block per SM).
 template <int BLOCK, typename T>
-__global__ void __launch_bounds__(BLOCK) kd_kernel(KDArgs args, float inv_t, float batch_scale, bool vec, bool cache)
+__global__ void __launch_bounds__(BLOCK, 1024 / BLOCK) kd_kernel(KDArgs args, float inv_t, float batch_scale, KDPaths paths)
 {
     using LseReduce = cub::BlockReduce<RowLse, BLOCK>;
     using SumReduce = cub::BlockReduce<float, BLOCK>;
@@ -65,7 +74,7 @@ __global__ void __launch_bounds__(BLOCK) kd_kernel(KDArgs args, float inv_t, flo
         typename SumReduce::TempStorage sum;
     } temp;
     __shared__ float row_lse_s, row_lse_t, row_kl;
-    T* cached = kdf::dynamic_shared<T>();  // [2 * classes] when `cache`: the rows as they are (not scaled)
+    T* cached = kdf::dynamic_shared<T>();  // [2 * classes] when `paths.cache`: the rows as they are (not scaled)
 
     const int64_t C = args.classes;
     const bool need_kl = args.loss != nullptr || args.grad_t != nullptr;
@@ -89,8 +98,8 @@ __global__ void __launch_bounds__(BLOCK) kd_kernel(KDArgs args, float inv_t, flo
 
         // Pass 1: online log-sum-exp of both rows.
         RowLse mine{OnlineLse::empty(), OnlineLse::empty()};
-        for_each_column_pair<BLOCK>(ys, yt, C, vec, [&](int64_t j, float a, float b) {
-            if (cache) {
+        for_each_column_pair<BLOCK>(ys, yt, C, paths.vec, [&](int64_t j, float a, float b) {
+            if (paths.cache) {
                 cached[j] = from_float<T>(a);  // exact: a came from a T
                 cached[C + j] = from_float<T>(b);
             }
@@ -110,24 +119,26 @@ __global__ void __launch_bounds__(BLOCK) kd_kernel(KDArgs args, float inv_t, flo
         const bool poisoned = !(lse_s < INFINITY) || !(lse_t < INFINITY);
         const float coef = poisoned ? NAN : g * args.grad_scale * w * args.temperature * batch_scale;
 
-        // Passes 2 and 3 read the cached rows or the rows again, and divide by T as pass 1 did.
-        const auto for_each_column = [&](auto&& f) {
-            const auto scaled = [&](int64_t j, float a, float b) { f(j, __fmul_rn(a, inv_t), __fmul_rn(b, inv_t)); };
-            if (cache)
-                for_each_column_pair<BLOCK>(cached, cached + C, C, C % 4 == 0, scaled);
+        // Passes 2 and 3 read the cached rows or the rows again, divide by T as pass 1 did, and store f's result
+        // to `out` (a gradient row).
+        const auto for_each_column = [&](T* out, bool out_vec, auto&& f) {
+            const auto scaled = [&](int64_t j, float a, float b) { return f(j, __fmul_rn(a, inv_t), __fmul_rn(b, inv_t)); };
+            if (paths.cache)
+                for_each_column_pair<BLOCK>(cached, cached + C, C, rows_aligned16<T>(cached, C), out, out_vec,
+                                            args.accumulate, scaled);
             else
-                for_each_column_pair<BLOCK>(ys, yt, C, vec, scaled);
+                for_each_column_pair<BLOCK>(ys, yt, C, paths.vec, out, out_vec, args.accumulate, scaled);
         };
 
         // Pass 2: KL terms and the student gradient.
         float kl_part = 0.0f;
-        for_each_column([&](int64_t j, float a, float b) {
+        for_each_column(gs, paths.vec_gs, [&](int64_t, float a, float b) {
             const float log_q = a - lse_s;
             const float log_p = b - lse_t;
             const float p = expf(log_p);
             const bool term = p > 0.0f;  // p = 0 (a -inf teacher logit) adds 0
             kl_part = __fmaf_rn(term ? p : 0.0f, term ? log_p - log_q : 0.0f, kl_part);
-            if (gs) store(&gs[j], coef * (expf(log_q) - p), args.accumulate);
+            return coef * (expf(log_q) - p);
         });
         if (need_kl) {
             const float kl = SumReduce(temp.sum).Sum(kl_part);
@@ -143,11 +154,11 @@ __global__ void __launch_bounds__(BLOCK) kd_kernel(KDArgs args, float inv_t, flo
         // Pass 3 (mutual learning): the teacher gradient needs KL_i.
         if (gt) {
             const float kl = row_kl;
-            for_each_column([&](int64_t j, float a, float b) {
+            for_each_column(gt, paths.vec_gt, [&](int64_t, float a, float b) {
                 const float log_q = a - lse_s;
                 const float log_p = b - lse_t;
                 const float p = expf(log_p);
-                store(&gt[j], p > 0.0f || poisoned ? coef * p * ((log_p - log_q) - kl) : 0.0f, args.accumulate);
+                return p > 0.0f || poisoned ? coef * p * ((log_p - log_q) - kl) : 0.0f;
             });
         }
         __syncthreads();  // the next row reuses the cache and the reduction storage
@@ -162,11 +173,13 @@ __global__ void __launch_bounds__(BLOCK) kd_kernel(KDArgs args, float inv_t, flo
 template <int BLOCK, typename T>
 cudaError_t launch_block(const KDArgs& args, cudaStream_t stream)
 {
-    const bool vec = args.ld_s % 4 == 0 && args.ld_t % 4 == 0 && aligned_to(args.y_s, sizeof(Pack4<T>)) &&
-                     aligned_to(args.y_t, sizeof(Pack4<T>));
+    KDPaths paths{};
+    paths.vec = rows_aligned16<T>(args.y_s, args.ld_s) && rows_aligned16<T>(args.y_t, args.ld_t);
+    paths.vec_gs = rows_aligned16<T>(args.grad_s, args.ld_s);
+    paths.vec_gt = rows_aligned16<T>(args.grad_t, args.ld_t);
     const size_t limit = dynamic_smem_limit(args.device_optin_smem), row_bytes = size_t(2 * args.classes) * sizeof(T);
-    const bool cache = row_bytes <= limit;
-    const size_t smem = cache ? row_bytes : 0;  // the row cache: both rows in their own type T
+    paths.cache = row_bytes <= limit;
+    const size_t smem = paths.cache ? row_bytes : 0;  // the row cache: both rows in their own type T
     // Above the default 48 KiB the kernel opts in, to the same `limit` from every call on the device.
     if (smem + kStaticSmemReserve > kDefaultSmemPerBlock) {
         const int optin = static_cast<int>(limit);
@@ -178,7 +191,7 @@ cudaError_t launch_block(const KDArgs& args, cudaStream_t stream)
     const float inv_t = 1.0f / args.temperature;
     const float batch_scale = args.per_row ? 1.0f : 1.0f / static_cast<float>(args.rows);
     return kdf::launch<kd_kernel<BLOCK, T>>({dim3(static_cast<unsigned>(kd_blocks(args.rows))), dim3(BLOCK), smem, stream},
-                       args, inv_t, batch_scale, vec, cache);
+                       args, inv_t, batch_scale, paths);
 }
 
 template <typename T>

@@ -182,9 +182,14 @@ TEST_F(KD, StridedAndMisalignedRowsGiveTheDenseBits)
                         nullptr, l.grad_scale, 0, dense_ws.get(), dense_ws.size(), stream),
                   KDF_STATUS_SUCCESS)
             << kdfGetLastErrorString();
-        // ld = C + 5 with a one-float offset: rows are 4-byte aligned only (scalar path); ld = round up to 8:
-        // 16-byte aligned rows with a scalar tail (vector path).
-        for (int64_t offset : {1, 0}) {
+        // ld = C + 5 with a one-float offset: rows are 4-byte aligned only (scalar loads and stores); ld = round
+        // up to 8: 16-byte aligned rows with a scalar tail (vector loads and stores); the same with the gradient
+        // one float off (vector loads, scalar stores).
+        struct Layout {
+            int64_t offset, grad_offset;
+        };
+        for (const auto& [offset, goffset] : {Layout{1, 1}, Layout{0, 0}, Layout{0, 1}}) {
+            SCOPED_TRACE("offsets " + std::to_string(offset) + ", " + std::to_string(goffset));
             const int64_t ld = offset ? C + 5 : (C + 7) / 8 * 8;
             std::vector<float> ys(offset + n * ld, NAN), yt(offset + n * ld, NAN);
             for (int64_t i = 0; i < n; ++i)
@@ -192,12 +197,12 @@ TEST_F(KD, StridedAndMisalignedRowsGiveTheDenseBits)
                     ys[offset + i * ld + j] = l.y_s[i * C + j];
                     yt[offset + i * ld + j] = l.y_t[i * C + j];
                 }
-            DeviceBuffer<float> dys(ys), dyt(yt), loss(1), gs(offset + n * ld);
+            DeviceBuffer<float> dys(ys), dyt(yt), loss(1), gs(goffset + n * ld);
             kdfKDParams_t p = l.params;
             p.ld_student = ld;
             p.ld_teacher = ld;
             DeviceBuffer<unsigned char> ws(workspace_size(p));
-            ASSERT_EQ(kdfKD(handle, &p, dys.get() + offset, dyt.get() + offset, nullptr, loss.get(), gs.get() + offset,
+            ASSERT_EQ(kdfKD(handle, &p, dys.get() + offset, dyt.get() + offset, nullptr, loss.get(), gs.get() + goffset,
                             nullptr, nullptr, l.grad_scale, 0, ws.get(), ws.size(), stream),
                       KDF_STATUS_SUCCESS)
                 << kdfGetLastErrorString();
@@ -205,10 +210,10 @@ TEST_F(KD, StridedAndMisalignedRowsGiveTheDenseBits)
             auto g = gs.download();
             std::vector<float> dense;
             for (int64_t i = 0; i < n; ++i)
-                for (int64_t j = 0; j < C; ++j) dense.push_back(g[offset + i * ld + j]);
+                for (int64_t j = 0; j < C; ++j) dense.push_back(g[goffset + i * ld + j]);
             EXPECT_CLOSE(dense, l.grad_s, "grad_s");
-            EXPECT_TRUE(kdftest::bitwise_equal(loss.download(), dense_loss.download())) << "loss, offset " << offset;
-            EXPECT_TRUE(kdftest::bitwise_equal(dense, dense_gs.download())) << "grad_s, offset " << offset;
+            EXPECT_TRUE(kdftest::bitwise_equal(loss.download(), dense_loss.download())) << "loss";
+            EXPECT_TRUE(kdftest::bitwise_equal(dense, dense_gs.download())) << "grad_s";
         }
     }
 }
