@@ -30,7 +30,9 @@
 // mostly from L2 for rows of a few hundred KB, from DRAM for most LLM vocabularies in fp32).
 // Numerics: logsumexp with the running maximum, so logits of +-1e4 with T down to 0.1 neither overflow
 // nor lose the largest terms; KL is accumulated per element as p (log p - log q) with both log
-// probabilities formed relative to their own log-sum-exp (no cancellation of two large lse values);
+// probabilities formed relative to their own log-sum-exp (no cancellation of two large lse values); the
+// probabilities themselves (q - p, and the KL weights p) are exp(x - max) / sum, a few ulp whatever the logits'
+// magnitude (exp(x - lse) carries the rounding of x - lse, an ulp of the logits);
 // p_j that are 0 (underflow, or a -inf teacher logit: a masked vocabulary entry, fp16 saturating) contribute
 // exactly 0 to the loss and to grad_t, as PyTorch's kl_div; a -inf student logit where p_j > 0 makes the row's
 // KL +inf with finite gradients (q_j = 0), as PyTorch. -inf logits are skipped by the log-sum-exp. A +inf or
@@ -73,7 +75,7 @@ __global__ void __launch_bounds__(BLOCK, 1024 / BLOCK) kd_kernel(KDArgs args, fl
         typename LseReduce::TempStorage lse;
         typename SumReduce::TempStorage sum;
     } temp;
-    __shared__ float row_lse_s, row_lse_t, row_kl;
+    __shared__ float row_lse_s, row_lse_t, row_max_s, row_max_t, row_inv_sum_s, row_inv_sum_t, row_kl;
     T* cached = kdf::dynamic_shared<T>();  // [2 * classes] when `paths.cache`: the rows as they are (not scaled)
 
     const int64_t C = args.classes;
@@ -110,9 +112,17 @@ __global__ void __launch_bounds__(BLOCK, 1024 / BLOCK) kd_kernel(KDArgs args, fl
         if (threadIdx.x == 0) {
             row_lse_s = total.s.lse();
             row_lse_t = total.t.lse();
+            row_max_s = total.s.max;
+            row_max_t = total.t.max;
+            row_inv_sum_s = 1.0f / total.s.sum;
+            row_inv_sum_t = 1.0f / total.t.sum;
         }
         __syncthreads();
         const float lse_s = row_lse_s, lse_t = row_lse_t;
+        // The probabilities as exp(x - max) / sum: relative error of a few ulp whatever the logits' magnitude
+        // (exp(x - lse) would carry the rounding of x - lse, an ulp of the larger of the two, e.g. 2e-6 at 20). The
+        // log-probabilities of the KL terms are x - lse.
+        const float max_s = row_max_s, max_t = row_max_t, inv_sum_s = row_inv_sum_s, inv_sum_t = row_inv_sum_t;
         const float g = args.grad_loss ? args.grad_loss[args.per_row ? row : 0] : 1.0f;
         // A +inf or NaN logit in either row makes its softmax NaN somewhere: the whole row's gradients are NaN,
         // as PyTorch's (the backward of log_softmax sums over the row).
@@ -135,10 +145,10 @@ __global__ void __launch_bounds__(BLOCK, 1024 / BLOCK) kd_kernel(KDArgs args, fl
         for_each_column(gs, paths.vec_gs, [&](int64_t, float a, float b) {
             const float log_q = a - lse_s;
             const float log_p = b - lse_t;
-            const float p = expf(log_p);
+            const float p = expf(b - max_t) * inv_sum_t;
             const bool term = p > 0.0f;  // p = 0 (a -inf teacher logit) adds 0
             kl_part = __fmaf_rn(term ? p : 0.0f, term ? log_p - log_q : 0.0f, kl_part);
-            return coef * (expf(log_q) - p);
+            return coef * (expf(a - max_s) * inv_sum_s - p);
         });
         if (need_kl) {
             const float kl = SumReduce(temp.sum).Sum(kl_part);
@@ -157,7 +167,7 @@ __global__ void __launch_bounds__(BLOCK, 1024 / BLOCK) kd_kernel(KDArgs args, fl
             for_each_column(gt, paths.vec_gt, [&](int64_t, float a, float b) {
                 const float log_q = a - lse_s;
                 const float log_p = b - lse_t;
-                const float p = expf(log_p);
+                const float p = expf(b - max_t) * inv_sum_t;
                 return p > 0.0f || poisoned ? coef * p * ((log_p - log_q) - kl) : 0.0f;
             });
         }

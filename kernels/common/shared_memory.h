@@ -19,7 +19,7 @@ constexpr size_t kPortableOptinSmemPerBlock = 99 * 1024;
 // The most any kernel opts in to: sm_80's maximum (sm_90's extra 64 KiB are not used yet).
 constexpr size_t kMaxOptinSmemPerBlock = 163 * 1024;
 // Room left for a kernel's static shared memory beside its dynamic shared memory (the largest static use of an
-// opting-in kernel is 400 bytes on sm_80 / sm_90: docs/benchmarking.md's SASS table).
+// opting-in kernel is 416 bytes on sm_80 / sm_90: docs/benchmarking.md's SASS table).
 constexpr size_t kStaticSmemReserve = 1024;
 
 // Bytes of dynamic shared memory a kernel may use on a device whose opt-in maximum is `device_optin` bytes
