@@ -49,6 +49,21 @@ protected:
     cudaStream_t stream = nullptr;
 };
 
+// An in-place update loads and stores each element: both count (AddressSanitizer's instrumentation, used before,
+// checked an address once per basic block and reported the load alone).
+TEST_F(Traffic, InPlaceUpdatesCountTheirLoadAndStore)
+{
+    const int n = 1000;
+    DeviceBuffer<float> x(kdftest::uniform(n, 1));
+    kdfuse::simt::reset_counters();
+    ASSERT_EQ(selftest::scale_in_place(x.get(), n, nullptr), cudaSuccess);
+    const std::vector<LaunchTraffic> t = kdfuse::simt::traffic();
+    ASSERT_EQ(t.size(), 1u);
+    EXPECT_EQ(t[0].bytes_loaded, uint64_t(n) * kFloat);
+    EXPECT_EQ(t[0].bytes_stored, uint64_t(n) * kFloat);
+    EXPECT_EQ(t[0].unique_bytes, uint64_t(n) * kFloat);
+}
+
 // Each element read once and written once; the shared-memory tile in between is not global traffic.
 TEST_F(Traffic, TransposeMovesEachElementOnceAndSharedMemoryDoesNotCount)
 {
@@ -121,7 +136,8 @@ TEST_F(Traffic, KDReadsRowsOnceUpToTheCacheLimitAndTwiceBeyond)
 }
 
 // FitNet, loss + grad_s: f_s and f_t read once, grad_s written once (the minimum), plus the batch sum as for KD.
-TEST_F(Traffic, FitNetMovesTheMinimum)
+// Accumulating (out = out + x) also loads every gradient element and the loss before storing them.
+TEST_F(Traffic, FitNetMovesTheMinimumAndAccumulatingReadsTheOldValues)
 {
     kdfFitNetParams_t p = KDF_FITNET_PARAMS_INIT;
     p.student = {2, 3, 5, 7, 0, 0};
@@ -129,18 +145,21 @@ TEST_F(Traffic, FitNetMovesTheMinimum)
     const int64_t count = 2 * 3 * 5 * 7;
     DeviceBuffer<float> fs(kdftest::uniform(count, 4)), ft(kdftest::uniform(count, 5)), loss(1), gs(count);
     DeviceBuffer<unsigned char> ws(kdftest::workspace_size(kdfFitNetWorkspaceSize, p));
-    kdfuse::simt::reset_counters();
-    ASSERT_EQ(kdfFitNet(handle, &p, fs.get(), ft.get(), loss.get(), gs.get(), nullptr, 1.0f, 0, ws.get(), ws.size(),
-                        stream),
-              KDF_STATUS_SUCCESS);
-    const std::vector<LaunchTraffic> k = kernels();
-    ASSERT_EQ(k.size(), 1u);
-    // 210 elements: one block, so the batch sum adds one partial (stored, read back), one ticket and its reset,
-    // and the loss.
-    const uint64_t bytes = uint64_t(count) * kFloat;
-    EXPECT_EQ(k[0].bytes_loaded, 2 * bytes + 4);
-    EXPECT_EQ(k[0].bytes_stored, bytes + 4 + 4 + 4 + 4);
-    EXPECT_EQ(k[0].unique_bytes, 3 * bytes + 4 + 4 + 4);
+    for (const int accumulate : {0, 1}) {
+        SCOPED_TRACE("accumulate " + std::to_string(accumulate));
+        kdfuse::simt::reset_counters();
+        ASSERT_EQ(kdfFitNet(handle, &p, fs.get(), ft.get(), loss.get(), gs.get(), nullptr, 1.0f, accumulate, ws.get(),
+                            ws.size(), stream),
+                  KDF_STATUS_SUCCESS);
+        const std::vector<LaunchTraffic> k = kernels();
+        ASSERT_EQ(k.size(), 1u);
+        // 210 elements: one block, so the batch sum adds one partial (stored, read back), one ticket and its reset,
+        // and the loss.
+        const uint64_t bytes = uint64_t(count) * kFloat, old_values = accumulate ? bytes + 4 : 0;
+        EXPECT_EQ(k[0].bytes_loaded, 2 * bytes + 4 + old_values);
+        EXPECT_EQ(k[0].bytes_stored, bytes + 4 + 4 + 4 + 4);
+        EXPECT_EQ(k[0].unique_bytes, 3 * bytes + 4 + 4 + 4);
+    }
 }
 
 // A GEMM of the cuBLAS shim is a modelled record (its minimum traffic) and adds 2 m n k FLOPs.

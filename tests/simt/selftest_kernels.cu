@@ -71,6 +71,13 @@ __global__ void transpose_kernel(const float* in, float* out, int rows, int cols
     }
 }
 
+// x[i] = 2 x[i]: a load and a store of the same address in one basic block.
+__global__ void scale_in_place_kernel(float* x, int n)
+{
+    const int i = blockIdx.x * blockDim.x + threadIdx.x;
+    if (i < n) x[i] = 2.0f * x[i];
+}
+
 __global__ void warp_votes_kernel(const float* x, unsigned* out)
 {
     const int pred = x[threadIdx.x] > 0.0f;
@@ -116,6 +123,11 @@ cudaError_t transpose(const float* in, float* out, int rows, int cols, cudaStrea
 {
     const dim3 grid((cols + kTile - 1) / kTile, (rows + kTile - 1) / kTile);
     return kdf::launch<transpose_kernel>({grid, dim3(kTile, kRows), 0, stream}, in, out, rows, cols);
+}
+
+cudaError_t scale_in_place(float* x, int n, cudaStream_t stream)
+{
+    return kdf::launch<scale_in_place_kernel>({dim3((n + 127) / 128), dim3(128), 0, stream}, x, n);
 }
 
 cudaError_t warp_votes(const float* x, unsigned* out, int threads, cudaStream_t stream)

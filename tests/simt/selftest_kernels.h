@@ -22,6 +22,8 @@ cudaError_t warp0_sum(const float* x, float* out, cudaStream_t stream);
 cudaError_t warp16_sum(const float* x, float* out, int valid, cudaStream_t stream);
 // y = reverse(x) for n <= 4096 floats through dynamic shared memory, one block of `threads`.
 cudaError_t reverse_dynamic(const float* x, float* y, int n, int threads, cudaStream_t stream);
+// x = 2 x in place, one thread per element.
+cudaError_t scale_in_place(float* x, int n, cudaStream_t stream);
 // out (cols x rows) = transpose of in (rows x cols), 32 x 32 tiles through padded shared memory.
 cudaError_t transpose(const float* in, float* out, int rows, int cols, cudaStream_t stream);
 // Ballot / any / all of (x[i] > 0) in each warp of one block of `threads` (multiple of 32);
