@@ -559,9 +559,9 @@ cudaError_t launch_erased(const void* kernel, const char* name, dim3 grid, dim3 
         traffic_counted_launch(name);
         return cudaSuccess;
     }
-    const bool recording = traffic_begin_launch(name);
+    const bool observed = observe_launch_begin(name);
     const cudaError_t e = worker().run_grid(grid, block, smem, thunk, closure, site);
-    if (recording) traffic_end_launch();
+    if (observed) observe_launch_end();
     return e;
 }
 

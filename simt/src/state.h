@@ -45,13 +45,14 @@ std::string format_location(const std::source_location& where);
 // The live cudaMalloc allocations as [base, end) ranges, sorted.
 std::vector<std::pair<uintptr_t, uintptr_t>> allocation_ranges();
 
-// Traffic recording (traffic.cpp). The instrumented kernel code reports each access (traffic_hooks.cpp, in
-// another library: hence exported); a launch is bracketed by traffic_begin_launch (false when recording is off)
-// and traffic_end_launch; memsets, copies and GEMMs add a record each.
+// The observers of the instrumented build's accesses (traffic.cpp): traffic recording and the weak-memory check.
+// The instrumented kernel code reports each access (traffic_hooks.cpp, in another library: hence exported); a
+// launch is bracketed by observe_launch_begin (false when neither observer is on) and observe_launch_end;
+// memsets, copies and GEMMs add a traffic record each.
 KDFUSE_SIMT_API void traffic_access(const void* p, size_t bytes, bool store);
 KDFUSE_SIMT_API void mark_traffic_instrumented();
-bool traffic_begin_launch(const char* name);
-void traffic_end_launch();
+bool observe_launch_begin(const char* name);
+void observe_launch_end();
 void traffic_counted_launch(const char* name);  // a launch in count-only mode: a record without traffic
 void traffic_runtime_op(const char* name, const void* dst, size_t stored, const void* src, size_t loaded, bool modelled);
 void reset_traffic();

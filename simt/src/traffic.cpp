@@ -189,7 +189,7 @@ void traffic_access(const void* p, size_t bytes, bool store)
 
 void mark_traffic_instrumented() { traffic_state().instrumented = true; }
 
-bool traffic_begin_launch(const char* name)
+bool observe_launch_begin(const char* name)
 {
     const TrafficState& s = traffic_state();
     if (!s.instrumented || (!s.on && !s.weak)) return false;
@@ -203,7 +203,7 @@ bool traffic_begin_launch(const char* name)
     return true;
 }
 
-void traffic_end_launch()
+void observe_launch_end()
 {
     Recording* r = tl_recording;
     tl_recording = nullptr;
