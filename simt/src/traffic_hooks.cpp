@@ -74,10 +74,10 @@ KDFUSE_TRAFFIC_HOOK void __tsan_vptr_read(void**) {}
         traffic_access(plain(a), sizeof(T), true);                                                             \
         return __atomic_compare_exchange_n(a, expected, v, false, __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST);         \
     }                                                                                                          \
-    KDFUSE_TRAFFIC_HOOK int __tsan_atomic##n##_compare_exchange_weak(volatile T* a, T* expected, T v, int, int) \
+    /* a strong exchange is a valid weak one */                                                                \
+    KDFUSE_TRAFFIC_HOOK int __tsan_atomic##n##_compare_exchange_weak(volatile T* a, T* expected, T v, int mo, int f) \
     {                                                                                                          \
-        traffic_access(plain(a), sizeof(T), true);                                                             \
-        return __atomic_compare_exchange_n(a, expected, v, false, __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST);         \
+        return __tsan_atomic##n##_compare_exchange_strong(a, expected, v, mo, f);                             \
     }                                                                                                          \
     KDFUSE_TRAFFIC_HOOK T __tsan_atomic##n##_compare_exchange_val(volatile T* a, T expected, T v, int, int)    \
     {                                                                                                          \
